@@ -1,0 +1,270 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor};
+
+use crate::{Batch, Error, HookPoint, Result};
+
+/// Which positions of each sequence an intervention touches. A position is a token's index in its
+/// own sequence (padding does not count), so the same intervention means the same thing in a
+/// batch, alone, and at every step of generation: during KV-cached generation, positions inside
+/// the prompt are changed once, in the prefill, and later tokens see the changed keys and values;
+/// positions past the prompt are changed when they are generated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Positions {
+    All,
+    Only(Vec<usize>),
+}
+
+impl Positions {
+    fn contains(&self, position: usize) -> bool {
+        match self {
+            Positions::All => true,
+            Positions::Only(p) => p.contains(&position),
+        }
+    }
+}
+
+/// A function of the selected activations, `[n, width] -> [n, width]`.
+pub type EditFn = Arc<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + Send + Sync>;
+
+/// What an intervention does to each selected activation vector.
+#[derive(Clone)]
+pub enum Edit {
+    /// Replace it with this vector, `[width]`.
+    Replace(Tensor),
+    /// Add this vector, `[width]`.
+    Add(Tensor),
+    /// Multiply it by this factor.
+    Scale(f64),
+    /// Any function of the selected vectors, given together as `[n, width]` and returning the
+    /// same shape (n = rows × positions selected in this forward call).
+    Apply(EditFn),
+}
+
+impl fmt::Debug for Edit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Edit::Replace(v) => write!(f, "Replace({:?})", v.shape()),
+            Edit::Add(v) => write!(f, "Add({:?})", v.shape()),
+            Edit::Scale(s) => write!(f, "Scale({s})"),
+            Edit::Apply(_) => write!(f, "Apply(..)"),
+        }
+    }
+}
+
+impl Edit {
+    fn apply(&self, selected: &Tensor) -> Result<Tensor> {
+        let (n, width) = selected.dims2()?;
+        let check = |v: &Tensor, what: &str| -> Result<()> {
+            if v.dims() != [width] {
+                return Err(Error::Invalid(format!(
+                    "{what} vector has shape {:?}, but the activation it edits has width {width}",
+                    v.dims()
+                )));
+            }
+            Ok(())
+        };
+        let edited = match self {
+            Edit::Replace(v) => {
+                check(v, "replacement")?;
+                v.to_dtype(selected.dtype())?
+                    .unsqueeze(0)?
+                    .broadcast_as((n, width))?
+                    .contiguous()?
+            }
+            Edit::Add(v) => {
+                check(v, "added")?;
+                selected.broadcast_add(&v.to_dtype(selected.dtype())?)?
+            }
+            Edit::Scale(s) => selected.affine(*s, 0.0)?,
+            Edit::Apply(f) => {
+                let out = f(selected)?;
+                if out.dims() != selected.dims() {
+                    return Err(Error::Invalid(format!(
+                        "an intervention function returned shape {:?} for input {:?}",
+                        out.dims(),
+                        selected.dims()
+                    )));
+                }
+                out
+            }
+        };
+        Ok(edited)
+    }
+}
+
+/// One change to the forward pass: at `hook`, for the chosen rows of the batch (all when `None`)
+/// and positions, apply `edit`.
+#[derive(Clone, Debug)]
+pub struct Intervention {
+    pub hook: HookPoint,
+    pub positions: Positions,
+    pub rows: Option<Vec<usize>>,
+    pub edit: Edit,
+}
+
+/// What a forward pass should capture and change: the one way every part of loupe (capture,
+/// SAE splicing, patching, amplification) reads and writes activations.
+///
+/// Interventions at a hook point run in the order they were added; a capture at the same point
+/// sees the result, which is what the rest of the model sees. Captures accumulate over forward
+/// calls along the column axis, so after KV-cached generation a capture holds prompt and
+/// generated tokens alike, laid out as the batch is (left-padded).
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    to_capture: BTreeSet<HookPoint>,
+    interventions: Vec<Intervention>,
+    captured: BTreeMap<HookPoint, Vec<Tensor>>,
+}
+
+impl Hooks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also capture the activation at `hook`.
+    pub fn capture(mut self, hook: HookPoint) -> Self {
+        self.to_capture.insert(hook);
+        self
+    }
+
+    /// Also capture the activations at all of `hooks`.
+    pub fn capture_all(mut self, hooks: impl IntoIterator<Item = HookPoint>) -> Self {
+        self.to_capture.extend(hooks);
+        self
+    }
+
+    /// Adds an intervention (applied after those already added at the same hook point).
+    pub fn intervene(mut self, intervention: Intervention) -> Self {
+        self.interventions.push(intervention);
+        self
+    }
+
+    /// Shorthand: replace the activation at `hook` at `positions` of every row by `value`.
+    pub fn replace(self, hook: HookPoint, positions: Positions, value: Tensor) -> Self {
+        self.intervene(Intervention {
+            hook,
+            positions,
+            rows: None,
+            edit: Edit::Replace(value),
+        })
+    }
+
+    /// Shorthand: add `value` to the activation at `hook` at `positions` of every row.
+    pub fn add(self, hook: HookPoint, positions: Positions, value: Tensor) -> Self {
+        self.intervene(Intervention {
+            hook,
+            positions,
+            rows: None,
+            edit: Edit::Add(value),
+        })
+    }
+
+    /// Shorthand: scale the activation at `hook` at `positions` of every row by `factor`.
+    pub fn scale(self, hook: HookPoint, positions: Positions, factor: f64) -> Self {
+        self.intervene(Intervention {
+            hook,
+            positions,
+            rows: None,
+            edit: Edit::Scale(factor),
+        })
+    }
+
+    /// Every hook point that is captured or intervened on.
+    pub fn hook_points(&self) -> impl Iterator<Item = HookPoint> + '_ {
+        self.to_capture
+            .iter()
+            .copied()
+            .chain(self.interventions.iter().map(|i| i.hook))
+    }
+
+    /// The deepest block any capture or intervention needs (`Some(None)` when only `hook_embed`
+    /// is hooked; `None` when nothing is): a forward pass that needs no logits stops after it.
+    pub fn deepest_layer(&self) -> Option<Option<usize>> {
+        self.hook_points().map(|h| h.layer()).max()
+    }
+
+    /// Checks every hook point against the model's depth.
+    pub fn check_depth(&self, n_layers: usize) -> Result<()> {
+        self.hook_points().try_for_each(|h| h.check_depth(n_layers))
+    }
+
+    /// The activation captured at `hook`, `[rows, columns, width]` over every forward call so far.
+    pub fn captured(&self, hook: HookPoint) -> Option<Tensor> {
+        let chunks = self.captured.get(&hook)?;
+        match chunks.as_slice() {
+            [one] => Some(one.clone()),
+            many => Tensor::cat(many, 1).ok(),
+        }
+    }
+
+    /// Forgets what was captured (keeping what to capture and the interventions).
+    pub fn clear_captured(&mut self) {
+        self.captured.clear();
+    }
+
+    /// Runs the interventions at `hook` on `x` (`[rows, columns, width]`), then captures it.
+    pub(crate) fn apply(
+        &mut self,
+        hook: HookPoint,
+        mut x: Tensor,
+        batch: &Batch,
+    ) -> Result<Tensor> {
+        for intervention in self.interventions.iter().filter(|i| i.hook == hook) {
+            x = apply_one(intervention, x, batch)?;
+        }
+        if self.to_capture.contains(&hook) {
+            self.captured.entry(hook).or_default().push(x.clone());
+        }
+        Ok(x)
+    }
+}
+
+fn apply_one(intervention: &Intervention, x: Tensor, batch: &Batch) -> Result<Tensor> {
+    let (rows, columns, width) = x.dims3()?;
+    let row_selected = |r: usize| intervention.rows.as_ref().is_none_or(|rs| rs.contains(&r));
+    if let Some(rows) = &intervention.rows {
+        if let Some(bad) = rows.iter().find(|&&r| r >= batch.rows()) {
+            return Err(Error::Invalid(format!(
+                "intervention at {} names row {bad}, but the batch has {} rows",
+                intervention.hook,
+                batch.rows()
+            )));
+        }
+    }
+    let mut flat_indices = Vec::new();
+    for row in (0..rows).filter(|&r| row_selected(r)) {
+        for column in 0..columns {
+            if batch
+                .position(row, column)
+                .is_some_and(|p| intervention.positions.contains(p))
+            {
+                flat_indices.push((row * columns + column) as u32);
+            }
+        }
+    }
+    if flat_indices.is_empty() {
+        return Ok(x);
+    }
+    let flat = x.reshape((rows * columns, width))?;
+    if flat_indices.len() == rows * columns {
+        return Ok(intervention
+            .edit
+            .apply(&flat)?
+            .reshape((rows, columns, width))?);
+    }
+    let n = flat_indices.len();
+    let indices = Tensor::from_vec(flat_indices, n, x.device())?;
+    let selected = flat.index_select(&indices, 0)?;
+    let edited = intervention.edit.apply(&selected)?;
+    // scatter writes the edited rows in place of the old ones exactly (no x + (new - old)).
+    let scatter_indices = indices
+        .to_dtype(DType::U32)?
+        .unsqueeze(1)?
+        .broadcast_as((n, width))?
+        .contiguous()?;
+    let out = flat.scatter(&scatter_indices, &edited.contiguous()?, 0)?;
+    Ok(out.reshape((rows, columns, width))?)
+}

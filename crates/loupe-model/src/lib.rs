@@ -1,0 +1,40 @@
+//! Hooked transformer language models for loupe.
+//!
+//! A model is loaded by name ([`Model::load`]: a registered short name such as `smollm2`, a GGUF
+//! file, a Hugging Face model directory, or a hub id already in the local hf-hub cache). Its
+//! forward pass ([`Llama::forward`]) takes a [`Batch`] of token ids and a [`Hooks`] value that says
+//! which activations to capture and which to change, named by [`HookPoint`] exactly as
+//! TransformerLens names them. [`generate()`] runs the same hooked forward with a KV cache.
+//!
+//! ```no_run
+//! use loupe_model::{Hooks, HookPoint, Logits, Model};
+//! # fn main() -> loupe_model::Result<()> {
+//! let model = Model::load("smollm2", &candle_core::Device::Cpu)?;
+//! let hook: HookPoint = "blocks.15.hook_resid_post".parse()?;
+//! let batch = model.batch(&["The capital of France is"])?;
+//! let mut hooks = Hooks::new().capture(hook);
+//! model.llama.forward(&batch, &mut hooks, Logits::None)?;
+//! let resid = hooks.captured(hook).expect("captured"); // [batch, tokens, 576]
+//! # Ok(()) }
+//! ```
+
+mod batch;
+mod error;
+mod generate;
+mod gguf;
+mod hook_point;
+mod hooks;
+mod llama;
+mod model;
+mod source;
+mod tokenizer;
+
+pub use batch::Batch;
+pub use error::{Error, Result};
+pub use generate::{generate, GenerateConfig, Generation, Sampling, StopReason};
+pub use hook_point::HookPoint;
+pub use hooks::{Edit, Hooks, Intervention, Positions};
+pub use llama::{KvCache, Llama, LlamaConfig, Logits};
+pub use model::Model;
+pub use source::{models_dir, ModelSource, REGISTERED_MODELS};
+pub use tokenizer::Tokenizer;

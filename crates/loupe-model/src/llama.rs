@@ -1,0 +1,416 @@
+//! The llama family (Llama 2/3 without rope scaling, TinyLlama, SmolLM/SmolLM2), with a hook at
+//! every [`HookPoint`]. Weights are named as in Hugging Face checkpoints
+//! (`model.layers.0.self_attn.q_proj.weight`, ...); GGUF files are renamed into this layout when
+//! they are loaded (see `gguf.rs`).
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{embedding, linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::{Batch, Error, HookPoint, Hooks, Result};
+
+/// The shape of a llama-family model: what `config.json` says, resolved (no optional fields).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub vocab_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f32,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+}
+
+impl LlamaConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Parses a Hugging Face `config.json` (through candle-transformers' llama config).
+    pub fn from_hf_json(json: &str) -> std::result::Result<Self, String> {
+        let hf: candle_transformers::models::llama::LlamaConfig =
+            serde_json::from_str(json).map_err(|e| e.to_string())?;
+        if hf.rope_scaling.is_some() {
+            return Err(
+                "rope_scaling (Llama 3.1 style) is not supported yet; remove it only if the \
+                        model was trained without it"
+                    .into(),
+            );
+        }
+        let config = LlamaConfig {
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            vocab_size: hf.vocab_size,
+            num_hidden_layers: hf.num_hidden_layers,
+            num_attention_heads: hf.num_attention_heads,
+            num_key_value_heads: hf.num_key_value_heads(),
+            rms_norm_eps: hf.rms_norm_eps,
+            rope_theta: hf.rope_theta,
+            max_position_embeddings: hf.max_position_embeddings,
+            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
+        let heads = self.num_attention_heads;
+        if heads == 0 || self.num_key_value_heads == 0 || self.num_hidden_layers == 0 {
+            return Err(
+                "num_attention_heads, num_key_value_heads and num_hidden_layers must be positive"
+                    .into(),
+            );
+        }
+        if self.hidden_size % heads != 0 || self.head_dim() % 2 != 0 {
+            return Err(format!(
+                "hidden_size {} must split into {heads} heads of even size",
+                self.hidden_size
+            ));
+        }
+        if heads % self.num_key_value_heads != 0 {
+            return Err(format!(
+                "num_attention_heads {heads} must be a multiple of num_key_value_heads {}",
+                self.num_key_value_heads
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which logits a forward pass computes. The unembedding is a fifth of SmolLM2's compute, so
+/// generation asks only for the last column, and a capture for none (which also lets the pass stop
+/// after the deepest hooked layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    All,
+    Last,
+    None,
+}
+
+/// Keys and values of every layer for the columns already run, `[rows, kv_heads, columns, head_dim]`.
+pub struct KvCache {
+    layers: Vec<candle_nn::kv_cache::KvCache>,
+}
+
+impl KvCache {
+    pub fn new(config: &LlamaConfig) -> Self {
+        // The cache grows in steps of this many columns when it fills up.
+        const GROW_BY: usize = 256;
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| candle_nn::kv_cache::KvCache::new(2, GROW_BY))
+            .collect();
+        KvCache { layers }
+    }
+
+    /// Columns held.
+    pub fn columns(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.current_seq_len())
+    }
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
+        let (d, hd) = (cfg.hidden_size, cfg.head_dim());
+        Ok(Attention {
+            q_proj: linear_no_bias(d, cfg.num_attention_heads * hd, vb.pp("q_proj"))?,
+            k_proj: linear_no_bias(d, cfg.num_key_value_heads * hd, vb.pp("k_proj"))?,
+            v_proj: linear_no_bias(d, cfg.num_key_value_heads * hd, vb.pp("v_proj"))?,
+            o_proj: linear_no_bias(cfg.num_attention_heads * hd, d, vb.pp("o_proj"))?,
+            n_heads: cfg.num_attention_heads,
+            n_kv_heads: cfg.num_key_value_heads,
+            head_dim: hd,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RopeAt,
+        mask: Option<&Tensor>,
+        cache: Option<&mut candle_nn::kv_cache::KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
+            Ok(proj
+                .forward(x)?
+                .reshape((b, t, n, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q =
+            candle_nn::rotary_emb::rope(&heads(&self.q_proj, self.n_heads)?, &rope.cos, &rope.sin)?;
+        let k = candle_nn::rotary_emb::rope(
+            &heads(&self.k_proj, self.n_kv_heads)?,
+            &rope.cos,
+            &rope.sin,
+        )?;
+        let v = heads(&self.v_proj, self.n_kv_heads)?;
+        let (k, v) = match cache {
+            Some(cache) => cache.append(&k, &v)?,
+            None => (k, v),
+        };
+        let n_rep = self.n_heads / self.n_kv_heads;
+        let k = candle_transformers::utils::repeat_kv(k, n_rep)?.contiguous()?;
+        let v = candle_transformers::utils::repeat_kv(v, n_rep)?.contiguous()?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut scores = (q.matmul(&k.t()?)? * scale)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let y = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, t, self.n_heads * self.head_dim))?;
+        Ok(self.o_proj.forward(&y)?)
+    }
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+struct Block {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
+        let (d, m, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
+        let mlp = vb.pp("mlp");
+        Ok(Block {
+            input_layernorm: rms_norm(d, eps, vb.pp("input_layernorm"))?,
+            self_attn: Attention::load(vb.pp("self_attn"), cfg)?,
+            post_attention_layernorm: rms_norm(d, eps, vb.pp("post_attention_layernorm"))?,
+            mlp: Mlp {
+                gate_proj: linear_no_bias(d, m, mlp.pp("gate_proj"))?,
+                up_proj: linear_no_bias(d, m, mlp.pp("up_proj"))?,
+                down_proj: linear_no_bias(m, d, mlp.pp("down_proj"))?,
+            },
+        })
+    }
+
+    /// One block, with its six hook points in forward order.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        layer: usize,
+        x: Tensor,
+        batch: &Batch,
+        rope: &RopeAt,
+        mask: Option<&Tensor>,
+        cache: Option<&mut candle_nn::kv_cache::KvCache>,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        let x = hooks.apply(HookPoint::ResidPre(layer), x, batch)?;
+        let attn = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(&x)?, rope, mask, cache)?;
+        let attn = hooks.apply(HookPoint::AttnOut(layer), attn, batch)?;
+        let x = hooks.apply(HookPoint::ResidMid(layer), (x + attn)?, batch)?;
+
+        let h = self.post_attention_layernorm.forward(&x)?;
+        let neurons = (candle_nn::ops::silu(&self.mlp.gate_proj.forward(&h)?)?
+            * self.mlp.up_proj.forward(&h)?)?;
+        let neurons = hooks.apply(HookPoint::MlpPost(layer), neurons, batch)?;
+        let mlp_out = hooks.apply(
+            HookPoint::MlpOut(layer),
+            self.mlp.down_proj.forward(&neurons)?,
+            batch,
+        )?;
+        hooks.apply(HookPoint::ResidPost(layer), (x + mlp_out)?, batch)
+    }
+}
+
+/// Rotary cos/sin for the positions of one batch, `[rows, columns, head_dim / 2]`.
+struct RopeAt {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// A llama-family decoder with hooks. See [`Llama::forward`].
+pub struct Llama {
+    config: LlamaConfig,
+    embed_tokens: Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    /// cos and sin of every position up to the context length, `[positions, head_dim / 2]`.
+    rope_cos: Tensor,
+    rope_sin: Tensor,
+}
+
+impl Llama {
+    /// Builds the model from weights named as in Hugging Face llama checkpoints.
+    pub fn load(vb: VarBuilder, config: LlamaConfig) -> Result<Self> {
+        config.validate().map_err(Error::Invalid)?;
+        let embed_tokens = embedding(
+            config.vocab_size,
+            config.hidden_size,
+            vb.pp("model.embed_tokens"),
+        )?;
+        let lm_head = if config.tie_word_embeddings {
+            Linear::new(embed_tokens.embeddings().clone(), None)
+        } else {
+            linear_no_bias(config.hidden_size, config.vocab_size, vb.pp("lm_head"))?
+        };
+        let blocks = (0..config.num_hidden_layers)
+            .map(|l| Block::load(vb.pp(format!("model.layers.{l}")), &config))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = rms_norm(config.hidden_size, config.rms_norm_eps, vb.pp("model.norm"))?;
+        let (rope_cos, rope_sin) = rope_tables(&config, vb.device())?;
+        Ok(Llama {
+            config,
+            embed_tokens,
+            blocks,
+            norm,
+            lm_head,
+            rope_cos,
+            rope_sin,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn n_layers(&self) -> usize {
+        self.config.num_hidden_layers
+    }
+
+    pub fn device(&self) -> &Device {
+        self.rope_cos.device()
+    }
+
+    /// The width of the activation at `hook`.
+    pub fn width(&self, hook: HookPoint) -> usize {
+        match hook {
+            HookPoint::MlpPost(_) => self.config.intermediate_size,
+            _ => self.config.hidden_size,
+        }
+    }
+
+    /// Runs the model over `batch`, capturing and intervening as `hooks` says, and returns the
+    /// logits asked for: `[rows, columns, vocab]` for [`Logits::All`], `[rows, 1, vocab]` for
+    /// [`Logits::Last`] (the last column is every row's last token: batches are left-padded),
+    /// `None` for [`Logits::None`], in which case the pass stops after the deepest hooked layer.
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        hooks: &mut Hooks,
+        logits: Logits,
+    ) -> Result<Option<Tensor>> {
+        self.run(batch, hooks, None, logits)
+    }
+
+    /// [`Llama::forward`] with a KV cache: `batch` holds only the columns after those in `cache`
+    /// (see [`Batch::next_step`]), whose keys and values are appended to it. Every layer runs.
+    pub fn forward_cached(
+        &self,
+        batch: &Batch,
+        hooks: &mut Hooks,
+        cache: &mut KvCache,
+        logits: Logits,
+    ) -> Result<Option<Tensor>> {
+        if cache.columns() != batch.start_column() {
+            return Err(Error::Invalid(format!(
+                "the KV cache holds {} columns but the batch starts at column {}",
+                cache.columns(),
+                batch.start_column()
+            )));
+        }
+        self.run(batch, hooks, Some(cache), logits)
+    }
+
+    fn run(
+        &self,
+        batch: &Batch,
+        hooks: &mut Hooks,
+        mut cache: Option<&mut KvCache>,
+        logits: Logits,
+    ) -> Result<Option<Tensor>> {
+        hooks.check_depth(self.n_layers())?;
+        let context = self.config.max_position_embeddings;
+        if batch.max_len() > context {
+            return Err(Error::TooLong {
+                what: "the input".into(),
+                len: batch.max_len(),
+                context,
+            });
+        }
+        let last_layer = match (logits, &cache, hooks.deepest_layer()) {
+            (Logits::None, None, None) => return Ok(None),
+            (Logits::None, None, Some(deepest)) => deepest,
+            _ => Some(self.n_layers() - 1),
+        };
+
+        let x = self.embed_tokens.forward(batch.ids())?;
+        let mut x = hooks.apply(HookPoint::Embed, x, batch)?;
+        if let Some(last_layer) = last_layer {
+            let rope = self.rope_at(batch)?;
+            let mask = batch.attention_mask()?;
+            for (layer, block) in self.blocks.iter().enumerate().take(last_layer + 1) {
+                let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[layer]);
+                x = block.forward(layer, x, batch, &rope, mask.as_ref(), layer_cache, hooks)?;
+            }
+        }
+        match logits {
+            Logits::None => Ok(None),
+            Logits::All => Ok(Some(self.unembed(&x)?)),
+            Logits::Last => {
+                let last = x.narrow(1, batch.columns() - 1, 1)?;
+                Ok(Some(self.unembed(&last)?))
+            }
+        }
+    }
+
+    /// Final norm and unembedding: logits for residual-stream vectors `[..., hidden]`. Applied to
+    /// an intermediate layer's residual stream, this is the logit lens.
+    pub fn unembed(&self, resid: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(&self.norm.forward(resid)?)?)
+    }
+
+    fn rope_at(&self, batch: &Batch) -> Result<RopeAt> {
+        let positions = batch.rope_positions()?;
+        let shape = (batch.rows(), batch.columns(), self.config.head_dim() / 2);
+        Ok(RopeAt {
+            cos: self.rope_cos.index_select(&positions, 0)?.reshape(shape)?,
+            sin: self.rope_sin.index_select(&positions, 0)?.reshape(shape)?,
+        })
+    }
+}
+
+/// cos and sin of position × inverse frequency, as Hugging Face's llama computes them (the
+/// rotate-half convention: GGUF weights are un-permuted to it when loaded).
+fn rope_tables(config: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+    let hd = config.head_dim();
+    let inv_freq: Vec<f32> = (0..hd)
+        .step_by(2)
+        .map(|i| 1f32 / config.rope_theta.powf(i as f32 / hd as f32))
+        .collect();
+    let n_freq = inv_freq.len();
+    let inv_freq = Tensor::from_vec(inv_freq, (1, n_freq), device)?;
+    let positions = Tensor::arange(0u32, config.max_position_embeddings as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((config.max_position_embeddings, 1))?;
+    let angles = positions.matmul(&inv_freq)?;
+    Ok((angles.cos()?, angles.sin()?))
+}

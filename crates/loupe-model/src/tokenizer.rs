@@ -1,0 +1,157 @@
+//! The model's tokenizer: a `tokenizers::Tokenizer`, read from a `tokenizer.json` or built from
+//! the `tokenizer.ggml.*` fields of a GGUF file (so that a GGUF file is all a model needs).
+
+use std::path::Path;
+
+use ahash::AHashMap;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, PreTokenizerWrapper};
+
+use crate::gguf::GgufTokenizerFields;
+use crate::{Error, Result};
+
+/// A tokenizer with the model's special token ids.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    bos: Option<u32>,
+    eos: Option<u32>,
+}
+
+// llama.cpp token types that are special tokens rather than pieces of text.
+const TOKEN_TYPE_CONTROL: i32 = 3;
+const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+
+impl Tokenizer {
+    /// Reads a Hugging Face `tokenizer.json`.
+    pub fn from_file(path: &Path, bos: Option<u32>, eos: Option<u32>) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::file(path, format!("not a readable tokenizer.json: {e}")))?;
+        Ok(Tokenizer { inner, bos, eos })
+    }
+
+    /// Builds the tokenizer that a GGUF file describes. Byte-level BPE (`tokenizer.ggml.model =
+    /// gpt2`) with the `gpt2` and `smollm` pre-tokenizers is supported; for anything else, put the
+    /// model's `tokenizer.json` next to the GGUF file.
+    pub(crate) fn from_gguf(fields: &GgufTokenizerFields, path: &Path) -> Result<Self> {
+        let unsupported = |what: String| {
+            Error::file(path, format!("{what}; put the model's tokenizer.json next to the GGUF file (named tokenizer.json or <file stem>.tokenizer.json)"))
+        };
+        if fields.model != "gpt2" {
+            return Err(unsupported(format!(
+                "tokenizer.ggml.model '{}' cannot be built from GGUF yet",
+                fields.model
+            )));
+        }
+        let byte_level = ByteLevel::new(false, true, true);
+        let pre_tokenizer: PreTokenizerWrapper = match fields.pre.as_deref() {
+            None | Some("default") | Some("gpt2") => byte_level.into(),
+            // SmolLM's: digits one by one, then the GPT-2 byte-level split.
+            Some("smollm") => {
+                Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
+            }
+            Some(other) => {
+                return Err(unsupported(format!(
+                    "pre-tokenizer '{other}' cannot be built from GGUF yet"
+                )))
+            }
+        };
+
+        let vocab: AHashMap<String, u32> = fields
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let merges = fields
+            .merges
+            .iter()
+            .map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::file(path, "tokenizer.ggml.merges has an entry that is not two tokens separated by a space"))?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| Error::file(path, format!("cannot build the BPE tokenizer: {e}")))?;
+
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(pre_tokenizer));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let special: Vec<AddedToken> = fields
+            .token_types
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
+            .map(|(i, _)| AddedToken::from(fields.tokens[i].clone(), true))
+            .collect();
+        inner.add_special_tokens(&special);
+        if fields.add_bos {
+            let bos = fields.bos.ok_or_else(|| Error::file(path, "tokenizer.ggml.add_bos_token is set but there is no tokenizer.ggml.bos_token_id"))?;
+            let bos_token = fields.tokens.get(bos as usize).cloned().ok_or_else(|| {
+                Error::file(path, "tokenizer.ggml.bos_token_id is past the vocabulary")
+            })?;
+            let template = TemplateProcessing::builder()
+                .try_single(format!("{bos_token} $A"))
+                .and_then(|b| {
+                    b.special_tokens(vec![(bos_token.clone(), bos)])
+                        .build()
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| Error::file(path, format!("cannot set up BOS insertion: {e}")))?;
+            inner.with_post_processor(Some(template));
+        }
+        Ok(Tokenizer {
+            inner,
+            bos: fields.bos,
+            eos: fields.eos,
+        })
+    }
+
+    /// Token ids of `text`, with the model's own special tokens added (for SmolLM2, none: its
+    /// tokenizer adds no BOS). Special tokens written in the text (`<|im_start|>`) become their ids.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The text of `ids`, special tokens included.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// How one token reads on its own (for tables of tokens).
+    pub fn token_text(&self, id: u32) -> String {
+        self.decode(&[id]).unwrap_or_else(|_| format!("<{id}>"))
+    }
+
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
+    }
+
+    pub fn eos(&self) -> Option<u32> {
+        self.eos
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The underlying `tokenizers` tokenizer, for offsets and everything else.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}

@@ -1,0 +1,41 @@
+//! One module per `loupe` subcommand: its arguments and what it does.
+
+pub mod generate;
+pub mod hooks;
+pub mod inspect;
+
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::Device;
+use loupe_model::Model;
+
+/// `--model`, shared by every command that runs a model.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// A registered name (smollm2), a GGUF file, a model directory, or a Hugging Face id in the
+    /// local hf-hub cache.
+    #[arg(long, default_value = "smollm2")]
+    pub model: String,
+}
+
+impl ModelArgs {
+    /// Loads the model on the CPU, telling the user (on stderr) what was loaded and how long it took.
+    pub fn load(&self) -> anyhow::Result<Model> {
+        let start = Instant::now();
+        let model = Model::load(&self.model, &Device::Cpu)
+            .with_context(|| format!("loading model '{}'", self.model))?;
+        let c = model.llama.config();
+        eprintln!(
+            "loaded {} from {} ({} layers, d_model {}, d_mlp {}, vocab {}) in {:.1}s",
+            model.name,
+            model.source.path().display(),
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.intermediate_size,
+            c.vocab_size,
+            start.elapsed().as_secs_f64()
+        );
+        Ok(model)
+    }
+}
