@@ -46,8 +46,9 @@ PROMPTS = [
     "Le petit chat est assis sur le tapis, et",
     "<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n",
 ]
-# Residual stream leaving these blocks (transformers' hidden_states[L + 1]).
-RESID_POST_LAYERS = [0, 14, 29]
+# Residual stream leaving these blocks (transformers' hidden_states[L + 1]). Not the last block:
+# transformers' last hidden_states entry is the final norm's output, not the residual stream.
+RESID_POST_LAYERS = [0, 14, 28]
 GREEDY_TOKENS = 20
 
 TOKENIZER_CASES = [

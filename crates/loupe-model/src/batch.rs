@@ -26,9 +26,7 @@ impl Batch {
             return Err(Error::Invalid("a batch needs at least one sequence".into()));
         }
         if let Some(i) = sequences.iter().position(|s| s.is_empty()) {
-            return Err(Error::Invalid(format!(
-                "sequence {i} of the batch has no tokens"
-            )));
+            return Err(Error::Invalid(format!("sequence {i} of the batch has no tokens")));
         }
         let columns = sequences.iter().map(Vec::len).max().unwrap_or(0);
         let mut flat = Vec::with_capacity(sequences.len() * columns);

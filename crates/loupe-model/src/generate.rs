@@ -92,12 +92,7 @@ pub fn generate(
             let generation = &mut generations[row];
             if done[row] {
                 // A finished row keeps feeding its last token; its outputs are ignored.
-                next.push(
-                    *generation
-                        .tokens
-                        .last()
-                        .expect("a finished row has a token"),
-                );
+                next.push(*generation.tokens.last().expect("a finished row has a token"));
                 continue;
             }
             let token = processor.sample(&logits_f32.get(row)?)?;

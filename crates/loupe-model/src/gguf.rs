@@ -77,12 +77,8 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
 
     let mut tensors = HashMap::with_capacity(content.tensor_infos.len());
     for name in content.tensor_infos.keys() {
-        let hf_name = hf_name(name).ok_or_else(|| {
-            Error::file(
-                path,
-                format!("unexpected tensor '{name}' for a llama model"),
-            )
-        })?;
+        let hf_name = hf_name(name)
+            .ok_or_else(|| Error::file(path, format!("unexpected tensor '{name}' for a llama model")))?;
         let tensor = content
             .tensor(&mut reader, name, device)
             .and_then(|q| q.dequantize(device))
@@ -199,10 +195,7 @@ impl Metadata<'_> {
     }
 
     fn string(&self, key: &str) -> Result<String> {
-        self.get(key)?
-            .to_string()
-            .cloned()
-            .map_err(|e| self.bad(key, e))
+        self.get(key)?.to_string().cloned().map_err(|e| self.bad(key, e))
     }
 
     fn strings(&self, key: &str) -> Result<Vec<String>> {

@@ -162,14 +162,8 @@ mod tests {
 
     #[test]
     fn depth_check_names_the_layer_count() {
-        let err = HookPoint::ResidPost(30)
-            .check_depth(30)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("30 layers") && err.contains("0 to 29"),
-            "{err}"
-        );
+        let err = HookPoint::ResidPost(30).check_depth(30).unwrap_err().to_string();
+        assert!(err.contains("30 layers") && err.contains("0 to 29"), "{err}");
         HookPoint::ResidPost(29).check_depth(30).unwrap();
         HookPoint::Embed.check_depth(0).unwrap();
     }

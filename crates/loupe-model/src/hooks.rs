@@ -206,12 +206,7 @@ impl Hooks {
     }
 
     /// Runs the interventions at `hook` on `x` (`[rows, columns, width]`), then captures it.
-    pub(crate) fn apply(
-        &mut self,
-        hook: HookPoint,
-        mut x: Tensor,
-        batch: &Batch,
-    ) -> Result<Tensor> {
+    pub(crate) fn apply(&mut self, hook: HookPoint, mut x: Tensor, batch: &Batch) -> Result<Tensor> {
         for intervention in self.interventions.iter().filter(|i| i.hook == hook) {
             x = apply_one(intervention, x, batch)?;
         }
@@ -250,10 +245,7 @@ fn apply_one(intervention: &Intervention, x: Tensor, batch: &Batch) -> Result<Te
     }
     let flat = x.reshape((rows * columns, width))?;
     if flat_indices.len() == rows * columns {
-        return Ok(intervention
-            .edit
-            .apply(&flat)?
-            .reshape((rows, columns, width))?);
+        return Ok(intervention.edit.apply(&flat)?.reshape((rows, columns, width))?);
     }
     let n = flat_indices.len();
     let indices = Tensor::from_vec(flat_indices, n, x.device())?;

@@ -27,6 +27,7 @@ mod hooks;
 mod llama;
 mod model;
 mod source;
+pub mod testing;
 mod tokenizer;
 
 pub use batch::Batch;

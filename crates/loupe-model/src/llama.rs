@@ -60,8 +60,7 @@ impl LlamaConfig {
         let heads = self.num_attention_heads;
         if heads == 0 || self.num_key_value_heads == 0 || self.num_hidden_layers == 0 {
             return Err(
-                "num_attention_heads, num_key_value_heads and num_hidden_layers must be positive"
-                    .into(),
+                "num_attention_heads, num_key_value_heads and num_hidden_layers must be positive".into(),
             );
         }
         if self.hidden_size % heads != 0 || self.head_dim() % 2 != 0 {
@@ -150,13 +149,8 @@ impl Attention {
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q =
-            candle_nn::rotary_emb::rope(&heads(&self.q_proj, self.n_heads)?, &rope.cos, &rope.sin)?;
-        let k = candle_nn::rotary_emb::rope(
-            &heads(&self.k_proj, self.n_kv_heads)?,
-            &rope.cos,
-            &rope.sin,
-        )?;
+        let q = candle_nn::rotary_emb::rope(&heads(&self.q_proj, self.n_heads)?, &rope.cos, &rope.sin)?;
+        let k = candle_nn::rotary_emb::rope(&heads(&self.k_proj, self.n_kv_heads)?, &rope.cos, &rope.sin)?;
         let v = heads(&self.v_proj, self.n_kv_heads)?;
         let (k, v) = match cache {
             Some(cache) => cache.append(&k, &v)?,
@@ -228,8 +222,8 @@ impl Block {
         let x = hooks.apply(HookPoint::ResidMid(layer), (x + attn)?, batch)?;
 
         let h = self.post_attention_layernorm.forward(&x)?;
-        let neurons = (candle_nn::ops::silu(&self.mlp.gate_proj.forward(&h)?)?
-            * self.mlp.up_proj.forward(&h)?)?;
+        let neurons =
+            (candle_nn::ops::silu(&self.mlp.gate_proj.forward(&h)?)? * self.mlp.up_proj.forward(&h)?)?;
         let neurons = hooks.apply(HookPoint::MlpPost(layer), neurons, batch)?;
         let mlp_out = hooks.apply(
             HookPoint::MlpOut(layer),
@@ -262,11 +256,7 @@ impl Llama {
     /// Builds the model from weights named as in Hugging Face llama checkpoints.
     pub fn load(vb: VarBuilder, config: LlamaConfig) -> Result<Self> {
         config.validate().map_err(Error::Invalid)?;
-        let embed_tokens = embedding(
-            config.vocab_size,
-            config.hidden_size,
-            vb.pp("model.embed_tokens"),
-        )?;
+        let embed_tokens = embedding(config.vocab_size, config.hidden_size, vb.pp("model.embed_tokens"))?;
         let lm_head = if config.tie_word_embeddings {
             Linear::new(embed_tokens.embeddings().clone(), None)
         } else {
@@ -312,12 +302,7 @@ impl Llama {
     /// logits asked for: `[rows, columns, vocab]` for [`Logits::All`], `[rows, 1, vocab]` for
     /// [`Logits::Last`] (the last column is every row's last token: batches are left-padded),
     /// `None` for [`Logits::None`], in which case the pass stops after the deepest hooked layer.
-    pub fn forward(
-        &self,
-        batch: &Batch,
-        hooks: &mut Hooks,
-        logits: Logits,
-    ) -> Result<Option<Tensor>> {
+    pub fn forward(&self, batch: &Batch, hooks: &mut Hooks, logits: Logits) -> Result<Option<Tensor>> {
         self.run(batch, hooks, None, logits)
     }
 

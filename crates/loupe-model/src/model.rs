@@ -19,15 +19,10 @@ impl Model {
     pub fn load(name: &str, device: &Device) -> Result<Self> {
         let source = ModelSource::resolve(name)?;
         let (llama, tokenizer) = match &source {
-            ModelSource::Gguf {
-                path,
-                tokenizer_json,
-            } => {
+            ModelSource::Gguf { path, tokenizer_json } => {
                 let file = gguf::read(path, device)?;
                 let tokenizer = match tokenizer_json {
-                    Some(json) => {
-                        Tokenizer::from_file(json, file.tokenizer.bos, file.tokenizer.eos)?
-                    }
+                    Some(json) => Tokenizer::from_file(json, file.tokenizer.bos, file.tokenizer.eos)?,
                     None => Tokenizer::from_gguf(&file.tokenizer, path)?,
                 };
                 let vb = VarBuilder::from_tensors(file.tensors, DType::F32, device);
@@ -98,8 +93,7 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<(Llama, Tokenizer)> {
     let json = std::fs::read_to_string(&config_path)
         .map_err(|e| Error::file(&config_path, format!("cannot read: {e}")))?;
     let config = LlamaConfig::from_hf_json(&json).map_err(|e| Error::file(&config_path, e))?;
-    let ids: serde_json::Value =
-        serde_json::from_str(&json).map_err(|e| Error::file(&config_path, e))?;
+    let ids: serde_json::Value = serde_json::from_str(&json).map_err(|e| Error::file(&config_path, e))?;
     let token_id = |key: &str| match &ids[key] {
         serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
         serde_json::Value::Array(a) => a.first().and_then(|n| n.as_u64()).map(|n| n as u32),

@@ -81,10 +81,7 @@ impl ModelSource {
             .into_iter()
             .flatten()
             .find(|p| p.is_file());
-        ModelSource::Gguf {
-            path,
-            tokenizer_json,
-        }
+        ModelSource::Gguf { path, tokenizer_json }
     }
 
     fn from_dir(dir: &Path) -> Result<Self> {

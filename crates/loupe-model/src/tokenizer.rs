@@ -52,9 +52,7 @@ impl Tokenizer {
         let pre_tokenizer: PreTokenizerWrapper = match fields.pre.as_deref() {
             None | Some("default") | Some("gpt2") => byte_level.into(),
             // SmolLM's: digits one by one, then the GPT-2 byte-level split.
-            Some("smollm") => {
-                Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
-            }
+            Some("smollm") => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
             Some(other) => {
                 return Err(unsupported(format!(
                     "pre-tokenizer '{other}' cannot be built from GGUF yet"
@@ -73,7 +71,12 @@ impl Tokenizer {
             .iter()
             .map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Error::file(path, "tokenizer.ggml.merges has an entry that is not two tokens separated by a space"))?;
+            .ok_or_else(|| {
+                Error::file(
+                    path,
+                    "tokenizer.ggml.merges has an entry that is not two tokens separated by a space",
+                )
+            })?;
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
@@ -91,10 +94,17 @@ impl Tokenizer {
             .collect();
         inner.add_special_tokens(&special);
         if fields.add_bos {
-            let bos = fields.bos.ok_or_else(|| Error::file(path, "tokenizer.ggml.add_bos_token is set but there is no tokenizer.ggml.bos_token_id"))?;
-            let bos_token = fields.tokens.get(bos as usize).cloned().ok_or_else(|| {
-                Error::file(path, "tokenizer.ggml.bos_token_id is past the vocabulary")
+            let bos = fields.bos.ok_or_else(|| {
+                Error::file(
+                    path,
+                    "tokenizer.ggml.add_bos_token is set but there is no tokenizer.ggml.bos_token_id",
+                )
             })?;
+            let bos_token = fields
+                .tokens
+                .get(bos as usize)
+                .cloned()
+                .ok_or_else(|| Error::file(path, "tokenizer.ggml.bos_token_id is past the vocabulary"))?;
             let template = TemplateProcessing::builder()
                 .try_single(format!("{bos_token} $A"))
                 .and_then(|b| {

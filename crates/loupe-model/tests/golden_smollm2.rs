@@ -1,0 +1,157 @@
+//! loupe's SmolLM2 against Hugging Face transformers on the same GGUF file: logits at every
+//! position, the residual stream at three layers, greedy continuations and tokenizer ids. The
+//! fixture in tests/fixtures/ was written once by scripts/make-golden-smollm2.py, which states its
+//! provenance. These tests need the real model: `scripts/fetch-models` fetches it.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use candle_core::{Device, Tensor};
+use loupe_model::{generate, GenerateConfig, HookPoint, Hooks, Logits, Model, Sampling};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn model() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        Model::load("smollm2", &Device::Cpu).unwrap_or_else(|e| {
+            panic!("{e}\nThese tests need the real default model: run scripts/fetch-models first.")
+        })
+    })
+}
+
+fn golden() -> (Value, std::collections::HashMap<String, Tensor>) {
+    let json = std::fs::read_to_string(fixtures().join("smollm2-golden.json")).unwrap();
+    let tensors =
+        candle_core::safetensors::load(fixtures().join("smollm2-golden.safetensors"), &Device::Cpu).unwrap();
+    (serde_json::from_str(&json).unwrap(), tensors)
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn tokenizer_matches_the_reference_on_mixed_text() {
+    let (meta, _) = golden();
+    for case in meta["tokenizer_cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(
+            model().tokenizer.encode(text).unwrap(),
+            ids(&case["ids"]),
+            "{text:?}"
+        );
+    }
+    // The case DESIGN.md names: two spaces before a digit.
+    assert_eq!(model().tokenizer.encode("a  1").unwrap(), vec![81, 256, 33]);
+}
+
+#[test]
+fn logits_and_residual_stream_match_transformers() {
+    let (meta, tensors) = golden();
+    let model = model();
+    let layers: Vec<usize> = meta["resid_post_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap() as usize)
+        .collect();
+    for (i, prompt) in meta["prompts"].as_array().unwrap().iter().enumerate() {
+        let text = prompt["text"].as_str().unwrap();
+        let expected_ids = ids(&prompt["ids"]);
+        assert_eq!(model.tokenizer.encode(text).unwrap(), expected_ids, "prompt {i}");
+        let batch = model.batch(&[text]).unwrap();
+        let mut hooks = Hooks::new().capture_all(layers.iter().map(|&l| HookPoint::ResidPost(l)));
+        let logits = model
+            .llama
+            .forward(&batch, &mut hooks, Logits::All)
+            .unwrap()
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+
+        let reference = &tensors[&format!("prompt{i}.logits")];
+        let diff = max_abs(&(&logits - reference).unwrap());
+        eprintln!("prompt {i}: max abs logit difference {diff:.2e}");
+        assert!(
+            diff < 1e-3,
+            "prompt {i}: logits differ by up to {diff} (reference scale {})",
+            max_abs(reference)
+        );
+        for &layer in &layers {
+            let ours = hooks
+                .captured(HookPoint::ResidPost(layer))
+                .unwrap()
+                .squeeze(0)
+                .unwrap();
+            let theirs = &tensors[&format!("prompt{i}.blocks.{layer}.hook_resid_post")];
+            // Relative to each position's norm: the first token's residual is far larger than the rest.
+            let rel = ((&ours - theirs)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum(1)
+                .unwrap()
+                .sqrt()
+                .unwrap()
+                / theirs.sqr().unwrap().sum(1).unwrap().sqrt().unwrap())
+            .unwrap();
+            let worst = max_abs(&rel);
+            eprintln!("prompt {i} layer {layer}: worst relative residual difference {worst:.2e}");
+            assert!(
+                worst < 1e-4,
+                "prompt {i} layer {layer}: residual stream differs by {worst} of its norm"
+            );
+        }
+    }
+}
+
+#[test]
+fn greedy_continuations_match_transformers_in_one_batch() {
+    let (meta, _) = golden();
+    let model = model();
+    let prompts: Vec<Vec<u32>> = meta["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| ids(&p["ids"]))
+        .collect();
+    let expected: Vec<Vec<u32>> = meta["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| ids(&p["greedy"]))
+        .collect();
+    let config = GenerateConfig {
+        max_new_tokens: expected[0].len(),
+        sampling: Sampling::Greedy,
+        stop_tokens: vec![],
+    };
+    let generations = generate(&model.llama, &prompts, model.pad_id(), &mut Hooks::new(), &config).unwrap();
+    for (i, (generation, expected)) in generations.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            &generation.tokens,
+            expected,
+            "prompt {i}: {:?}",
+            model.tokenizer.decode(&generation.tokens)
+        );
+    }
+}

@@ -1,0 +1,471 @@
+//! The hooked forward pass, interventions and generation, on a tiny random-weight llama that the
+//! tests write themselves (see `loupe_model::testing`).
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor, D};
+use loupe_model::testing::{write_tiny_gguf, write_tiny_hf_dir, TINY_EOS};
+use loupe_model::{
+    generate, Batch, Edit, GenerateConfig, HookPoint, Hooks, Intervention, Logits, Model, Positions, Sampling,
+};
+
+fn tiny_model() -> (tempfile::TempDir, Model) {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_hf_dir(dir.path(), 7).unwrap();
+    let model = Model::load(dir.path().to_str().unwrap(), &Device::Cpu).unwrap();
+    (dir, model)
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn logits(model: &Model, batch: &Batch, hooks: &mut Hooks) -> Tensor {
+    model.llama.forward(batch, hooks, Logits::All).unwrap().unwrap()
+}
+
+const PROMPT: &str = "the cat sat on the mat";
+
+#[test]
+fn capturing_changes_nothing_and_the_residual_identities_hold() {
+    let (_dir, model) = tiny_model();
+    let batch = model.batch(&[PROMPT]).unwrap();
+    let plain = logits(&model, &batch, &mut Hooks::new());
+    let n_layers = model.llama.n_layers();
+    let mut hooks = Hooks::new().capture_all(HookPoint::all(n_layers));
+    let captured = logits(&model, &batch, &mut hooks);
+    assert_eq!(max_abs_diff(&plain, &captured), 0.0);
+
+    let get = |h| hooks.captured(h).unwrap();
+    for l in 0..n_layers {
+        let (pre, attn, mid, mlp, post) = (
+            get(HookPoint::ResidPre(l)),
+            get(HookPoint::AttnOut(l)),
+            get(HookPoint::ResidMid(l)),
+            get(HookPoint::MlpOut(l)),
+            get(HookPoint::ResidPost(l)),
+        );
+        assert!(
+            max_abs_diff(&(&pre + &attn).unwrap(), &mid) < 1e-6,
+            "resid_mid = resid_pre + attn_out at {l}"
+        );
+        assert!(
+            max_abs_diff(&(&mid + &mlp).unwrap(), &post) < 1e-6,
+            "resid_post = resid_mid + mlp_out at {l}"
+        );
+        if l + 1 < n_layers {
+            assert_eq!(
+                max_abs_diff(&post, &get(HookPoint::ResidPre(l + 1))),
+                0.0,
+                "resid_post({l}) == resid_pre({})",
+                l + 1
+            );
+        }
+        assert_eq!(
+            get(HookPoint::MlpPost(l)).dims(),
+            &[1, batch.columns(), model.llama.config().intermediate_size]
+        );
+    }
+    assert_eq!(
+        max_abs_diff(&get(HookPoint::Embed), &get(HookPoint::ResidPre(0))),
+        0.0
+    );
+    // The last residual stream through the unembedding gives the logits.
+    let relogits = model
+        .llama
+        .unembed(&get(HookPoint::ResidPost(n_layers - 1)))
+        .unwrap();
+    assert!(max_abs_diff(&relogits, &plain) < 1e-5);
+}
+
+#[test]
+fn neutral_interventions_change_nothing() {
+    let (_dir, model) = tiny_model();
+    let batch = model.batch(&[PROMPT]).unwrap();
+    let plain = logits(&model, &batch, &mut Hooks::new());
+    let d = model.llama.config().hidden_size;
+    let zeros = Tensor::zeros(d, candle_core::DType::F32, &Device::Cpu).unwrap();
+    for hook in HookPoint::all(model.llama.n_layers()) {
+        let width = model.llama.width(hook);
+        let zeros_w = Tensor::zeros(width, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let mut hooks =
+            Hooks::new()
+                .add(hook, Positions::All, zeros_w)
+                .scale(hook, Positions::Only(vec![1, 3]), 1.0);
+        assert_eq!(
+            max_abs_diff(&plain, &logits(&model, &batch, &mut hooks)),
+            0.0,
+            "{hook}"
+        );
+    }
+    // A replacement by the activation's own value is exact too.
+    let mut capture = Hooks::new().capture(HookPoint::ResidPost(1));
+    logits(&model, &batch, &mut capture);
+    let own = capture
+        .captured(HookPoint::ResidPost(1))
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .get(2)
+        .unwrap();
+    let mut hooks = Hooks::new().replace(HookPoint::ResidPost(1), Positions::Only(vec![2]), own);
+    assert_eq!(max_abs_diff(&plain, &logits(&model, &batch, &mut hooks)), 0.0);
+    drop(zeros);
+}
+
+#[test]
+fn a_replacement_changes_only_its_position_and_later_ones() {
+    let (_dir, model) = tiny_model();
+    let batch = model.batch(&[PROMPT]).unwrap();
+    let plain = logits(&model, &batch, &mut Hooks::new());
+    let d = model.llama.config().hidden_size;
+    let value = Tensor::ones(d, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let pos = 3;
+    let mut hooks = Hooks::new()
+        .replace(HookPoint::ResidPre(1), Positions::Only(vec![pos]), value.clone())
+        .capture(HookPoint::ResidPre(1));
+    let patched = logits(&model, &batch, &mut hooks);
+    let seen = hooks.captured(HookPoint::ResidPre(1)).unwrap();
+    assert_eq!(
+        max_abs_diff(&seen.get(0).unwrap().get(pos).unwrap(), &value),
+        0.0,
+        "captures see the replaced value"
+    );
+    for p in 0..batch.columns() {
+        let diff = max_abs_diff(
+            &plain.get(0).unwrap().get(p).unwrap(),
+            &patched.get(0).unwrap().get(p).unwrap(),
+        );
+        if p < pos {
+            assert_eq!(diff, 0.0, "position {p} is before the patch");
+        } else {
+            assert!(diff > 1e-4, "position {p} is at or after the patch: diff {diff}");
+        }
+    }
+}
+
+#[test]
+fn edit_functions_and_rows_select_what_they_touch() {
+    let (_dir, model) = tiny_model();
+    let batch = model.batch(&[PROMPT, "a mat"]).unwrap();
+    let hook = HookPoint::MlpOut(0);
+    let double = Edit::Apply(Arc::new(|x: &Tensor| x * 2.0));
+    let mut hooks = Hooks::new().capture(hook);
+    logits(&model, &batch, &mut hooks);
+    let before = hooks.captured(hook).unwrap();
+    let mut hooks = Hooks::new()
+        .intervene(Intervention {
+            hook,
+            positions: Positions::Only(vec![0]),
+            rows: Some(vec![1]),
+            edit: double,
+        })
+        .capture(hook);
+    logits(&model, &batch, &mut hooks);
+    let after = hooks.captured(hook).unwrap();
+    let pad = batch.pads()[1];
+    let expected = (before.get(1).unwrap().get(pad).unwrap() * 2.0).unwrap();
+    assert!(max_abs_diff(&after.get(1).unwrap().get(pad).unwrap(), &expected) < 1e-6);
+    assert_eq!(
+        max_abs_diff(&after.get(0).unwrap(), &before.get(0).unwrap()),
+        0.0,
+        "row 0 untouched"
+    );
+    // A vector of the wrong width is an error, not a broadcast.
+    let wrong = Tensor::zeros(5, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let mut hooks = Hooks::new().add(hook, Positions::All, wrong);
+    let err = model
+        .llama
+        .forward(&batch, &mut hooks, Logits::All)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("width"), "{err}");
+}
+
+#[test]
+fn a_batch_with_padding_equals_each_prompt_alone() {
+    let (_dir, model) = tiny_model();
+    let prompts = [PROMPT, "hi", "the mat sat"];
+    let batch = model.batch(&prompts).unwrap();
+    let hook = HookPoint::ResidPost(1);
+    let mut hooks = Hooks::new().capture(hook);
+    let batched = logits(&model, &batch, &mut hooks);
+    let batched_resid = hooks.captured(hook).unwrap();
+    for (row, prompt) in prompts.iter().enumerate() {
+        let alone_batch = model.batch(&[prompt]).unwrap();
+        let mut alone_hooks = Hooks::new().capture(hook);
+        let alone = logits(&model, &alone_batch, &mut alone_hooks);
+        let pad = batch.pads()[row];
+        let n = alone_batch.columns();
+        let b = batched.get(row).unwrap().narrow(0, pad, n).unwrap();
+        assert!(max_abs_diff(&b, &alone.get(0).unwrap()) < 1e-5, "row {row}");
+        let r = batched_resid.get(row).unwrap().narrow(0, pad, n).unwrap();
+        let alone_r = alone_hooks.captured(hook).unwrap().get(0).unwrap();
+        let scale = alone_r
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            max_abs_diff(&r, &alone_r) < 1e-5 * scale,
+            "row {row}: {} vs scale {scale}",
+            max_abs_diff(&r, &alone_r)
+        );
+    }
+}
+
+#[test]
+fn a_capture_only_pass_stops_early_with_the_same_activations() {
+    let (_dir, model) = tiny_model();
+    let batch = model.batch(&[PROMPT]).unwrap();
+    let hook = HookPoint::MlpPost(1);
+    let mut full = Hooks::new().capture(hook);
+    logits(&model, &batch, &mut full);
+    let mut early = Hooks::new().capture(hook).capture(HookPoint::Embed);
+    assert!(model
+        .llama
+        .forward(&batch, &mut early, Logits::None)
+        .unwrap()
+        .is_none());
+    assert_eq!(early.deepest_layer(), Some(Some(1)));
+    assert_eq!(
+        max_abs_diff(&full.captured(hook).unwrap(), &early.captured(hook).unwrap()),
+        0.0
+    );
+    assert!(early.captured(HookPoint::ResidPost(2)).is_none());
+}
+
+/// Greedy generation by recomputing the whole sequence for every token: what the cache must equal.
+fn greedy_by_recompute(model: &Model, prompt: &[u32], hooks: &Hooks, n: usize) -> Vec<u32> {
+    let mut seq = prompt.to_vec();
+    for _ in 0..n {
+        let batch = Batch::left_padded(&[seq.clone()], 0, &Device::Cpu).unwrap();
+        let logits = model
+            .llama
+            .forward(&batch, &mut hooks.clone(), Logits::All)
+            .unwrap()
+            .unwrap();
+        let last = logits.get(0).unwrap().get(seq.len() - 1).unwrap();
+        seq.push(last.argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap());
+    }
+    seq[prompt.len()..].to_vec()
+}
+
+fn greedy(n: usize) -> GenerateConfig {
+    GenerateConfig {
+        max_new_tokens: n,
+        sampling: Sampling::Greedy,
+        stop_tokens: vec![],
+    }
+}
+
+#[test]
+fn cached_generation_equals_full_recompute_with_and_without_interventions() {
+    let (_dir, model) = tiny_model();
+    let prompt = model.encode_prompt(PROMPT).unwrap();
+    let d = model.llama.config().hidden_size;
+    let steer = Tensor::ones(d, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let cases = [
+        ("no intervention", Hooks::new()),
+        (
+            "patch a prompt position",
+            Hooks::new().replace(HookPoint::ResidPost(0), Positions::Only(vec![2]), steer.clone()),
+        ),
+        (
+            "add at every position",
+            Hooks::new().add(HookPoint::ResidMid(1), Positions::All, (&steer * 0.5).unwrap()),
+        ),
+        (
+            "scale a generated position",
+            Hooks::new().scale(
+                HookPoint::MlpPost(2),
+                Positions::Only(vec![prompt.len() + 2]),
+                5.0,
+            ),
+        ),
+    ];
+    for (what, hooks) in cases {
+        let expected = greedy_by_recompute(&model, &prompt, &hooks, 12);
+        let got = generate(
+            &model.llama,
+            &[prompt.clone()],
+            0,
+            &mut hooks.clone(),
+            &greedy(12),
+        )
+        .unwrap();
+        assert_eq!(got[0].tokens, expected, "{what}");
+    }
+    // The patch really does change the continuation (else the test above proves little).
+    let patched = generate(
+        &model.llama,
+        &[prompt.clone()],
+        0,
+        &mut Hooks::new().replace(
+            HookPoint::ResidPost(0),
+            Positions::Only(vec![2]),
+            (&steer * 10.0).unwrap(),
+        ),
+        &greedy(12),
+    )
+    .unwrap();
+    let plain = generate(&model.llama, &[prompt.clone()], 0, &mut Hooks::new(), &greedy(12)).unwrap();
+    assert_ne!(patched[0].tokens, plain[0].tokens);
+}
+
+#[test]
+fn batched_generation_equals_one_by_one() {
+    let (_dir, model) = tiny_model();
+    let prompts: Vec<Vec<u32>> = [PROMPT, "hi", "on the mat the"]
+        .iter()
+        .map(|p| model.encode_prompt(p).unwrap())
+        .collect();
+    let sampled = GenerateConfig {
+        max_new_tokens: 10,
+        sampling: Sampling::Sample {
+            temperature: 0.8,
+            top_p: Some(0.9),
+            seed: 42,
+        },
+        stop_tokens: vec![],
+    };
+    for config in [greedy(10), sampled] {
+        let batched = generate(&model.llama, &prompts, 0, &mut Hooks::new(), &config).unwrap();
+        for (prompt, together) in prompts.iter().zip(&batched) {
+            let alone = generate(&model.llama, &[prompt.clone()], 0, &mut Hooks::new(), &config).unwrap();
+            assert_eq!(together, &alone[0], "{config:?}");
+        }
+    }
+}
+
+#[test]
+fn generation_stops_at_stop_tokens_and_captures_every_token() {
+    let (_dir, model) = tiny_model();
+    let prompt = model.encode_prompt(PROMPT).unwrap();
+    let free = generate(&model.llama, &[prompt.clone()], 0, &mut Hooks::new(), &greedy(8))
+        .unwrap()
+        .remove(0);
+    let stop = free.tokens[3];
+    let config = GenerateConfig {
+        stop_tokens: vec![stop, TINY_EOS],
+        ..greedy(8)
+    };
+    let hook = HookPoint::ResidPost(2);
+    let mut hooks = Hooks::new().capture(hook);
+    let stopped = generate(&model.llama, &[prompt.clone()], 0, &mut hooks, &config)
+        .unwrap()
+        .remove(0);
+    let first_stop = free.tokens.iter().position(|&t| t == stop).unwrap();
+    assert_eq!(stopped.tokens, free.tokens[..=first_stop].to_vec());
+    assert_eq!(stopped.stop, loupe_model::StopReason::StopToken);
+    // The prompt, then every generated token but the last (which was never fed back in).
+    let captured = hooks.captured(hook).unwrap();
+    assert_eq!(
+        captured.dims(),
+        &[
+            1,
+            prompt.len() + stopped.tokens.len() - 1,
+            model.llama.config().hidden_size
+        ]
+    );
+}
+
+#[test]
+fn bad_requests_are_clear_errors() {
+    let (_dir, model) = tiny_model();
+    let batch = model.batch(&[PROMPT]).unwrap();
+    let mut deep = Hooks::new().capture(HookPoint::ResidPost(3));
+    let err = model
+        .llama
+        .forward(&batch, &mut deep, Logits::All)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3 layers"), "{err}");
+    let long = "a".repeat(200);
+    let err = model.batch(&[long.as_str()]).unwrap_err().to_string();
+    assert!(
+        err.contains("200 tokens") && err.contains("context of 64"),
+        "{err}"
+    );
+    let err = model.encode_prompt("").unwrap_err().to_string();
+    assert!(err.contains("empty"), "{err}");
+    let prompt = model.encode_prompt(PROMPT).unwrap();
+    let err = generate(&model.llama, &[prompt], 0, &mut Hooks::new(), &greedy(60))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("context of 64"), "{err}");
+}
+
+#[test]
+fn a_gguf_with_permuted_q_and_k_gives_the_same_model() {
+    let (_dir, hf) = tiny_model();
+    let gguf_dir = tempfile::tempdir().unwrap();
+    let path = gguf_dir.path().join("tiny.gguf");
+    write_tiny_gguf(&path, 7).unwrap();
+    let gguf = Model::load(path.to_str().unwrap(), &Device::Cpu).unwrap();
+    // GGUF stores the norm epsilon as f32.
+    let mut expected = hf.llama.config().clone();
+    expected.rms_norm_eps = expected.rms_norm_eps as f32 as f64;
+    assert_eq!(gguf.llama.config(), &expected);
+    for text in [PROMPT, "tt t  t\n\nthe <|im_end|> end", "ça 123"] {
+        assert_eq!(
+            gguf.tokenizer.encode(text).unwrap(),
+            hf.tokenizer.encode(text).unwrap(),
+            "{text:?}"
+        );
+    }
+    let batch = hf.batch(&[PROMPT]).unwrap();
+    let a = logits(&hf, &batch, &mut Hooks::new());
+    let b = logits(&gguf, &batch, &mut Hooks::new());
+    assert!(
+        max_abs_diff(&a, &b) < 1e-5,
+        "GGUF and safetensors logits differ by {}",
+        max_abs_diff(&a, &b)
+    );
+    assert_eq!(gguf.stop_tokens(), vec![TINY_EOS, TINY_EOS - 1]);
+}
+
+#[test]
+fn models_are_found_by_path_directory_and_hub_id() {
+    let root = tempfile::tempdir().unwrap();
+    // A hub cache laid out as hf-hub lays it out: refs/main names the snapshot.
+    let repo = root.path().join("hub/models--tiny-org--tiny-llama");
+    write_tiny_hf_dir(&repo.join("snapshots/abc123"), 7).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "abc123").unwrap();
+    // SAFETY: nextest runs each test in its own process; no other thread reads the environment.
+    unsafe { std::env::set_var("HF_HOME", root.path()) };
+    let model = Model::load("tiny-org/tiny-llama", &Device::Cpu).unwrap();
+    assert_eq!(model.llama.n_layers(), 3);
+
+    let gguf_dir = root.path().join("gguf");
+    std::fs::create_dir_all(&gguf_dir).unwrap();
+    write_tiny_gguf(&gguf_dir.join("model.gguf"), 7).unwrap();
+    Model::load(gguf_dir.to_str().unwrap(), &Device::Cpu).unwrap();
+
+    let err = Model::load("no-such-org/no-such-model", &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("smollm2") && err.contains("hf-hub cache"), "{err}");
+    let corrupt = root.path().join("corrupt.gguf");
+    std::fs::write(&corrupt, b"GGUF but not really").unwrap();
+    let err = Model::load(corrupt.to_str().unwrap(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("corrupt.gguf") && err.contains("corrupt"), "{err}");
+}
