@@ -65,7 +65,16 @@ fn bench(c: &mut Criterion) {
     };
     group.throughput(Throughput::Elements(new_tokens as u64));
     group.bench_function("generate_32_tokens_batch_1", |b| {
-        b.iter(|| generate(&model.llama, &[prompt.clone()], 0, &mut Hooks::new(), &config).unwrap())
+        b.iter(|| {
+            generate(
+                &model.llama,
+                std::slice::from_ref(&prompt),
+                0,
+                &mut Hooks::new(),
+                &config,
+            )
+            .unwrap()
+        })
     });
     let prompts = vec![prompt.clone(); 8];
     group.throughput(Throughput::Elements((8 * new_tokens) as u64));

@@ -56,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let generation = generate(
         &model.llama,
-        &[ids.clone()],
+        std::slice::from_ref(&ids),
         model.pad_id(),
         &mut Hooks::new(),
         &config,

@@ -63,13 +63,13 @@ impl LlamaConfig {
                 "num_attention_heads, num_key_value_heads and num_hidden_layers must be positive".into(),
             );
         }
-        if self.hidden_size % heads != 0 || self.head_dim() % 2 != 0 {
+        if !self.hidden_size.is_multiple_of(heads) || !self.head_dim().is_multiple_of(2) {
             return Err(format!(
                 "hidden_size {} must split into {heads} heads of even size",
                 self.hidden_size
             ));
         }
-        if heads % self.num_key_value_heads != 0 {
+        if !heads.is_multiple_of(self.num_key_value_heads) {
             return Err(format!(
                 "num_attention_heads {heads} must be a multiple of num_key_value_heads {}",
                 self.num_key_value_heads

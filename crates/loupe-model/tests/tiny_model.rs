@@ -301,7 +301,7 @@ fn cached_generation_equals_full_recompute_with_and_without_interventions() {
         let expected = greedy_by_recompute(&model, &prompt, &hooks, 12);
         let got = generate(
             &model.llama,
-            &[prompt.clone()],
+            std::slice::from_ref(&prompt),
             0,
             &mut hooks.clone(),
             &greedy(12),
@@ -312,7 +312,7 @@ fn cached_generation_equals_full_recompute_with_and_without_interventions() {
     // The patch really does change the continuation (else the test above proves little).
     let patched = generate(
         &model.llama,
-        &[prompt.clone()],
+        std::slice::from_ref(&prompt),
         0,
         &mut Hooks::new().replace(
             HookPoint::ResidPost(0),
@@ -322,7 +322,14 @@ fn cached_generation_equals_full_recompute_with_and_without_interventions() {
         &greedy(12),
     )
     .unwrap();
-    let plain = generate(&model.llama, &[prompt.clone()], 0, &mut Hooks::new(), &greedy(12)).unwrap();
+    let plain = generate(
+        &model.llama,
+        std::slice::from_ref(&prompt),
+        0,
+        &mut Hooks::new(),
+        &greedy(12),
+    )
+    .unwrap();
     assert_ne!(patched[0].tokens, plain[0].tokens);
 }
 
@@ -345,7 +352,14 @@ fn batched_generation_equals_one_by_one() {
     for config in [greedy(10), sampled] {
         let batched = generate(&model.llama, &prompts, 0, &mut Hooks::new(), &config).unwrap();
         for (prompt, together) in prompts.iter().zip(&batched) {
-            let alone = generate(&model.llama, &[prompt.clone()], 0, &mut Hooks::new(), &config).unwrap();
+            let alone = generate(
+                &model.llama,
+                std::slice::from_ref(prompt),
+                0,
+                &mut Hooks::new(),
+                &config,
+            )
+            .unwrap();
             assert_eq!(together, &alone[0], "{config:?}");
         }
     }
@@ -355,9 +369,15 @@ fn batched_generation_equals_one_by_one() {
 fn generation_stops_at_stop_tokens_and_captures_every_token() {
     let (_dir, model) = tiny_model();
     let prompt = model.encode_prompt(PROMPT).unwrap();
-    let free = generate(&model.llama, &[prompt.clone()], 0, &mut Hooks::new(), &greedy(8))
-        .unwrap()
-        .remove(0);
+    let free = generate(
+        &model.llama,
+        std::slice::from_ref(&prompt),
+        0,
+        &mut Hooks::new(),
+        &greedy(8),
+    )
+    .unwrap()
+    .remove(0);
     let stop = free.tokens[3];
     let config = GenerateConfig {
         stop_tokens: vec![stop, TINY_EOS],
@@ -365,9 +385,15 @@ fn generation_stops_at_stop_tokens_and_captures_every_token() {
     };
     let hook = HookPoint::ResidPost(2);
     let mut hooks = Hooks::new().capture(hook);
-    let stopped = generate(&model.llama, &[prompt.clone()], 0, &mut hooks, &config)
-        .unwrap()
-        .remove(0);
+    let stopped = generate(
+        &model.llama,
+        std::slice::from_ref(&prompt),
+        0,
+        &mut hooks,
+        &config,
+    )
+    .unwrap()
+    .remove(0);
     let first_stop = free.tokens.iter().position(|&t| t == stop).unwrap();
     assert_eq!(stopped.tokens, free.tokens[..=first_stop].to_vec());
     assert_eq!(stopped.stop, loupe_model::StopReason::StopToken);
