@@ -4,7 +4,7 @@
 //! the FLOPs per token are printed once, so that tokens/s converts to a fraction of the machine's
 //! f32 matmul peak.
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use loupe_model::{generate, Batch, GenerateConfig, Hooks, Logits, Model, Sampling};
 
@@ -84,5 +84,27 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// candle's f32 matmul on this machine: the peak the figures above are fractions of, at a large
+/// square size and at the shapes of SmolLM2's projections for 1024 tokens. Throughput in FLOPs.
+fn matmul_peak(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matmul_f32");
+    group.sample_size(10);
+    for (m, k, n) in [
+        (1024, 1024, 1024),
+        (2048, 2048, 2048),
+        (1024, 576, 960),
+        (1024, 576, 3072),
+        (1024, 1536, 576),
+    ] {
+        let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
+        let b = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        group.bench_function(format!("{m}x{k}x{n}"), |bench| {
+            bench.iter(|| a.matmul(&b.t().unwrap()).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, matmul_peak);
 criterion_main!(benches);

@@ -25,7 +25,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ids = model.encode_prompt(&args.prompt)?;
     let batch = model.batch(&[&args.prompt])?;
     let mut hooks = Hooks::new().capture(hook);
+    let start = std::time::Instant::now();
     model.llama.forward(&batch, &mut hooks, Logits::None)?;
+    eprintln!(
+        "forward pass up to {hook}: {} tokens in {:.3}s",
+        ids.len(),
+        start.elapsed().as_secs_f64()
+    );
     let activation = hooks
         .captured(hook)
         .context("the hook point was not reached")?

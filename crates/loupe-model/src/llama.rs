@@ -3,7 +3,7 @@
 //! (`model.layers.0.self_attn.q_proj.weight`, ...); GGUF files are renamed into this layout when
 //! they are loaded (see `gguf.rs`).
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{embedding, linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -110,10 +110,19 @@ impl KvCache {
     }
 }
 
+/// Concatenates the weights of several projections of the same input into one `Linear`: one large
+/// matmul runs faster than several small ones.
+fn fused_linear(vb: &VarBuilder, in_dim: usize, parts: &[(&str, usize)]) -> Result<Linear> {
+    let weights = parts
+        .iter()
+        .map(|&(name, out_dim)| vb.get((out_dim, in_dim), &format!("{name}.weight")))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Linear::new(Tensor::cat(&weights, 0)?, None))
+}
+
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q, k and v projections fused: `[q | k | v]` along the output dimension.
+    qkv_proj: Linear,
     o_proj: Linear,
     n_heads: usize,
     n_kv_heads: usize,
@@ -123,11 +132,14 @@ struct Attention {
 impl Attention {
     fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
         let (d, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (q_dim, kv_dim) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
         Ok(Attention {
-            q_proj: linear_no_bias(d, cfg.num_attention_heads * hd, vb.pp("q_proj"))?,
-            k_proj: linear_no_bias(d, cfg.num_key_value_heads * hd, vb.pp("k_proj"))?,
-            v_proj: linear_no_bias(d, cfg.num_key_value_heads * hd, vb.pp("v_proj"))?,
-            o_proj: linear_no_bias(cfg.num_attention_heads * hd, d, vb.pp("o_proj"))?,
+            qkv_proj: fused_linear(
+                &vb,
+                d,
+                &[("q_proj", q_dim), ("k_proj", kv_dim), ("v_proj", kv_dim)],
+            )?,
+            o_proj: linear_no_bias(q_dim, d, vb.pp("o_proj"))?,
             n_heads: cfg.num_attention_heads,
             n_kv_heads: cfg.num_key_value_heads,
             head_dim: hd,
@@ -142,41 +154,70 @@ impl Attention {
         cache: Option<&mut candle_nn::kv_cache::KvCache>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
-            Ok(proj
-                .forward(x)?
-                .reshape((b, t, n, self.head_dim))?
+        let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let qkv = self.qkv_proj.forward(x)?;
+        // [b, t, n * hd] slice of qkv -> [b, n, t, hd]
+        let heads = |start: usize, n: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(2, start * hd, n * hd)?
+                .reshape((b, t, n, hd))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = candle_nn::rotary_emb::rope(&heads(&self.q_proj, self.n_heads)?, &rope.cos, &rope.sin)?;
-        let k = candle_nn::rotary_emb::rope(&heads(&self.k_proj, self.n_kv_heads)?, &rope.cos, &rope.sin)?;
-        let v = heads(&self.v_proj, self.n_kv_heads)?;
+        let q = candle_nn::rotary_emb::rope(&heads(0, nh)?, &rope.cos, &rope.sin)?;
+        let k = candle_nn::rotary_emb::rope(&heads(nh, nkv)?, &rope.cos, &rope.sin)?;
+        let v = heads(nh + nkv, nkv)?;
         let (k, v) = match cache {
             Some(cache) => cache.append(&k, &v)?,
             None => (k, v),
         };
-        let n_rep = self.n_heads / self.n_kv_heads;
-        let k = candle_transformers::utils::repeat_kv(k, n_rep)?.contiguous()?;
-        let v = candle_transformers::utils::repeat_kv(v, n_rep)?.contiguous()?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let (k, v) = (k.contiguous()?, v.contiguous()?);
+        let keys = k.dim(2)?;
+
+        // Grouped-query attention without copying k and v for every query head: the n_rep query
+        // heads that share a kv head are consecutive, so [b, nh, t, hd] regroups as
+        // [b, nkv, n_rep * t, hd] and each group is one matmul against its kv head.
+        let n_rep = nh / nkv;
+        let q = q.reshape((b, nkv, n_rep * t, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
         let mut scores = (q.matmul(&k.t()?)? * scale)?;
         if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
+            scores = scores.reshape((b, nh, t, keys))?.broadcast_add(mask)?;
         }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, nkv, n_rep * t, keys))?;
         let y = probs
             .matmul(&v)?
+            .reshape((b, nh, t, hd))?
             .transpose(1, 2)?
-            .reshape((b, t, self.n_heads * self.head_dim))?;
+            .reshape((b, t, nh * hd))?;
         Ok(self.o_proj.forward(&y)?)
     }
 }
 
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate and up projections fused: `[gate | up]` along the output dimension.
+    gate_up_proj: Linear,
     down_proj: Linear,
+    width: usize,
+}
+
+impl Mlp {
+    fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
+        let (d, m) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Mlp {
+            gate_up_proj: fused_linear(&vb, d, &[("gate_proj", m), ("up_proj", m)])?,
+            down_proj: linear_no_bias(m, d, vb.pp("down_proj"))?,
+            width: m,
+        })
+    }
+
+    /// The neurons: silu(gate) * up, the input of the down projection.
+    fn neurons(&self, x: &Tensor) -> Result<Tensor> {
+        let gate_up = self.gate_up_proj.forward(x)?;
+        let gate = gate_up.narrow(D::Minus1, 0, self.width)?;
+        let up = gate_up.narrow(D::Minus1, self.width, self.width)?;
+        Ok((candle_nn::ops::silu(&gate)? * up)?)
+    }
 }
 
 struct Block {
@@ -188,17 +229,12 @@ struct Block {
 
 impl Block {
     fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
-        let (d, m, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
-        let mlp = vb.pp("mlp");
+        let (d, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         Ok(Block {
             input_layernorm: rms_norm(d, eps, vb.pp("input_layernorm"))?,
             self_attn: Attention::load(vb.pp("self_attn"), cfg)?,
             post_attention_layernorm: rms_norm(d, eps, vb.pp("post_attention_layernorm"))?,
-            mlp: Mlp {
-                gate_proj: linear_no_bias(d, m, mlp.pp("gate_proj"))?,
-                up_proj: linear_no_bias(d, m, mlp.pp("up_proj"))?,
-                down_proj: linear_no_bias(m, d, mlp.pp("down_proj"))?,
-            },
+            mlp: Mlp::load(vb.pp("mlp"), cfg)?,
         })
     }
 
@@ -222,9 +258,7 @@ impl Block {
         let x = hooks.apply(HookPoint::ResidMid(layer), (x + attn)?, batch)?;
 
         let h = self.post_attention_layernorm.forward(&x)?;
-        let neurons =
-            (candle_nn::ops::silu(&self.mlp.gate_proj.forward(&h)?)? * self.mlp.up_proj.forward(&h)?)?;
-        let neurons = hooks.apply(HookPoint::MlpPost(layer), neurons, batch)?;
+        let neurons = hooks.apply(HookPoint::MlpPost(layer), self.mlp.neurons(&h)?, batch)?;
         let mlp_out = hooks.apply(
             HookPoint::MlpOut(layer),
             self.mlp.down_proj.forward(&neurons)?,
