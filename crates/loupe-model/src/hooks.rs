@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use crate::{Batch, Error, HookPoint, Result};
 
@@ -252,11 +252,7 @@ fn apply_one(intervention: &Intervention, x: Tensor, batch: &Batch) -> Result<Te
     let selected = flat.index_select(&indices, 0)?;
     let edited = intervention.edit.apply(&selected)?;
     // scatter writes the edited rows in place of the old ones exactly (no x + (new - old)).
-    let scatter_indices = indices
-        .to_dtype(DType::U32)?
-        .unsqueeze(1)?
-        .broadcast_as((n, width))?
-        .contiguous()?;
+    let scatter_indices = indices.unsqueeze(1)?.broadcast_as((n, width))?.contiguous()?;
     let out = flat.scatter(&scatter_indices, &edited.contiguous()?, 0)?;
     Ok(out.reshape((rows, columns, width))?)
 }

@@ -495,3 +495,38 @@ fn models_are_found_by_path_directory_and_hub_id() {
         .to_string();
     assert!(err.contains("corrupt.gguf") && err.contains("corrupt"), "{err}");
 }
+
+#[test]
+fn a_tokenizer_json_beside_a_gguf_file_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_gguf(&path, 7).unwrap();
+    let from_gguf = Model::load(path.to_str().unwrap(), &Device::Cpu).unwrap();
+    assert!(from_gguf.tokenizer.encode("<|custom|>").unwrap().len() > 1);
+
+    // The same tokenizer as JSON, with one more special token: only it knows `<|custom|>`.
+    let hf_dir = tempfile::tempdir().unwrap();
+    write_tiny_hf_dir(hf_dir.path(), 7).unwrap();
+    let json = std::fs::read_to_string(hf_dir.path().join("tokenizer.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let custom = serde_json::json!({"id": 259, "content": "<|custom|>", "single_word": false,
+        "lstrip": false, "rstrip": false, "normalized": false, "special": true});
+    json["added_tokens"].as_array_mut().unwrap().push(custom);
+    let sidecar = dir.path().join("tiny.tokenizer.json");
+    std::fs::write(&sidecar, json.to_string()).unwrap();
+
+    let with_json = Model::load(path.to_str().unwrap(), &Device::Cpu).unwrap();
+    assert_eq!(
+        with_json.source,
+        loupe_model::ModelSource::Gguf {
+            path: path.clone(),
+            tokenizer_json: Some(sidecar)
+        }
+    );
+    assert_eq!(with_json.tokenizer.encode("<|custom|>").unwrap(), vec![259]);
+    assert_eq!(
+        with_json.tokenizer.eos(),
+        Some(TINY_EOS),
+        "special ids still come from the GGUF"
+    );
+}
