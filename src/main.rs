@@ -28,6 +28,10 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// List a model's hook points with their widths.
     Hooks(commands::hooks::Args),
+    /// Stream a corpus through the model and write the activations at chosen hook points to an
+    /// activation store (sharded safetensors + manifest.json). Resumes an interrupted capture;
+    /// Ctrl-C stops after saving what is done.
+    Capture(commands::capture::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => commands::generate::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Hooks(args) => commands::hooks::run(args),
+        Command::Capture(args) => commands::capture::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One module per `loupe` subcommand: its arguments and what it does.
 
+pub mod capture;
 pub mod generate;
 pub mod hooks;
 pub mod inspect;

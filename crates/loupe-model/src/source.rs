@@ -102,6 +102,35 @@ impl ModelSource {
         }
     }
 
+    /// A hash of the model's weights and config: the sha256 of the GGUF file, or of a model
+    /// directory's `config.json` and `.safetensors` files in name order. Stores of activations
+    /// record it, so that they are never mixed with another model's.
+    pub fn fingerprint(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let files = match self {
+            ModelSource::Gguf { path, .. } => vec![path.clone()],
+            ModelSource::HfDir { dir } => {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                    .map_err(|e| Error::file(dir, format!("cannot list: {e}")))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.extension().is_some_and(|x| x == "safetensors") || p.ends_with("config.json")
+                    })
+                    .collect();
+                files.sort();
+                files
+            }
+        };
+        let mut hasher = Sha256::new();
+        for path in files {
+            let mut file =
+                std::fs::File::open(&path).map_err(|e| Error::file(&path, format!("cannot open: {e}")))?;
+            std::io::copy(&mut file, &mut hasher)
+                .map_err(|e| Error::file(&path, format!("cannot read: {e}")))?;
+        }
+        Ok(format!("{:x}", hasher.finalize()))
+    }
+
     /// The file or directory the model is read from.
     pub fn path(&self) -> &Path {
         match self {

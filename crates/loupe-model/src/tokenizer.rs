@@ -15,6 +15,9 @@ use tokenizers::{AddedToken, PreTokenizerWrapper};
 use crate::gguf::GgufTokenizerFields;
 use crate::{Error, Result};
 
+/// A token's characters in the text it came from: `[start, end)`, in characters.
+pub type CharRange = (usize, usize);
+
 /// A tokenizer with the model's special token ids.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -130,6 +133,16 @@ impl Tokenizer {
             .encode(text, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Token ids of `text` with each token's character range `[start, end)` in `text` (character
+    /// offsets, not bytes), for lining tokens up with labelled spans.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<CharRange>)> {
+        let encoding = self
+            .inner
+            .encode_char_offsets(text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
     }
 
     /// The text of `ids`, special tokens included.

@@ -1,0 +1,249 @@
+//! Reading a store back: one shard at a time, or as shuffled f32 batches over all shards with a
+//! bounded shuffle buffer (memory independent of the store's size), split by document into a
+//! training and a held-out part.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use loupe_model::HookPoint;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::store::Manifest;
+use crate::{Error, Result};
+
+/// An activation store opened for reading.
+pub struct Store {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// One shard's rows for one hook point.
+pub struct ShardData {
+    /// `[rows, width]`, f32.
+    pub activations: Tensor,
+    pub token_ids: Vec<u32>,
+    pub doc_ids: Vec<u32>,
+    pub context_ids: Vec<u32>,
+    pub positions: Vec<u32>,
+    /// `labels[field]` per row, fields as in the manifest's label vocabulary.
+    pub labels: Vec<Vec<u32>>,
+}
+
+/// Which documents a reader yields.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Split {
+    All,
+    /// Documents not held out.
+    Train {
+        held_out: f64,
+        seed: u64,
+    },
+    /// A `held_out` fraction of the documents, chosen by hashing each document index with `seed`.
+    HeldOut {
+        held_out: f64,
+        seed: u64,
+    },
+}
+
+impl Split {
+    /// Whether rows of document `doc` belong to this split. Separator rows (no document) go to
+    /// training.
+    pub fn contains(&self, doc: u32) -> bool {
+        match *self {
+            Split::All => true,
+            Split::Train { held_out, seed } => !is_held_out(doc, held_out, seed),
+            Split::HeldOut { held_out, seed } => is_held_out(doc, held_out, seed),
+        }
+    }
+}
+
+fn is_held_out(doc: u32, fraction: f64, seed: u64) -> bool {
+    if doc == crate::packing::NO_DOC {
+        return false;
+    }
+    // splitmix64 of (seed, doc): a stable pseudo-random number per document.
+    let mut z = seed ^ (doc as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64 <= fraction
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            manifest: Manifest::read(dir)?,
+        })
+    }
+
+    /// Checks that this store holds `hook` of the model with weights `model_sha256` (when given),
+    /// `width` wide: what a consumer (an SAE, a probe) expects.
+    pub fn check(&self, model_sha256: Option<&str>, hook: HookPoint, width: usize) -> Result<()> {
+        let mismatch = |message: String| Error::Mismatch {
+            path: self.dir.clone(),
+            message,
+        };
+        let m = &self.manifest;
+        if let Some(sha) = model_sha256 {
+            if sha != m.model.sha256 {
+                return Err(mismatch(format!(
+                    "it was captured from another model ({}, weights sha256 {}…)",
+                    m.model.name,
+                    &m.model.sha256[..12.min(m.model.sha256.len())]
+                )));
+            }
+        }
+        let info = m.hook(hook).ok_or_else(|| {
+            let held: Vec<String> = m.hooks.iter().map(|h| h.name.to_string()).collect();
+            mismatch(format!(
+                "it holds no activations for {hook}; it has {}",
+                held.join(", ")
+            ))
+        })?;
+        if info.width != width {
+            return Err(mismatch(format!(
+                "{hook} is {} wide there, but {width} is expected",
+                info.width
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads shard `index` for `hook`, activations converted to f32.
+    pub fn read_shard(&self, index: usize, hook: HookPoint) -> Result<ShardData> {
+        let info = self
+            .manifest
+            .shards
+            .get(index)
+            .ok_or_else(|| Error::file(&self.dir, format!("has no shard {index}")))?;
+        let path = self.dir.join(&info.file);
+        let bad = |e: candle_core::Error| Error::file(&path, format!("cannot read shard: {e}"));
+        // SAFETY: shards are written once (through a rename) and never modified in place.
+        let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::new(&path) }.map_err(bad)?;
+        let cpu = Device::Cpu;
+        let u32s =
+            |name: &str| -> Result<Vec<u32>> { Ok(tensors.load(name, &cpu).map_err(bad)?.to_vec1::<u32>()?) };
+        let activations = tensors
+            .load(&hook.to_string(), &cpu)
+            .map_err(bad)?
+            .to_dtype(DType::F32)?;
+        let labels = self
+            .manifest
+            .labels
+            .fields
+            .iter()
+            .map(|f| u32s(&format!("labels.{f}")))
+            .collect::<Result<_>>()?;
+        Ok(ShardData {
+            activations,
+            token_ids: u32s("token_ids")?,
+            doc_ids: u32s("doc_ids")?,
+            context_ids: u32s("context_ids")?,
+            positions: u32s("positions")?,
+            labels,
+        })
+    }
+
+    /// Shuffled batches of `[batch_size, width]` f32 activations at `hook`, from the rows of
+    /// `split`: shards are visited in a seeded random order and their rows pass through a
+    /// shuffle buffer of `buffer_rows`, so memory stays at one shard plus the buffer.
+    pub fn batches(
+        &self,
+        hook: HookPoint,
+        batch_size: usize,
+        buffer_rows: usize,
+        split: Split,
+        seed: u64,
+    ) -> Result<Batches<'_>> {
+        let width = self
+            .manifest
+            .hook(hook)
+            .map(|h| h.width)
+            .ok_or_else(|| Error::Mismatch {
+                path: self.dir.clone(),
+                message: format!("it holds no activations for {hook}"),
+            })?;
+        if batch_size == 0 {
+            return Err(Error::config("batch_size", "must be at least 1"));
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut shard_order: Vec<usize> = (0..self.manifest.shards.len()).collect();
+        shard_order.shuffle(&mut rng);
+        Ok(Batches {
+            store: self,
+            hook,
+            width,
+            batch_size,
+            buffer_rows: buffer_rows.max(batch_size),
+            split,
+            rng,
+            shard_order,
+            buffer: Vec::new(),
+        })
+    }
+}
+
+/// The iterator [`Store::batches`] returns.
+pub struct Batches<'s> {
+    store: &'s Store,
+    hook: HookPoint,
+    width: usize,
+    batch_size: usize,
+    buffer_rows: usize,
+    split: Split,
+    rng: StdRng,
+    shard_order: Vec<usize>,
+    /// Rows waiting to be drawn, flat `[rows * width]`.
+    buffer: Vec<f32>,
+}
+
+impl Batches<'_> {
+    fn rows(&self) -> usize {
+        self.buffer.len() / self.width
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        while self.rows() < self.buffer_rows {
+            let Some(shard) = self.shard_order.pop() else {
+                return Ok(());
+            };
+            let data = self.store.read_shard(shard, self.hook)?;
+            let flat = data.activations.flatten_all()?.to_vec1::<f32>()?;
+            for (row, &doc) in data.doc_ids.iter().enumerate() {
+                if self.split.contains(doc) {
+                    self.buffer
+                        .extend_from_slice(&flat[row * self.width..(row + 1) * self.width]);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<Tensor>;
+
+    fn next(&mut self) -> Option<Result<Tensor>> {
+        if let Err(e) = self.fill() {
+            return Some(Err(e));
+        }
+        let n = self.batch_size.min(self.rows());
+        if n == 0 {
+            return None;
+        }
+        let w = self.width;
+        let mut batch = Vec::with_capacity(n * w);
+        for _ in 0..n {
+            // Draw a random row and move the last row into its place.
+            let i = self.rng.random_range(0..self.rows());
+            batch.extend_from_slice(&self.buffer[i * w..(i + 1) * w]);
+            let last = self.rows() - 1;
+            self.buffer.copy_within(last * w..(last + 1) * w, i * w);
+            self.buffer.truncate(last * w);
+        }
+        Some(Tensor::from_vec(batch, (n, w), &Device::Cpu).map_err(Into::into))
+    }
+}
