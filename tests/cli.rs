@@ -138,3 +138,121 @@ fn generate_and_inspect_the_default_model() {
     let last = text.lines().last().unwrap();
     assert!(last.contains("\" is\"") && last.contains("\" Paris\""), "{text}");
 }
+
+/// A tiny model and a corpus of `docs` documents in a temp dir, and a capture config for them.
+fn tiny_capture_setup(docs: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_hf_dir(&dir.path().join("model"), 3).unwrap();
+    let corpus: String = (0..docs)
+        .map(|i| {
+            format!(
+                "{{\"text\": \"doc {i} says t{} and tt {}\", \"lang\": \"en\"}}\n",
+                i % 7,
+                i * 3
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("corpus.jsonl"), corpus).unwrap();
+    let config = dir.path().join("capture.toml");
+    let d = dir.path().display();
+    std::fs::write(
+        &config,
+        format!(
+            "model = \"{d}/model\"\nhooks = [\"blocks.1.hook_resid_post\"]\noutput = \"{d}/store\"\n\
+             context_length = 16\nbatch_size = 1\nshard_contexts = 2\n\n[[corpus]]\npath = \"{d}/corpus.jsonl\"\nlabels = [\"lang\"]\n"
+        ),
+    )
+    .unwrap();
+    (dir, config)
+}
+
+#[test]
+fn capture_reads_a_config_and_flags_override_it() {
+    let (dir, config) = tiny_capture_setup(20);
+    let out = dir.path().join("other-store");
+    let out = loupe(&[
+        "capture",
+        "--config",
+        config.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--max-tokens",
+        "40",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("other-store"), "{}", stdout(&out));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("other-store/manifest.json")).unwrap())
+            .unwrap();
+    assert!(manifest["tokens"].as_u64().unwrap() >= 40 && manifest["complete"].as_bool().unwrap());
+    assert!(
+        !dir.path().join("store").exists(),
+        "the flag replaced the config's output"
+    );
+
+    // A field of the wrong type is named.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("context_length = 16", "context_length = \"long\""),
+    )
+    .unwrap();
+    let out = loupe(&["capture", "--config", bad.to_str().unwrap()]);
+    assert_clear_error(&out, &["bad.toml", "context_length"]);
+}
+
+#[test]
+fn a_killed_capture_resumes_to_the_same_store() {
+    let (dir, config) = tiny_capture_setup(400);
+    let whole = dir.path().join("whole");
+    let out = loupe(&[
+        "capture",
+        "--config",
+        config.to_str().unwrap(),
+        "--output",
+        whole.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let store = dir.path().join("store");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args(["capture", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL: no chance to clean up) once a few shards are written.
+    while !store.join("shard-00003.safetensors").exists() && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("manifest.json")).unwrap()).unwrap();
+    assert!(
+        !killed["complete"].as_bool().unwrap(),
+        "the capture was killed before it finished"
+    );
+    let out = loupe(&["capture", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let mut names: Vec<_> = std::fs::read_dir(&whole)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    let mut resumed: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    resumed.sort();
+    assert_eq!(names, resumed);
+    for name in names.iter().filter(|n| n.to_str().unwrap().starts_with("shard")) {
+        assert!(
+            std::fs::read(whole.join(name)).unwrap() == std::fs::read(store.join(name)).unwrap(),
+            "{name:?}"
+        );
+    }
+}
