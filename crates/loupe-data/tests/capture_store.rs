@@ -458,3 +458,34 @@ fn shuffled_batches_cover_each_split_once() {
     assert_eq!(held_out, n_held);
     assert_eq!(manifest.tokens as usize, docs.len());
 }
+
+#[test]
+fn labelled_spans_become_token_labels() {
+    let s = setup(1);
+    let text = "he said \"tt t\" and left";
+    let start = text.find('"').unwrap();
+    let end = text.rfind('"').unwrap() + 1;
+    let path = s.dir.path().join("spans.jsonl");
+    let line = serde_json::json!({"text": text, "spans": [{"start": start, "end": end, "label": "quote"}]});
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    let spec = CorpusSpec {
+        path: path.to_str().unwrap().into(),
+        text_field: "text".into(),
+        labels: vec![],
+        spans: Some("spans".into()),
+    };
+    let documents = interleave(&[spec]).unwrap();
+    let mut packer = Packer::new(documents, &s.model.tokenizer, 64, 0, vec![], Some("spans".into()));
+    let context = packer.next().unwrap().unwrap();
+    assert_eq!(packer.vocab.fields, vec!["spans"]);
+    assert_eq!(packer.vocab.values, vec![vec!["quote".to_string()]]);
+    let (ids, offsets) = s.model.tokenizer.encode_with_offsets(text).unwrap();
+    assert_eq!(&context.tokens[1..], ids.as_slice());
+    for (i, &(a, b)) in offsets.iter().enumerate() {
+        let inside = a < end && b > start;
+        let label = context.labels[0][i + 1];
+        assert_eq!(label == 0, inside, "token {i} {:?}", &text[a..b]);
+        assert!(inside || label == NO_LABEL);
+    }
+    assert!(context.labels[0].contains(&0) && context.labels[0].contains(&NO_LABEL));
+}
