@@ -9,7 +9,7 @@ use loupe_data::packing::{Packer, NO_LABEL};
 use loupe_data::reader::{ShardData, Split, Store};
 use loupe_data::store::StoreDType;
 use loupe_data::{NoProgress, Progress};
-use loupe_model::testing::write_tiny_hf_dir;
+use loupe_model::testing::{max_abs, write_tiny_hf_dir};
 use loupe_model::{Batch, HookPoint, Hooks, Logits, Model};
 
 const RESID: HookPoint = HookPoint::ResidPost(1);
@@ -114,26 +114,9 @@ fn stored_activations_equal_the_hooked_forward() {
         let expected = Tensor::stack(&expected, 0).unwrap();
         let stored = all_rows(&store, hook).activations;
         assert_eq!(stored.dims(), expected.dims());
-        let diff = (&stored - &expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs(&(&stored - &expected).unwrap());
         // Batched (with a padded last batch) versus one context at a time: float-level agreement.
-        let scale = expected
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(&expected);
         assert!(diff <= 1e-5 * scale, "{hook}: {diff} (scale {scale})");
     }
 }
@@ -154,13 +137,7 @@ fn half_precision_stores_are_within_their_precision() {
         let err = ((&stored - &reference).unwrap().abs().unwrap()
             / (reference.abs().unwrap() + 1e-3).unwrap())
         .unwrap();
-        let worst = err
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let worst = max_abs(&err);
         assert!(worst < rel as f32, "{name}: relative error {worst}");
     }
 }
@@ -423,23 +400,8 @@ fn shuffled_batches_cover_each_split_once() {
         .unwrap()
         .sum(0)
         .unwrap();
-    let diff = (&sum - &expected)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = all
-        .abs()
-        .unwrap()
-        .sum(0)
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs(&(&sum - &expected).unwrap());
+    let scale = max_abs(&all.abs().unwrap().sum(0).unwrap());
     assert!(diff < 1e-5 * scale, "{diff} (scale {scale})");
     let held_out: usize = store
         .batches(

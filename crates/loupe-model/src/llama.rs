@@ -35,8 +35,8 @@ impl LlamaConfig {
             serde_json::from_str(json).map_err(|e| e.to_string())?;
         if hf.rope_scaling.is_some() {
             return Err(
-                "rope_scaling (Llama 3.1 style) is not supported yet; remove it only if the \
-                        model was trained without it"
+                "rope_scaling (Llama 3.1 style) is not supported yet: without it, loupe \
+                        would rotate positions differently from how the model was trained"
                     .into(),
             );
         }

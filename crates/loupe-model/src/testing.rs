@@ -259,3 +259,9 @@ fn permute_for_interleaved_rope(w: &Tensor, n_heads: usize) -> Result<Tensor> {
         .transpose(1, 2)?
         .reshape((rows, cols))?)
 }
+
+/// The largest absolute value in `t` (for comparing tensors in tests; panics on a non-f32 tensor).
+pub fn max_abs(t: &Tensor) -> f32 {
+    let flat = t.abs().and_then(|a| a.flatten_all()).and_then(|a| a.max(0));
+    flat.and_then(|m| m.to_scalar::<f32>()).expect("an f32 tensor")
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor, D};
-use loupe_model::testing::{write_tiny_gguf, write_tiny_hf_dir, TINY_EOS};
+use loupe_model::testing::{max_abs, write_tiny_gguf, write_tiny_hf_dir, TINY_EOS};
 use loupe_model::{
     generate, Batch, Edit, GenerateConfig, HookPoint, Hooks, Intervention, Logits, Model, Positions, Sampling,
 };
@@ -17,16 +17,7 @@ fn tiny_model() -> (tempfile::TempDir, Model) {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    max_abs(&(a - b).unwrap())
 }
 
 fn logits(model: &Model, batch: &Batch, hooks: &mut Hooks) -> Tensor {
@@ -210,15 +201,7 @@ fn a_batch_with_padding_equals_each_prompt_alone() {
         assert!(max_abs_diff(&b, &alone.get(0).unwrap()) < 1e-5, "row {row}");
         let r = batched_resid.get(row).unwrap().narrow(0, pad, n).unwrap();
         let alone_r = alone_hooks.captured(hook).unwrap().get(0).unwrap();
-        let scale = alone_r
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(&alone_r);
         assert!(
             max_abs_diff(&r, &alone_r) < 1e-5 * scale,
             "row {row}: {} vs scale {scale}",
