@@ -181,14 +181,10 @@ pub fn capture(model: &Model, config: &CaptureConfig, progress: &mut dyn Progres
     };
     let mut manifest = match Manifest::read(&dir) {
         Ok(existing) => {
-            if existing.identity() != fresh.identity() {
+            if let Some(what) = existing.differs_from(&fresh) {
                 return Err(Error::Mismatch {
                     path: dir.clone(),
-                    message: format!(
-                        "it holds a capture of another model, hooks, dtype, context length or corpus; write to a new directory.\n  store:  {:?}\n  config: {:?}",
-                        existing.identity(),
-                        fresh.identity()
-                    ),
+                    message: format!("it holds a capture that differs in its {what}; write to a new directory (or delete this one)"),
                 });
             }
             if existing.complete {

@@ -117,17 +117,53 @@ impl Manifest {
         self.hooks.iter().find(|h| h.name == hook)
     }
 
-    /// What must be equal for two captures to write into the same store.
-    pub fn identity(&self) -> impl PartialEq + std::fmt::Debug + '_ {
-        (
-            &self.model,
-            &self.hooks,
-            self.dtype,
-            self.context_length,
-            self.separator_token,
-            self.include_separators,
-            &self.corpus,
-        )
+    /// What differs between this store and a capture that would write into it (a capture resumes
+    /// into a store only when model, hooks, dtype, context length, separators and corpus match).
+    pub fn differs_from(&self, other: &Manifest) -> Option<String> {
+        let named = |what: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+            Some(format!("{what} (store: {a:?}, now: {b:?})"))
+        };
+        if self.model != other.model {
+            return named("model", &self.model.name, &other.model.name).map(|s| {
+                format!(
+                    "{s}, weights sha256 {} vs {}",
+                    self.model.sha256, other.model.sha256
+                )
+            });
+        }
+        let hooks = |m: &Manifest| m.hooks.iter().map(|h| h.name.to_string()).collect::<Vec<_>>();
+        if self.hooks != other.hooks {
+            return named("hooks", &hooks(self), &hooks(other));
+        }
+        if self.dtype != other.dtype {
+            return named("dtype", &self.dtype, &other.dtype);
+        }
+        if self.context_length != other.context_length {
+            return named("context_length", &self.context_length, &other.context_length);
+        }
+        if (self.separator_token, self.include_separators)
+            != (other.separator_token, other.include_separators)
+        {
+            return named(
+                "separator or include_separators",
+                &(self.separator_token, self.include_separators),
+                &(other.separator_token, other.include_separators),
+            );
+        }
+        if self.corpus != other.corpus {
+            let files = |m: &Manifest| {
+                m.corpus
+                    .iter()
+                    .flat_map(|c| {
+                        c.files
+                            .iter()
+                            .map(|f| format!("{} ({} bytes)", f.path.display(), f.bytes))
+                    })
+                    .collect::<Vec<_>>()
+            };
+            return named("corpus", &files(self), &files(other));
+        }
+        None
     }
 }
 

@@ -262,7 +262,10 @@ fn stores_of_another_model_or_hook_are_refused_and_left_intact() {
     let err = capture(&s.model, &other, &mut NoProgress)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("another model, hooks"), "{err}");
+    assert!(
+        err.contains("differs in its hooks") && err.contains("blocks.0.hook_resid_post"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read(Path::new(&cfg.output).join("manifest.json")).unwrap(),
         manifest_before
