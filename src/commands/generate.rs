@@ -11,7 +11,8 @@ pub struct Args {
     /// The text to continue.
     #[arg(long)]
     pub prompt: String,
-    /// Wrap the prompt as a user turn of the model's chat format (ChatML: <|im_start|>user ...).
+    /// Wrap the prompt as a user turn with the model's own chat template (as transformers'
+    /// apply_chat_template does).
     #[arg(long)]
     pub chat: bool,
     /// The most tokens to generate.
@@ -31,10 +32,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = args.model.load()?;
     let prompt = if args.chat {
-        format!(
-            "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
-            args.prompt
-        )
+        model.chat_prompt(&[("user", &args.prompt)])?
     } else {
         args.prompt.clone()
     };

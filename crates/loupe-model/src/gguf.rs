@@ -32,6 +32,8 @@ pub(crate) struct GgufTokenizerFields {
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub add_bos: bool,
+    /// The Jinja chat template (`tokenizer.chat_template`), when the model has one.
+    pub chat_template: Option<String>,
 }
 
 pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
@@ -126,6 +128,11 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
             .map(|v| v.to_bool())
             .transpose()?
             .unwrap_or(false),
+        chat_template: meta
+            .map
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned(),
     };
     Ok(GgufModel {
         config,

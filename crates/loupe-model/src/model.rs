@@ -12,13 +12,15 @@ pub struct Model {
     /// The name it was loaded by.
     pub name: String,
     pub source: ModelSource,
+    /// The model's Jinja chat template (from the GGUF metadata or `tokenizer_config.json`).
+    pub chat_template: Option<String>,
 }
 
 impl Model {
     /// Loads a model by name (see [`ModelSource::resolve`]), weights dequantized to f32.
     pub fn load(name: &str, device: &Device) -> Result<Self> {
         let source = ModelSource::resolve(name)?;
-        let (llama, tokenizer) = match &source {
+        let (llama, tokenizer, chat_template) = match &source {
             ModelSource::Gguf { path, tokenizer_json } => {
                 let file = gguf::read(path, device)?;
                 let tokenizer = match tokenizer_json {
@@ -27,16 +29,51 @@ impl Model {
                 };
                 let vb = VarBuilder::from_tensors(file.tensors, DType::F32, device);
                 let llama = Llama::load(vb, file.config).map_err(|e| Error::file(path, e))?;
-                (llama, tokenizer)
+                (llama, tokenizer, file.tokenizer.chat_template)
             }
-            ModelSource::HfDir { dir } => load_hf_dir(dir, device)?,
+            ModelSource::HfDir { dir } => {
+                let (llama, tokenizer) = load_hf_dir(dir, device)?;
+                (llama, tokenizer, hf_chat_template(dir))
+            }
         };
         Ok(Model {
             llama,
             tokenizer,
             name: name.to_string(),
             source,
+            chat_template,
         })
+    }
+
+    /// A conversation as the model's chat template lays it out, ending with the prompt for the
+    /// assistant's turn (as Hugging Face's `apply_chat_template(..., add_generation_prompt=True)`).
+    /// `messages` are (role, content) pairs: `("system", ...)`, `("user", ...)`, `("assistant", ...)`.
+    pub fn chat_prompt(&self, messages: &[(&str, &str)]) -> Result<String> {
+        let template = self.chat_template.as_deref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} has no chat template; give the prompt as plain text",
+                self.name
+            ))
+        })?;
+        let token = |id: Option<u32>| id.map(|id| self.tokenizer.token_text(id)).unwrap_or_default();
+        let messages: Vec<_> = messages
+            .iter()
+            .map(|(role, content)| minijinja::context! { role => role, content => content })
+            .collect();
+        let mut env = minijinja::Environment::new();
+        // HF templates call Python string methods (.strip(), .startswith(), ...).
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_template("chat", template)
+            .map_err(|e| Error::Invalid(format!("{}'s chat template does not parse: {e}", self.name)))?;
+        let context = minijinja::context! {
+            messages => messages,
+            add_generation_prompt => true,
+            bos_token => token(self.tokenizer.bos()),
+            eos_token => token(self.tokenizer.eos()),
+        };
+        env.get_template("chat")
+            .and_then(|t| t.render(context))
+            .map_err(|e| Error::Invalid(format!("rendering {}'s chat template: {e}", self.name)))
     }
 
     /// Tokens that end a generation: the tokenizer's EOS, and for chat models the end-of-turn
@@ -85,6 +122,22 @@ impl Model {
     /// The id used for padding (masked out, so any id would do).
     pub fn pad_id(&self) -> u32 {
         self.tokenizer.eos().unwrap_or(0)
+    }
+}
+
+/// The chat template in a model directory's `tokenizer_config.json`: a string, or a list of named
+/// templates of which the `default` one is used.
+fn hf_chat_template(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    match &config["chat_template"] {
+        serde_json::Value::String(template) => Some(template.clone()),
+        serde_json::Value::Array(named) => named
+            .iter()
+            .find(|t| t["name"] == "default")
+            .and_then(|t| t["template"].as_str())
+            .map(str::to_string),
+        _ => None,
     }
 }
 

@@ -145,3 +145,21 @@ fn greedy_continuations_match_transformers_in_one_batch() {
         );
     }
 }
+
+#[test]
+fn chat_prompts_follow_the_models_template() {
+    // Expected strings: transformers 5.23.0 `apply_chat_template(..., add_generation_prompt=True)` on
+    // the same GGUF (its chat template adds a default system turn when there is none).
+    let model = model();
+    assert_eq!(
+        model.chat_prompt(&[("user", "What is 2 + 2?")]).unwrap(),
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(
+        model
+            .chat_prompt(&[("system", "Be brief."), ("user", "Hi")])
+            .unwrap(),
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
