@@ -513,3 +513,18 @@ fn a_tokenizer_json_beside_a_gguf_file_wins() {
         "special ids still come from the GGUF"
     );
 }
+
+#[test]
+fn single_row_projections_split_across_threads_give_the_same_logits() {
+    // One token alone takes the split matrix-vector path; the same token in a batch of two does not.
+    let (_dir, model) = tiny_model();
+    let alone = Batch::left_padded(&[vec![5]], 0, &Device::Cpu).unwrap();
+    let pair = Batch::left_padded(&[vec![5], vec![9]], 0, &Device::Cpu).unwrap();
+    let a = logits(&model, &alone, &mut Hooks::new());
+    let b = logits(&model, &pair, &mut Hooks::new())
+        .get(0)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    assert!(max_abs_diff(&a, &b) < 1e-5, "{}", max_abs_diff(&a, &b));
+}
