@@ -348,7 +348,6 @@ fn run_shard(
         model.llama.forward(&batch, &mut hooks, Logits::None)?;
 
         let mut rows = Vec::new();
-        let mut chunk_tokens = 0u64;
         for (r, context) in chunk.iter().enumerate() {
             let pad = batch.pads()[r];
             let context_id = first_context + (chunk_index * config.batch_size + r) as u64;
@@ -361,17 +360,17 @@ fn run_shard(
                 for (field, values) in labels.iter_mut().enumerate() {
                     values.push(context.labels[field][i]);
                 }
-                chunk_tokens += 1;
             }
         }
-        let rows = Tensor::from_vec(rows.clone(), rows.len(), device)?;
+        let n_rows = rows.len();
+        let rows = Tensor::from_vec(rows, n_rows, device)?;
         for (h, hook) in config.hooks.iter().enumerate() {
             let captured = hooks.captured(*hook).expect("captured");
             let (b, t, width) = captured.dims3()?;
             let kept = captured.reshape((b * t, width))?.index_select(&rows, 0)?;
             activations[h].push(kept.to_dtype(config.dtype.dtype())?);
         }
-        progress.advance(chunk_tokens);
+        progress.advance(n_rows as u64);
     }
 
     let n = token_ids.len();

@@ -104,11 +104,6 @@ impl<'t, I: Iterator<Item = Result<Document>>> Packer<'t, I> {
         }
     }
 
-    /// Documents read so far (the index the next one will get).
-    pub fn documents_read(&self) -> u32 {
-        self.documents_read
-    }
-
     /// Tokenizes the next document with text into `pending`, after a separator; false at the end.
     fn read_document(&mut self) -> Result<bool> {
         for document in self.documents.by_ref() {
