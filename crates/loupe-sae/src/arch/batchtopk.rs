@@ -1,0 +1,73 @@
+//! BatchTopK SAE (Bussmann et al. 2024): the batch as a whole keeps its k × batch largest
+//! activations, so tokens get as many latents as they need. A single threshold, the running
+//! mean of the smallest activation kept, replaces the batch at inference: the saved SAE is a
+//! JumpReLU with that threshold for every latent (as SAELens saves it). Unit-norm decoder and
+//! AuxK as in TopK.
+
+use candle_core::Tensor;
+
+use super::common::{pre_activations, sparse_backward, AuxK};
+use super::{Architecture, StepContext, StepOutput};
+use crate::params::with_f32;
+use crate::sparse::batch_top_k;
+use crate::{Activation, Params, Result};
+
+pub struct BatchTopK {
+    pub k: usize,
+    pub aux: AuxK,
+    pub apply_b_dec_to_input: bool,
+    /// Rate of the running mean that estimates the inference threshold.
+    pub threshold_lr: f64,
+    /// The running estimate; `None` until the first step.
+    pub threshold: Option<f64>,
+}
+
+impl Architecture for BatchTopK {
+    fn name(&self) -> &'static str {
+        "batchtopk"
+    }
+
+    fn apply_b_dec_to_input(&self) -> bool {
+        self.apply_b_dec_to_input
+    }
+
+    fn step(&mut self, params: &Params, x: &Tensor, ctx: &StepContext) -> Result<StepOutput> {
+        let (x_in, pre) = pre_activations(params, x, self.apply_b_dec_to_input)?;
+        let rows = x.dim(0)?;
+        let (code, smallest_kept) = with_f32(&pre, |pre| batch_top_k(pre, params.d_sae, self.k * rows))?;
+        if let Some(smallest) = smallest_kept {
+            let smallest = smallest as f64;
+            self.threshold = Some(match self.threshold {
+                None => smallest,
+                Some(t) => t + self.threshold_lr * (smallest - t),
+            });
+        }
+        sparse_backward(
+            params,
+            x,
+            &x_in,
+            &pre,
+            &code,
+            Some((self.aux, ctx.dead)),
+            self.apply_b_dec_to_input,
+        )
+    }
+
+    fn unit_norm_decoder(&self) -> bool {
+        true
+    }
+
+    fn inference(&self, params: &Params) -> Activation {
+        Activation::JumpRelu {
+            threshold: vec![self.threshold.unwrap_or(0.0) as f32; params.d_sae],
+        }
+    }
+
+    fn state(&self) -> Vec<(String, f64)> {
+        self.threshold.map(|t| ("threshold".to_string(), t)).into_iter().collect()
+    }
+
+    fn set_state(&mut self, state: &[(String, f64)]) {
+        self.threshold = state.iter().find(|(k, _)| k == "threshold").map(|(_, v)| *v);
+    }
+}

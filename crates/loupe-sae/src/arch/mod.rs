@@ -1,0 +1,146 @@
+//! SAE architectures: one file each behind the [`Architecture`] trait, found by name through
+//! [`build`] (the registry).
+//!
+//! An architecture owns what differs between recipes: how latents are chosen from the
+//! pre-activations, the sparsity and auxiliary losses, their gradients, constraints on the
+//! decoder, and what the saved (inference) SAE computes. The trainer owns everything shared:
+//! data, normalisation, the optimiser, schedules, checkpoints.
+
+mod batchtopk;
+mod common;
+mod jumprelu;
+mod relu;
+mod topk;
+
+use candle_core::Tensor;
+
+use crate::{Activation, Error, Params, Result, TrainConfig};
+
+/// The names [`build`] knows.
+pub const ARCHITECTURES: &[&str] = &["relu", "topk", "batchtopk", "jumprelu"];
+
+/// What a training step needs to know besides the batch.
+pub struct StepContext<'a> {
+    /// 0 to 1: how far the sparsity penalty has warmed up.
+    pub sparsity_scale: f64,
+    /// Latents that have not fired within the dead window (for AuxK).
+    pub dead: &'a [u32],
+}
+
+/// The result of one forward and backward pass.
+pub struct StepOutput {
+    /// Named loss terms; the training loss is their sum.
+    pub losses: Vec<(&'static str, f64)>,
+    /// d(loss)/d(parameter), for every parameter.
+    pub grads: Params,
+    /// Tokens of this batch each latent fired on.
+    pub fired: Vec<u32>,
+    /// Σ ||x̂ − x||² over the batch, in the (normalised) training space.
+    pub squared_error: f64,
+}
+
+impl StepOutput {
+    pub fn loss(&self) -> f64 {
+        self.losses.iter().map(|(_, v)| v).sum()
+    }
+
+    /// Mean active latents per token.
+    pub fn l0(&self, tokens: usize) -> f64 {
+        self.fired.iter().map(|&c| c as f64).sum::<f64>() / tokens.max(1) as f64
+    }
+}
+
+pub trait Architecture: Send {
+    fn name(&self) -> &'static str;
+
+    /// Whether the recipe subtracts b_dec from the input before encoding.
+    fn apply_b_dec_to_input(&self) -> bool;
+
+    /// Whether the parameters include learned thresholds (`Params::log_threshold`).
+    fn has_thresholds(&self) -> bool {
+        false
+    }
+
+    /// Sets architecture-specific initial values (thresholds) on freshly initialised parameters.
+    fn init(&self, _params: &mut Params) {}
+
+    /// Loss terms and gradients on a batch `x` (`[batch, d_in]`, normalised).
+    fn step(&mut self, params: &Params, x: &Tensor, ctx: &StepContext) -> Result<StepOutput>;
+
+    /// Decoder rows are kept at unit norm: the trainer removes each row's gradient component
+    /// along the row before the update and renormalises after it.
+    fn unit_norm_decoder(&self) -> bool {
+        false
+    }
+
+    /// What the saved SAE computes from its pre-activations.
+    fn inference(&self, params: &Params) -> Activation;
+
+    /// State outside the parameters that a checkpoint must keep (BatchTopK's threshold).
+    fn state(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
+
+    fn set_state(&mut self, _state: &[(String, f64)]) {}
+}
+
+/// Checks that `name` is a known architecture.
+pub fn check_name(name: &str) -> Result<()> {
+    if ARCHITECTURES.contains(&name) {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "architecture",
+            format!("unknown architecture {name:?}; known: {}", ARCHITECTURES.join(", ")),
+        ))
+    }
+}
+
+/// The registry: the architecture `config.architecture` names, set up for inputs of width `d_in`.
+pub fn build(config: &TrainConfig, d_in: usize) -> Result<Box<dyn Architecture>> {
+    check_name(&config.architecture)?;
+    let d_sae = config.d_sae(d_in);
+    let need = |field: &str, value: Option<f64>| {
+        value.ok_or_else(|| {
+            Error::config(field, format!("architecture {:?} needs it set", config.architecture))
+        })
+    };
+    let k = || -> Result<usize> {
+        let k = need("k", config.k.map(|k| k as f64))? as usize;
+        if k == 0 || k > d_sae {
+            return Err(Error::config("k", format!("must be between 1 and d_sae = {d_sae}, not {k}")));
+        }
+        Ok(k)
+    };
+    let aux = common::AuxK {
+        k: config.aux_k.unwrap_or(d_in / 2).max(1),
+        coefficient: config.aux_coefficient,
+    };
+    let apply = |default: bool| config.apply_b_dec_to_input.unwrap_or(default);
+    Ok(match config.architecture.as_str() {
+        "relu" => Box::new(relu::Relu {
+            l1_coefficient: need("l1_coefficient", config.l1_coefficient)?,
+            apply_b_dec_to_input: apply(false),
+        }),
+        "topk" => Box::new(topk::TopK {
+            k: k()?,
+            aux,
+            apply_b_dec_to_input: apply(true),
+        }),
+        "batchtopk" => Box::new(batchtopk::BatchTopK {
+            k: k()?,
+            aux,
+            apply_b_dec_to_input: apply(true),
+            threshold_lr: config.threshold_lr,
+            threshold: None,
+        }),
+        "jumprelu" => Box::new(jumprelu::JumpRelu {
+            target_l0: need("target_l0", config.target_l0)?,
+            l0_coefficient: config.l0_coefficient,
+            bandwidth: config.threshold_bandwidth,
+            initial_threshold: config.initial_threshold,
+            apply_b_dec_to_input: apply(true),
+        }),
+        _ => unreachable!("check_name accepted it"),
+    })
+}

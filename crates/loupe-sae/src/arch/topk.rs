@@ -1,0 +1,49 @@
+//! TopK SAE (Gao et al. 2024, OpenAI): each token keeps its k largest pre-activations (then a
+//! ReLU); decoder rows have unit norm; the AuxK loss gives dead latents a gradient. Decoding and
+//! backpropagation touch only the active latents (see `sparse.rs`).
+
+use candle_core::Tensor;
+
+use super::common::{pre_activations, sparse_backward, AuxK};
+use super::{Architecture, StepContext, StepOutput};
+use crate::params::with_f32;
+use crate::sparse::top_k_per_row;
+use crate::{Activation, Params, Result};
+
+pub struct TopK {
+    pub k: usize,
+    pub aux: AuxK,
+    pub apply_b_dec_to_input: bool,
+}
+
+impl Architecture for TopK {
+    fn name(&self) -> &'static str {
+        "topk"
+    }
+
+    fn apply_b_dec_to_input(&self) -> bool {
+        self.apply_b_dec_to_input
+    }
+
+    fn step(&mut self, params: &Params, x: &Tensor, ctx: &StepContext) -> Result<StepOutput> {
+        let (x_in, pre) = pre_activations(params, x, self.apply_b_dec_to_input)?;
+        let code = with_f32(&pre, |pre| top_k_per_row(pre, params.d_sae, self.k, None))?;
+        sparse_backward(
+            params,
+            x,
+            &x_in,
+            &pre,
+            &code,
+            Some((self.aux, ctx.dead)),
+            self.apply_b_dec_to_input,
+        )
+    }
+
+    fn unit_norm_decoder(&self) -> bool {
+        true
+    }
+
+    fn inference(&self, _params: &Params) -> Activation {
+        Activation::TopK { k: self.k }
+    }
+}

@@ -1,0 +1,126 @@
+//! The trainer's checkpoint: everything needed to continue a run exactly (parameters in the
+//! training space, Adam's moments, step, normalisation, dead-latent counters, architecture state,
+//! the config), one safetensors file with the scalars as JSON metadata, written atomically.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use crate::{Adam, Error, Params, Result, TrainConfig};
+
+pub const CHECKPOINT_FILE: &str = "trainer_state.safetensors";
+
+/// The scalars of a checkpoint (its JSON metadata).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointInfo {
+    pub step: u64,
+    /// Passes over the training split begun so far (0-based index of the current one).
+    pub epoch: u64,
+    /// Batches of the current pass already used.
+    pub batches_in_epoch: u64,
+    /// Activations were multiplied by this during training.
+    pub scale: f32,
+    pub d_in: usize,
+    pub d_sae: usize,
+    pub adam_t: u64,
+    pub architecture_state: Vec<(String, f64)>,
+    pub model_sha256: String,
+    pub config: TrainConfig,
+}
+
+pub struct Checkpoint {
+    pub info: CheckpointInfo,
+    pub params: Params,
+    pub adam: Adam,
+    /// Training tokens since each latent last fired.
+    pub since_fired: Vec<u64>,
+}
+
+impl Checkpoint {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(CHECKPOINT_FILE)
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = Self::path(dir);
+        let mut tensors: Vec<(String, Vec<u8>, Vec<usize>, Dtype)> = Vec::new();
+        let shape_of = |name: &str, p: &Params| -> Vec<usize> {
+            match name {
+                "enc" | "dec" => vec![p.d_sae, p.d_in],
+                "b_dec" => vec![p.d_in],
+                _ => vec![p.d_sae],
+            }
+        };
+        for (prefix, params) in [("params", &self.params), ("adam_m", &self.adam.m), ("adam_v", &self.adam.v)] {
+            for (name, values) in params.fields() {
+                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                tensors.push((format!("{prefix}.{name}"), bytes, shape_of(name, params), Dtype::F32));
+            }
+        }
+        let since: Vec<u8> = self.since_fired.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.push(("since_fired".into(), since, vec![self.since_fired.len()], Dtype::U64));
+        let views: Vec<(String, TensorView)> = tensors
+            .iter()
+            .map(|(name, bytes, shape, dtype)| {
+                Ok((name.clone(), TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| Error::file(&path, e))?))
+            })
+            .collect::<Result<_>>()?;
+        let info = serde_json::to_string(&self.info).map_err(|e| Error::file(&path, e))?;
+        let metadata = HashMap::from([("loupe_trainer_state".to_string(), info)]);
+        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::file(&path, e))?;
+        loupe_data::store::write_atomically(&path, &bytes)?;
+        Ok(())
+    }
+
+    /// The checkpoint in `dir`, if there is one.
+    pub fn load(dir: &Path) -> Result<Option<Self>> {
+        let path = Self::path(dir);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&path).map_err(|e| Error::file(&path, format!("cannot read: {e}")))?;
+        let corrupt = |what: String| {
+            Error::file(&path, format!("{what}; the checkpoint is damaged: delete it to start the run again"))
+        };
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let info_json = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("loupe_trainer_state"))
+            .ok_or_else(|| corrupt("no loupe_trainer_state metadata".into()))?;
+        let info: CheckpointInfo = serde_json::from_str(info_json).map_err(|e| corrupt(e.to_string()))?;
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let f32s = |name: &str| -> Result<Vec<f32>> {
+            let t = file.tensor(name).map_err(|e| corrupt(format!("{name}: {e}")))?;
+            Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
+        };
+        let with_threshold = file.names().iter().any(|n| *n == "params.log_threshold");
+        let read_params = |prefix: &str| -> Result<Params> {
+            let mut p = Params::zeros(info.d_in, info.d_sae, with_threshold);
+            for (name, values) in p.fields_mut() {
+                *values = f32s(&format!("{prefix}.{name}"))?;
+            }
+            Ok(p)
+        };
+        let params = read_params("params")?;
+        let adam = Adam {
+            beta1: info.config.adam_beta1,
+            beta2: info.config.adam_beta2,
+            eps: info.config.adam_eps,
+            t: info.adam_t,
+            m: read_params("adam_m")?,
+            v: read_params("adam_v")?,
+        };
+        let since = file.tensor("since_fired").map_err(|e| corrupt(format!("since_fired: {e}")))?;
+        let since_fired = since.data().chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect();
+        Ok(Some(Checkpoint {
+            info,
+            params,
+            adam,
+            since_fired,
+        }))
+    }
+}

@@ -1,0 +1,342 @@
+//! One config struct per training run (as SAELens has), read from TOML with every field
+//! overridable from the command line. Fields that only some architectures use are optional and
+//! each architecture checks that it has what it needs before training starts.
+
+use std::path::PathBuf;
+
+use loupe_model::HookPoint;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The activation store to train on.
+    pub store: PathBuf,
+    /// The hook point inside the store.
+    pub hook: HookPoint,
+    /// The run directory: SAELens files, the trainer checkpoint and TensorBoard event files.
+    pub output: PathBuf,
+    /// `relu`, `topk`, `batchtopk` or `jumprelu`.
+    pub architecture: String,
+    /// Latents per input dimension (d_sae = expansion × d_in), unless `d_sae` is given.
+    #[serde(default = "default_expansion")]
+    pub expansion: usize,
+    #[serde(default)]
+    pub d_sae: Option<usize>,
+
+    /// Active latents per token (topk, batchtopk).
+    #[serde(default)]
+    pub k: Option<usize>,
+    /// Sparsity coefficient λ of the decoder-norm-weighted L1 penalty (relu).
+    #[serde(default)]
+    pub l1_coefficient: Option<f64>,
+    /// Fraction of training over which the sparsity penalty (relu's L1, jumprelu's L0) rises
+    /// linearly from 0.
+    #[serde(default = "default_sparsity_warmup")]
+    pub sparsity_warmup_fraction: f64,
+    /// The L0 the sparsity penalty steers towards (jumprelu).
+    #[serde(default)]
+    pub target_l0: Option<f64>,
+    /// Weight of the L0 penalty λ·(L0/target − 1)² (jumprelu).
+    #[serde(default = "default_l0_coefficient")]
+    pub l0_coefficient: f64,
+    /// Width ε of the rectangle kernel of the straight-through estimator (jumprelu), in units of
+    /// the normalised activations.
+    #[serde(default = "default_bandwidth")]
+    pub threshold_bandwidth: f64,
+    /// Every latent's threshold at the start (jumprelu).
+    #[serde(default = "default_initial_threshold")]
+    pub initial_threshold: f64,
+    /// Rate of the running estimate of the inference threshold (batchtopk).
+    #[serde(default = "default_threshold_lr")]
+    pub threshold_lr: f64,
+    /// Dead latents the AuxK loss revives per token (topk, batchtopk); default d_in / 2.
+    #[serde(default)]
+    pub aux_k: Option<usize>,
+    /// Weight of the AuxK loss (topk, batchtopk).
+    #[serde(default = "default_aux_coefficient")]
+    pub aux_coefficient: f64,
+    /// Subtract b_dec from the input before encoding; default per architecture (false for the
+    /// April 2024 ReLU recipe, true otherwise).
+    #[serde(default)]
+    pub apply_b_dec_to_input: Option<bool>,
+
+    /// Tokens to train on (steps = train_tokens / batch_size); the store is read again as needed.
+    pub train_tokens: u64,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_lr_warmup_steps")]
+    pub lr_warmup_steps: u64,
+    /// Fraction of training at the end over which the learning rate falls linearly to 0.
+    #[serde(default = "default_lr_decay_fraction")]
+    pub lr_decay_fraction: f64,
+    #[serde(default = "default_beta1")]
+    pub adam_beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub adam_beta2: f64,
+    #[serde(default = "default_eps")]
+    pub adam_eps: f64,
+    /// Largest global gradient norm; larger gradients are scaled down to it. 0 turns it off.
+    #[serde(default = "default_grad_clip")]
+    pub grad_clip: f64,
+    /// Norm of each decoder row at initialisation (the encoder starts as the same matrix).
+    #[serde(default = "default_decoder_init_norm")]
+    pub decoder_init_norm: f64,
+    /// `geometric_median`, `mean` or `zeros`.
+    #[serde(default = "default_b_dec_init")]
+    pub b_dec_init: String,
+    /// Scale activations to a mean squared norm of d_in during training (folded into the weights
+    /// on save).
+    #[serde(default = "default_true")]
+    pub normalize_activations: bool,
+    /// Tokens used to estimate the normalisation and b_dec.
+    #[serde(default = "default_init_tokens")]
+    pub init_tokens: usize,
+
+    /// A latent that has not fired in this many training tokens counts as dead.
+    #[serde(default = "default_dead_window")]
+    pub dead_window_tokens: u64,
+    /// A latent firing on more than this fraction of tokens counts as dense.
+    #[serde(default = "default_dense_threshold")]
+    pub dense_threshold: f64,
+
+    /// Fraction of documents held out for evaluation.
+    #[serde(default = "default_held_out")]
+    pub held_out: f64,
+    /// Rows kept in the shuffle buffer.
+    #[serde(default = "default_shuffle_buffer")]
+    pub shuffle_buffer: usize,
+    #[serde(default)]
+    pub seed: u64,
+
+    /// Steps between evaluations on held-out activations (metrics and the density histogram).
+    #[serde(default = "default_eval_every")]
+    pub eval_every: u64,
+    /// Held-out tokens per evaluation.
+    #[serde(default = "default_eval_tokens")]
+    pub eval_tokens: usize,
+    /// Steps between checkpoints.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Steps between progress and loss reports.
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+}
+
+fn default_expansion() -> usize {
+    8
+}
+fn default_sparsity_warmup() -> f64 {
+    0.05
+}
+fn default_l0_coefficient() -> f64 {
+    10.0
+}
+fn default_bandwidth() -> f64 {
+    0.05
+}
+fn default_initial_threshold() -> f64 {
+    0.1
+}
+fn default_threshold_lr() -> f64 {
+    0.01
+}
+fn default_aux_coefficient() -> f64 {
+    1.0 / 32.0
+}
+fn default_batch_size() -> usize {
+    4096
+}
+fn default_lr() -> f64 {
+    4e-4
+}
+fn default_lr_warmup_steps() -> u64 {
+    20
+}
+fn default_lr_decay_fraction() -> f64 {
+    0.2
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_grad_clip() -> f64 {
+    1.0
+}
+fn default_decoder_init_norm() -> f64 {
+    0.1
+}
+fn default_b_dec_init() -> String {
+    "geometric_median".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_init_tokens() -> usize {
+    16384
+}
+fn default_dead_window() -> u64 {
+    1_000_000
+}
+fn default_dense_threshold() -> f64 {
+    0.1
+}
+fn default_held_out() -> f64 {
+    0.05
+}
+fn default_shuffle_buffer() -> usize {
+    131_072
+}
+fn default_eval_every() -> u64 {
+    50
+}
+fn default_eval_tokens() -> usize {
+    16384
+}
+fn default_checkpoint_every() -> u64 {
+    100
+}
+fn default_log_every() -> u64 {
+    1
+}
+
+/// How b_dec starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BDecInit {
+    GeometricMedian,
+    Mean,
+    Zeros,
+}
+
+impl TrainConfig {
+    /// Parses a TOML config, with `overrides` (`field=value`, the value in TOML syntax; a bare
+    /// word is taken as a string) applied on top. `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| Error::file(origin, format!("not valid TOML: {e}")))?;
+        for item in overrides {
+            let (key, value) = item.split_once('=').ok_or_else(|| {
+                Error::config(item, "an override is written field=value, for example k=32")
+            })?;
+            let key = key.trim().replace('-', "_");
+            let value = value.trim();
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.to_string()));
+            table.insert(key, parsed);
+        }
+        // Deserializing from text (not from the table) makes toml's error quote the offending
+        // line, which names the field.
+        let merged = toml::to_string(&table).map_err(|e| Error::file(origin, e))?;
+        let config: TrainConfig = toml::from_str(&merged)
+            .map_err(|e| Error::file(origin, format!("{}\n{e}", describe(&e))))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what can be checked without the store.
+    pub fn validate(&self) -> Result<()> {
+        crate::arch::check_name(&self.architecture)?;
+        let positive = |field: &str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::config(field, format!("must be a positive number, not {v}")))
+            }
+        };
+        positive("lr", self.lr)?;
+        positive("decoder_init_norm", self.decoder_init_norm)?;
+        positive("threshold_bandwidth", self.threshold_bandwidth)?;
+        positive("initial_threshold", self.initial_threshold)?;
+        if self.batch_size == 0 {
+            return Err(Error::config("batch_size", "must be at least 1"));
+        }
+        if self.train_tokens < self.batch_size as u64 {
+            return Err(Error::config(
+                "train_tokens",
+                format!("{} is less than one batch ({})", self.train_tokens, self.batch_size),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.held_out) {
+            return Err(Error::config("held_out", "must be in [0, 1)"));
+        }
+        if !(0.0..=1.0).contains(&self.lr_decay_fraction) {
+            return Err(Error::config("lr_decay_fraction", "must be in [0, 1]"));
+        }
+        for (field, every) in [
+            ("eval_every", self.eval_every),
+            ("checkpoint_every", self.checkpoint_every),
+            ("log_every", self.log_every),
+        ] {
+            if every == 0 {
+                return Err(Error::config(field, "must be at least 1"));
+            }
+        }
+        self.b_dec_init()?;
+        Ok(())
+    }
+
+    pub fn b_dec_init(&self) -> Result<BDecInit> {
+        match self.b_dec_init.as_str() {
+            "geometric_median" => Ok(BDecInit::GeometricMedian),
+            "mean" => Ok(BDecInit::Mean),
+            "zeros" => Ok(BDecInit::Zeros),
+            other => Err(Error::config(
+                "b_dec_init",
+                format!("unknown value {other:?}; use geometric_median, mean or zeros"),
+            )),
+        }
+    }
+
+    pub fn d_sae(&self, d_in: usize) -> usize {
+        self.d_sae.unwrap_or(self.expansion * d_in)
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        self.train_tokens / self.batch_size as u64
+    }
+
+    /// The learning rate at `step` (0-based): linear warmup, constant, linear decay to 0.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        let total = self.total_steps().max(1) as f64;
+        let step = step as f64;
+        let warmup = if self.lr_warmup_steps > 0 {
+            ((step + 1.0) / self.lr_warmup_steps as f64).min(1.0)
+        } else {
+            1.0
+        };
+        let decay_steps = self.lr_decay_fraction * total;
+        let decay = if decay_steps > 0.0 {
+            ((total - step) / decay_steps).clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        self.lr * warmup * decay
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// One line saying what to fix.
+fn describe(e: &toml::de::Error) -> &'static str {
+    let message = e.message();
+    if message.contains("missing field") {
+        "a required field is missing"
+    } else if message.contains("unknown field") {
+        "a field is not known (misspelled?)"
+    } else {
+        "a field has the wrong type (numbers unquoted, names and paths in quotes)"
+    }
+}

@@ -1,0 +1,140 @@
+//! The trainable parameters of an SAE, and gradients of the same shape.
+//!
+//! Training keeps the weights as flat `Vec<f32>` so that the optimiser, gradient clipping, the
+//! sparse kernels and finite-difference checks can walk them directly; dense matrix products go
+//! through candle tensors made from them. Both matrices are stored one latent per row,
+//! `[d_sae, d_in]`: the decoder as SAELens stores it, the encoder as the transpose of SAELens's
+//! `W_enc [d_in, d_sae]` (the conversion happens at the file boundary, in `saelens.rs`). With both
+//! laid out by latent, "decoder initialised as the encoder's transpose" is a copy, and the
+//! gradient of one latent's encoder or decoder row is one contiguous slice.
+
+use candle_core::{Device, Storage, Tensor};
+
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    pub d_in: usize,
+    pub d_sae: usize,
+    /// `[d_sae, d_in]`: row i is the direction latent i reads.
+    pub enc: Vec<f32>,
+    /// `[d_sae]`
+    pub b_enc: Vec<f32>,
+    /// `[d_sae, d_in]`: row i is the direction latent i writes.
+    pub dec: Vec<f32>,
+    /// `[d_in]`
+    pub b_dec: Vec<f32>,
+    /// `[d_sae]`, JumpReLU only: log of each latent's threshold (learned in log space so that it
+    /// stays positive).
+    pub log_threshold: Option<Vec<f32>>,
+}
+
+impl Params {
+    pub fn zeros(d_in: usize, d_sae: usize, with_threshold: bool) -> Self {
+        Params {
+            d_in,
+            d_sae,
+            enc: vec![0.0; d_sae * d_in],
+            b_enc: vec![0.0; d_sae],
+            dec: vec![0.0; d_sae * d_in],
+            b_dec: vec![0.0; d_in],
+            log_threshold: with_threshold.then(|| vec![0.0; d_sae]),
+        }
+    }
+
+    /// Zeros shaped like `self` (a gradient buffer).
+    pub fn zeros_like(&self) -> Self {
+        Params::zeros(self.d_in, self.d_sae, self.log_threshold.is_some())
+    }
+
+    /// Every tensor with its name, in a fixed order.
+    pub fn fields(&self) -> Vec<(&'static str, &Vec<f32>)> {
+        let mut fields = vec![
+            ("enc", &self.enc),
+            ("b_enc", &self.b_enc),
+            ("dec", &self.dec),
+            ("b_dec", &self.b_dec),
+        ];
+        if let Some(t) = &self.log_threshold {
+            fields.push(("log_threshold", t));
+        }
+        fields
+    }
+
+    pub fn fields_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
+        let mut fields = vec![
+            ("enc", &mut self.enc),
+            ("b_enc", &mut self.b_enc),
+            ("dec", &mut self.dec),
+            ("b_dec", &mut self.b_dec),
+        ];
+        if let Some(t) = &mut self.log_threshold {
+            fields.push(("log_threshold", t));
+        }
+        fields
+    }
+
+    /// Sum of squares over every tensor (the squared global norm).
+    pub fn norm_sq(&self) -> f64 {
+        self.fields()
+            .iter()
+            .map(|(_, v)| v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+            .sum()
+    }
+
+    pub fn scale(&mut self, factor: f32) {
+        for (_, v) in self.fields_mut() {
+            v.iter_mut().for_each(|x| *x *= factor);
+        }
+    }
+
+    pub fn all_finite(&self) -> bool {
+        self.fields().iter().all(|(_, v)| v.iter().all(|x| x.is_finite()))
+    }
+
+    pub fn enc_tensor(&self) -> Result<Tensor> {
+        Ok(Tensor::from_slice(&self.enc, (self.d_sae, self.d_in), &Device::Cpu)?)
+    }
+
+    pub fn dec_tensor(&self) -> Result<Tensor> {
+        Ok(Tensor::from_slice(&self.dec, (self.d_sae, self.d_in), &Device::Cpu)?)
+    }
+
+    pub fn b_enc_tensor(&self) -> Result<Tensor> {
+        Ok(Tensor::from_slice(&self.b_enc, self.d_sae, &Device::Cpu)?)
+    }
+
+    pub fn b_dec_tensor(&self) -> Result<Tensor> {
+        Ok(Tensor::from_slice(&self.b_dec, self.d_in, &Device::Cpu)?)
+    }
+
+    /// Each latent's threshold, `exp(log_threshold)`.
+    pub fn thresholds(&self) -> Option<Vec<f32>> {
+        self.log_threshold.as_ref().map(|t| t.iter().map(|x| x.exp()).collect())
+    }
+
+    /// Euclidean norm of each decoder row.
+    pub fn decoder_norms(&self) -> Vec<f32> {
+        self.dec.chunks(self.d_in).map(norm).collect()
+    }
+}
+
+pub(crate) fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+/// Runs `f` on the f32 data of a contiguous CPU tensor without copying it.
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
+        return Err(Error::Mismatch {
+            message: "internal: expected a contiguous CPU tensor".into(),
+        });
+    };
+    Ok(f(&cpu.as_slice::<f32>()?[start..end]))
+}
+
+/// The f32 data of a tensor as a flat vector.
+pub(crate) fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}

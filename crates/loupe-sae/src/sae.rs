@@ -1,0 +1,188 @@
+//! A trained SAE as it is saved and used: SAELens's tensors and orientation (`W_enc [d_in, d_sae]`,
+//! `W_dec [d_sae, d_in]`), in the model's own activation units (any training normalisation is
+//! folded into the weights).
+
+use candle_core::{Device, Tensor};
+
+use crate::params::{to_vec, with_f32};
+use crate::sparse::{top_k_per_row, SparseCode};
+use crate::{Error, Params, Result};
+
+/// What an SAE computes from its pre-activations `pre = (x − b_dec?) W_enc + b_enc`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Activation {
+    /// `ReLU(pre)` (SAELens "standard").
+    Relu,
+    /// The k largest of `pre`, then ReLU (SAELens "topk").
+    TopK { k: usize },
+    /// `ReLU(pre) · (pre > threshold)` per latent (SAELens "jumprelu"; also what BatchTopK saves).
+    JumpRelu { threshold: Vec<f32> },
+}
+
+impl Activation {
+    /// SAELens's name for it.
+    pub fn saelens_name(&self) -> &'static str {
+        match self {
+            Activation::Relu => "standard",
+            Activation::TopK { .. } => "topk",
+            Activation::JumpRelu { .. } => "jumprelu",
+        }
+    }
+}
+
+/// Where an SAE belongs: SAELens's `metadata` block.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SaeMetadata {
+    pub model_name: String,
+    pub hook_name: String,
+    /// sha256 of the model file the training activations came from (loupe's check that an SAE
+    /// is used with the model it was trained on).
+    pub model_sha256: Option<String>,
+    pub context_size: Option<usize>,
+    pub dataset_path: Option<String>,
+    /// The architecture it was trained as (`batchtopk` saves as a JumpReLU).
+    pub trained_architecture: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Sae {
+    pub activation: Activation,
+    pub d_in: usize,
+    pub d_sae: usize,
+    /// `[d_in, d_sae]`
+    pub w_enc: Tensor,
+    /// `[d_sae]`
+    pub b_enc: Tensor,
+    /// `[d_sae, d_in]`
+    pub w_dec: Tensor,
+    /// `[d_in]`
+    pub b_dec: Tensor,
+    pub apply_b_dec_to_input: bool,
+    pub metadata: SaeMetadata,
+}
+
+impl Sae {
+    /// The SAE that training parameters define for raw activations, when training saw them
+    /// multiplied by `scale`: with x' = scale·x, `(x' − b) E = (x − b/scale)(scale·E)` and
+    /// `(f D + b)/scale = f (D/scale) + b/scale`, so the latents are unchanged.
+    pub fn from_params(
+        params: &Params,
+        activation: Activation,
+        apply_b_dec_to_input: bool,
+        scale: f32,
+        metadata: SaeMetadata,
+    ) -> Result<Self> {
+        let dev = &Device::Cpu;
+        let (d_in, d_sae) = (params.d_in, params.d_sae);
+        let w_enc = (Tensor::from_slice(&params.enc, (d_sae, d_in), dev)?.t()?.contiguous()? * scale as f64)?;
+        let w_dec = (Tensor::from_slice(&params.dec, (d_sae, d_in), dev)? / scale as f64)?;
+        let b_dec = (Tensor::from_slice(&params.b_dec, d_in, dev)? / scale as f64)?;
+        Ok(Sae {
+            activation,
+            d_in,
+            d_sae,
+            w_enc,
+            b_enc: Tensor::from_slice(&params.b_enc, d_sae, dev)?,
+            w_dec,
+            b_dec,
+            apply_b_dec_to_input,
+            metadata,
+        })
+    }
+
+    /// Checks shapes against `d_in`/`d_sae`; `origin` names the file in errors.
+    pub fn check_shapes(&self, origin: &str) -> Result<()> {
+        let expect = |name: &str, t: &Tensor, shape: &[usize]| {
+            if t.dims() == shape {
+                Ok(())
+            } else {
+                Err(Error::file(
+                    origin,
+                    format!("{name} has shape {:?}, expected {shape:?} for d_in {} and d_sae {}", t.dims(), self.d_in, self.d_sae),
+                ))
+            }
+        };
+        expect("W_enc", &self.w_enc, &[self.d_in, self.d_sae])?;
+        expect("W_dec", &self.w_dec, &[self.d_sae, self.d_in])?;
+        expect("b_enc", &self.b_enc, &[self.d_sae])?;
+        expect("b_dec", &self.b_dec, &[self.d_in])?;
+        if let Activation::JumpRelu { threshold } = &self.activation {
+            if threshold.len() != self.d_sae {
+                return Err(Error::file(origin, format!("threshold has {} entries, expected d_sae = {}", threshold.len(), self.d_sae)));
+            }
+        }
+        if let Activation::TopK { k } = self.activation {
+            if k == 0 || k > self.d_sae {
+                return Err(Error::file(origin, format!("k = {k} must be between 1 and d_sae = {}", self.d_sae)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pre-activations `[n, d_sae]` of activations `x` (`[n, d_in]`, any float dtype).
+    pub fn pre_activations(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.to_dtype(candle_core::DType::F32)?;
+        let x_in = if self.apply_b_dec_to_input {
+            x.broadcast_sub(&self.b_dec)?
+        } else {
+            x
+        };
+        Ok(x_in.matmul(&self.w_enc)?.broadcast_add(&self.b_enc)?)
+    }
+
+    /// Latent activations, `[n, d_sae]`.
+    pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
+        let pre = self.pre_activations(x)?;
+        Ok(match &self.activation {
+            Activation::Relu => pre.relu()?,
+            Activation::TopK { k } => {
+                let n = pre.dim(0)?;
+                let dense = with_f32(&pre, |p| top_k_per_row(p, self.d_sae, *k, None).to_dense())?;
+                Tensor::from_vec(dense, (n, self.d_sae), &Device::Cpu)?
+            }
+            Activation::JumpRelu { threshold } => {
+                let threshold = Tensor::from_slice(threshold, self.d_sae, &Device::Cpu)?;
+                let open = pre.broadcast_gt(&threshold)?.to_dtype(candle_core::DType::F32)?;
+                (pre.relu()? * open)?
+            }
+        })
+    }
+
+    /// The active latents of each row, sparse.
+    pub fn encode_sparse(&self, x: &Tensor) -> Result<SparseCode> {
+        let pre = self.pre_activations(x)?;
+        if let Activation::TopK { k } = self.activation {
+            return with_f32(&pre, |p| top_k_per_row(p, self.d_sae, k, None));
+        }
+        let dense = to_vec(&self.encode(x)?)?;
+        let rows: Vec<Vec<(u32, f32)>> = dense
+            .chunks(self.d_sae)
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .filter(|(_, &v)| v != 0.0)
+                    .map(|(i, &v)| (i as u32, v))
+                    .collect()
+            })
+            .collect();
+        Ok(SparseCode::from_rows(self.d_sae, rows))
+    }
+
+    /// Reconstruction from latent activations `[n, d_sae]`.
+    pub fn decode(&self, f: &Tensor) -> Result<Tensor> {
+        Ok(f.matmul(&self.w_dec)?.broadcast_add(&self.b_dec)?)
+    }
+
+    /// Reconstruction from a sparse code, touching only the active decoder rows.
+    pub fn decode_sparse(&self, code: &SparseCode) -> Result<Tensor> {
+        let w_dec = to_vec(&self.w_dec)?;
+        let out = code.weighted_rows(&code.values, &w_dec, self.d_in);
+        let out = Tensor::from_vec(out, (code.rows(), self.d_in), &Device::Cpu)?;
+        Ok(out.broadcast_add(&self.b_dec)?)
+    }
+
+    /// `decode(encode(x))`, in x's dtype.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.decode(&self.encode(x)?)?.to_dtype(x.dtype())?)
+    }
+}

@@ -1,0 +1,194 @@
+//! SAE files in the SAELens layout, so that SAELens loads what loupe writes and loupe loads what
+//! SAELens (and Gemma Scope) publish: a directory with `cfg.json` and `sae_weights.safetensors`
+//! (`W_enc [d_in, d_sae]`, `W_dec [d_sae, d_in]`, `b_enc`, `b_dec`, and `threshold` for
+//! JumpReLU), or Gemma Scope's `params.npz` with the same tensor names.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::{json, Value};
+
+use crate::{Activation, Error, Result, Sae, SaeMetadata};
+
+pub const CFG_FILE: &str = "cfg.json";
+pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
+pub const GEMMA_SCOPE_FILE: &str = "params.npz";
+
+/// Writes `sae` into `dir` (created if needed): the weights first, then `cfg.json`, each through
+/// a temp file and a rename.
+pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
+    let mut tensors: Vec<(&str, Tensor)> = vec![
+        ("W_enc", sae.w_enc.clone()),
+        ("W_dec", sae.w_dec.clone()),
+        ("b_enc", sae.b_enc.clone()),
+        ("b_dec", sae.b_dec.clone()),
+    ];
+    if let Activation::JumpRelu { threshold } = &sae.activation {
+        tensors.push(("threshold", Tensor::from_slice(threshold, sae.d_sae, &Device::Cpu)?));
+    }
+    let weights = dir.join(WEIGHTS_FILE);
+    let tmp = loupe_data::store::tmp_path(&weights);
+    let map: HashMap<String, Tensor> = tensors.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    candle_core::safetensors::save(&map, &tmp).map_err(|e| Error::file(&tmp, e))?;
+    std::fs::rename(&tmp, &weights).map_err(|e| Error::file(&weights, e))?;
+
+    let cfg = serde_json::to_string_pretty(&cfg_json(sae)).map_err(|e| Error::file(dir, e))?;
+    loupe_data::store::write_atomically(&dir.join(CFG_FILE), cfg.as_bytes())?;
+    Ok(())
+}
+
+/// The `cfg.json` SAELens 6 writes for this SAE.
+fn cfg_json(sae: &Sae) -> Value {
+    let m = &sae.metadata;
+    let mut cfg = json!({
+        "architecture": sae.activation.saelens_name(),
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": sae.apply_b_dec_to_input,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {
+            "model_name": m.model_name,
+            "hook_name": m.hook_name,
+            "hook_head_index": null,
+            "prepend_bos": false,
+            "context_size": m.context_size,
+            "dataset_path": m.dataset_path,
+            "sae_lens_training_version": null,
+            "loupe_version": env!("CARGO_PKG_VERSION"),
+            "loupe_model_sha256": m.model_sha256,
+            "loupe_architecture": m.trained_architecture,
+        },
+    });
+    if let Activation::TopK { k } = sae.activation {
+        cfg["k"] = json!(k);
+        cfg["rescale_acts_by_decoder_norm"] = json!(false);
+    }
+    cfg
+}
+
+/// Loads an SAE from a SAELens directory (`cfg.json` + `sae_weights.safetensors`) or a Gemma Scope
+/// `params.npz` (a file, or a directory holding one).
+pub fn load(path: &Path) -> Result<Sae> {
+    if path.is_file() && path.extension().is_some_and(|e| e == "npz") {
+        return load_gemma_scope(path);
+    }
+    if path.is_dir() && !path.join(CFG_FILE).exists() && path.join(GEMMA_SCOPE_FILE).exists() {
+        return load_gemma_scope(&path.join(GEMMA_SCOPE_FILE));
+    }
+    let cfg_path = path.join(CFG_FILE);
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
+        Error::file(&cfg_path, format!("cannot read ({e}); an SAE directory holds cfg.json and {WEIGHTS_FILE}"))
+    })?;
+    let cfg: Value = serde_json::from_str(&text).map_err(|e| Error::file(&cfg_path, format!("not valid JSON: {e}")))?;
+    let origin = cfg_path.display().to_string();
+    let field = |name: &str| -> Option<&Value> {
+        cfg.get(name).or_else(|| cfg.get("metadata").and_then(|m| m.get(name)))
+    };
+    let usize_field = |name: &str| -> Result<usize> {
+        field(name)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| Error::file(&cfg_path, format!("field `{name}` is missing or not a whole number")))
+    };
+    let string_field = |name: &str| field(name).and_then(Value::as_str).map(str::to_string);
+    let d_in = usize_field("d_in")?;
+    let d_sae = usize_field("d_sae")?;
+    match string_field("normalize_activations").as_deref() {
+        None | Some("none") => {}
+        Some(other) => {
+            return Err(Error::file(
+                &cfg_path,
+                format!("normalize_activations = {other:?} is not supported: loupe reads SAEs whose normalisation is folded into the weights (\"none\")"),
+            ))
+        }
+    }
+
+    let weights_path = path.join(WEIGHTS_FILE);
+    let mut tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
+        .map_err(|e| Error::file(&weights_path, format!("cannot read SAE weights: {e}")))?;
+    let mut take = |name: &str| -> Result<Tensor> {
+        let t = tensors
+            .remove(name)
+            .ok_or_else(|| Error::file(&weights_path, format!("tensor `{name}` is missing")))?;
+        Ok(t.to_dtype(DType::F32)?)
+    };
+    let architecture = string_field("architecture").unwrap_or_else(|| "standard".into());
+    // SAELens 5 wrote the activation as `activation_fn_str` (+ `activation_fn_kwargs.k`).
+    let activation_fn = string_field("activation_fn_str");
+    let activation = match (architecture.as_str(), activation_fn.as_deref()) {
+        ("topk", _) | ("standard", Some("topk")) => {
+            let k = field("k")
+                .or_else(|| cfg.get("activation_fn_kwargs").and_then(|k| k.get("k")))
+                .and_then(Value::as_u64)
+                .ok_or_else(|| Error::file(&cfg_path, "a topk SAE needs `k`"))?;
+            Activation::TopK { k: k as usize }
+        }
+        ("standard", _) => Activation::Relu,
+        ("jumprelu", _) => Activation::JumpRelu {
+            threshold: take("threshold")?.to_vec1::<f32>()?,
+        },
+        (other, _) => {
+            return Err(Error::file(
+                &cfg_path,
+                format!("architecture {other:?} is not supported; loupe reads standard, topk and jumprelu SAEs"),
+            ))
+        }
+    };
+    let sae = Sae {
+        activation,
+        d_in,
+        d_sae,
+        w_enc: take("W_enc")?,
+        b_enc: take("b_enc")?,
+        w_dec: take("W_dec")?,
+        b_dec: take("b_dec")?,
+        apply_b_dec_to_input: field("apply_b_dec_to_input").and_then(Value::as_bool).unwrap_or(true),
+        metadata: SaeMetadata {
+            model_name: string_field("model_name").unwrap_or_default(),
+            hook_name: string_field("hook_name").unwrap_or_default(),
+            model_sha256: string_field("loupe_model_sha256"),
+            context_size: field("context_size").and_then(Value::as_u64).map(|v| v as usize),
+            dataset_path: string_field("dataset_path"),
+            trained_architecture: string_field("loupe_architecture"),
+        },
+    };
+    sae.check_shapes(&origin)?;
+    Ok(sae)
+}
+
+/// Gemma Scope's `params.npz`: JumpReLU, b_dec not subtracted from the input. It names no model
+/// or hook; the caller says which.
+fn load_gemma_scope(path: &Path) -> Result<Sae> {
+    let tensors: HashMap<String, Tensor> = Tensor::read_npz(path)
+        .map_err(|e| Error::file(path, format!("cannot read as npz: {e}")))?
+        .into_iter()
+        .collect();
+    let get = |name: &str| -> Result<Tensor> {
+        Ok(tensors
+            .get(name)
+            .ok_or_else(|| Error::file(path, format!("array `{name}` is missing (Gemma Scope files hold W_enc, W_dec, b_enc, b_dec, threshold)")))?
+            .to_dtype(DType::F32)?)
+    };
+    let w_enc = get("W_enc")?;
+    let (d_in, d_sae) = w_enc.dims2()?;
+    let sae = Sae {
+        activation: Activation::JumpRelu {
+            threshold: get("threshold")?.to_vec1::<f32>()?,
+        },
+        d_in,
+        d_sae,
+        w_enc,
+        b_enc: get("b_enc")?,
+        w_dec: get("W_dec")?,
+        b_dec: get("b_dec")?,
+        apply_b_dec_to_input: false,
+        metadata: SaeMetadata::default(),
+    };
+    sae.check_shapes(&path.display().to_string())?;
+    Ok(sae)
+}

@@ -1,0 +1,139 @@
+//! Helpers for tests and benchmarks: synthetic activations with known sparse structure, a
+//! store written from any rows, and a measure of how well learned directions match true ones.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use loupe_data::store::{HookInfo, Manifest, ModelInfo, ShardInfo, StoreDType};
+use loupe_model::HookPoint;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::params::norm;
+use crate::Result;
+
+/// Activations built from `n_features` random unit directions in `d` dimensions: each row is a
+/// sparse, non-negative combination of them (each feature on with probability
+/// `mean_active / n_features`, magnitude uniform in [0.5, 1.5]) plus a little noise.
+pub struct Synthetic {
+    pub d: usize,
+    /// `[n_features, d]`, unit rows.
+    pub directions: Vec<f32>,
+    /// `[rows, d]`
+    pub rows: Vec<f32>,
+}
+
+pub fn synthetic(d: usize, n_features: usize, rows: usize, mean_active: f64, seed: u64) -> Synthetic {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut directions: Vec<f32> = (0..n_features * d).map(|_| gaussian(&mut rng)).collect();
+    for row in directions.chunks_mut(d) {
+        let n = norm(row);
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+    let p = mean_active / n_features as f64;
+    let mut data = vec![0.0f32; rows * d];
+    for row in data.chunks_mut(d) {
+        for f in 0..n_features {
+            if rng.random::<f64>() < p {
+                let a = rng.random_range(0.5..1.5f32);
+                row.iter_mut().zip(&directions[f * d..][..d]).for_each(|(r, &u)| *r += a * u);
+            }
+        }
+        row.iter_mut().for_each(|r| *r += 0.01 * gaussian(&mut rng));
+    }
+    Synthetic {
+        d,
+        directions,
+        rows: data,
+    }
+}
+
+fn gaussian(rng: &mut StdRng) -> f32 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+/// For each true direction, the best cosine similarity with any learned row; their mean.
+pub fn mean_max_cosine(truth: &[f32], learned: &[f32], d: usize) -> f64 {
+    let learned: Vec<Vec<f32>> = learned
+        .chunks(d)
+        .map(|r| {
+            let n = norm(r).max(1e-12);
+            r.iter().map(|v| v / n).collect()
+        })
+        .collect();
+    let best: Vec<f64> = truth
+        .chunks(d)
+        .map(|t| {
+            learned
+                .iter()
+                .map(|l| crate::sparse::dot(t, l) as f64)
+                .fold(f64::MIN, f64::max)
+        })
+        .collect();
+    best.iter().sum::<f64>() / best.len() as f64
+}
+
+/// Writes `rows` (`[n, d]`) as a complete store at `hook`, `rows_per_context` rows per context
+/// and one document per context, made by a model named `model_name`.
+pub fn write_store(
+    dir: &Path,
+    hook: HookPoint,
+    d: usize,
+    rows: &[f32],
+    rows_per_context: usize,
+    model_name: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| crate::Error::file(dir, e))?;
+    let n = rows.len() / d;
+    let contexts_per_shard = 16;
+    let mut manifest = Manifest {
+        loupe_version: env!("CARGO_PKG_VERSION").into(),
+        model: ModelInfo {
+            name: model_name.into(),
+            sha256: format!("sha-of-{model_name}"),
+            d_model: d,
+        },
+        hooks: vec![HookInfo { name: hook, width: d }],
+        dtype: StoreDType::F32,
+        context_length: rows_per_context + 1,
+        separator_token: 0,
+        include_separators: false,
+        corpus: Vec::new(),
+        labels: Default::default(),
+        shards: Vec::new(),
+        tokens: 0,
+        contexts: 0,
+        complete: true,
+    };
+    let shard_rows = contexts_per_shard * rows_per_context;
+    for (index, chunk) in rows.chunks(shard_rows * d).enumerate() {
+        let m = chunk.len() / d;
+        let first_row = index * shard_rows;
+        let first_context = (first_row / rows_per_context) as u64;
+        let context_of = |r: usize| ((first_row + r) / rows_per_context) as u32;
+        let mut tensors = HashMap::new();
+        tensors.insert(hook.to_string(), Tensor::from_slice(chunk, (m, d), &Device::Cpu)?);
+        let ids = |f: &dyn Fn(usize) -> u32| Tensor::from_vec((0..m).map(f).collect::<Vec<u32>>(), m, &Device::Cpu);
+        tensors.insert("token_ids".into(), ids(&|r| (r % 200) as u32 + 3)?);
+        tensors.insert("doc_ids".into(), ids(&context_of)?);
+        tensors.insert("context_ids".into(), ids(&context_of)?);
+        tensors.insert("positions".into(), ids(&|r| ((first_row + r) % rows_per_context) as u32 + 1)?);
+        let file = loupe_data::store::shard_file(index);
+        candle_core::safetensors::save(&tensors, dir.join(&file))?;
+        let contexts = m.div_ceil(rows_per_context) as u64;
+        manifest.shards.push(ShardInfo {
+            file,
+            tokens: m as u64,
+            first_context,
+            contexts,
+        });
+        manifest.tokens += m as u64;
+        manifest.contexts += contexts;
+    }
+    debug_assert_eq!(manifest.tokens as usize, n);
+    manifest.write(dir)?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! Every architecture's analytic gradients against central finite differences of its own loss,
+//! on tiny sizes.
+//!
+//! JumpReLU's thresholds have no true gradient (the loss is a step function of them); what the
+//! straight-through estimator computes is the change of the loss as a threshold moves across a
+//! window of width ε, divided by ε: a finite difference of width ε. That is what those entries
+//! are checked against.
+
+use candle_core::{Device, Tensor};
+use loupe_sae::arch::{self, StepContext};
+use loupe_sae::{Params, TrainConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const D_IN: usize = 6;
+const D_SAE: usize = 12;
+const ROWS: usize = 16;
+
+fn config(architecture: &str, extra: &str) -> TrainConfig {
+    let text = format!(
+        "store = \"unused\"\nhook = \"blocks.0.hook_resid_post\"\noutput = \"unused\"\narchitecture = \"{architecture}\"\n\
+         train_tokens = 100\nbatch_size = 16\nd_sae = {D_SAE}\n{extra}"
+    );
+    TrainConfig::from_toml(&text, "test", &[]).unwrap()
+}
+
+fn random_params(rng: &mut StdRng, thresholds: bool) -> Params {
+    let mut p = Params::zeros(D_IN, D_SAE, thresholds);
+    for (_, values) in p.fields_mut() {
+        values.iter_mut().for_each(|v| *v = rng.random_range(-1.0..1.0f32));
+    }
+    if let Some(t) = &mut p.log_threshold {
+        t.iter_mut().for_each(|v| *v = rng.random_range(0.2..0.6f32).ln());
+    }
+    p
+}
+
+fn random_x(rng: &mut StdRng) -> Tensor {
+    let x: Vec<f32> = (0..ROWS * D_IN).map(|_| rng.random_range(-1.5..1.5f32)).collect();
+    Tensor::from_vec(x, (ROWS, D_IN), &Device::Cpu).unwrap()
+}
+
+/// Runs the architecture's step and returns the named loss terms and the gradients.
+fn losses(config: &TrainConfig, params: &Params, x: &Tensor, dead: &[u32]) -> (Vec<(&'static str, f64)>, Params) {
+    let mut arch = arch::build(config, D_IN).unwrap();
+    let ctx = StepContext {
+        sparsity_scale: 1.0,
+        dead,
+    };
+    let out = arch.step(params, x, &ctx).unwrap();
+    (out.losses.clone(), out.grads)
+}
+
+fn total(config: &TrainConfig, params: &Params, x: &Tensor, dead: &[u32]) -> f64 {
+    losses(config, params, x, dead).0.iter().map(|(_, v)| v).sum()
+}
+
+/// The loss and which latents fired on each token: where a perturbation changes the latter, the
+/// loss is not differentiable (a ReLU kink, a top-k swap, a threshold crossing).
+fn total_and_pattern(config: &TrainConfig, params: &Params, x: &Tensor, dead: &[u32]) -> (f64, Vec<u32>) {
+    let mut arch = arch::build(config, D_IN).unwrap();
+    let out = arch.step(params, x, &StepContext { sparsity_scale: 1.0, dead }).unwrap();
+    (out.loss(), out.fired)
+}
+
+/// Compares analytic and central-difference gradients for every entry of the named tensors
+/// (restricted to `rows` of the `[d_sae, d_in]` matrices when given). Returns the worst relative
+/// error, measured against the gradient vector's size.
+fn check(
+    config: &TrainConfig,
+    params: &Params,
+    x: &Tensor,
+    dead: &[u32],
+    fields: &[&str],
+    rows: Option<&[u32]>,
+) -> f64 {
+    let (_, grads) = losses(config, params, x, dead);
+    let h = 1e-3f32;
+    let mut worst: f64 = 0.0;
+    for &field in fields {
+        let analytic = grads.fields().into_iter().find(|(n, _)| *n == field).unwrap().1.clone();
+        let len = analytic.len();
+        let mut numeric = vec![0.0; len];
+        let mut compared = vec![false; len];
+        let mut skipped = 0;
+        for i in 0..len {
+            let row = (i / D_IN) as u32;
+            if matches!(field, "enc" | "dec") && rows.is_some_and(|r| !r.contains(&row)) {
+                continue;
+            }
+            let mut plus = params.clone();
+            let mut minus = params.clone();
+            plus.fields_mut().into_iter().find(|(n, _)| *n == field).unwrap().1[i] += h;
+            minus.fields_mut().into_iter().find(|(n, _)| *n == field).unwrap().1[i] -= h;
+            let (up, up_pattern) = total_and_pattern(config, &plus, x, dead);
+            let (down, down_pattern) = total_and_pattern(config, &minus, x, dead);
+            if up_pattern != down_pattern {
+                skipped += 1;
+                continue;
+            }
+            numeric[i] = (up - down) / (2.0 * h as f64);
+            compared[i] = true;
+        }
+        assert!(skipped * 10 <= len, "{field}: {skipped} of {len} entries sit on a kink");
+        let scale = analytic.iter().map(|&g| (g as f64).abs()).fold(1e-3, f64::max);
+        for i in (0..len).filter(|&i| compared[i]) {
+            let err = (numeric[i] - analytic[i] as f64).abs() / scale;
+            assert!(
+                err < 2e-2,
+                "{}: d/d{field}[{i}] analytic {} vs finite difference {}",
+                config.architecture,
+                analytic[i],
+                numeric[i]
+            );
+            worst = worst.max(err);
+        }
+    }
+    worst
+}
+
+const ALL: &[&str] = &["enc", "b_enc", "dec", "b_dec"];
+
+#[test]
+fn relu_gradients_match_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let (params, x) = (random_params(&mut rng, false), random_x(&mut rng));
+    for apply in [false, true] {
+        let c = config("relu", &format!("l1_coefficient = 0.3\napply_b_dec_to_input = {apply}"));
+        check(&c, &params, &x, &[], ALL, None);
+    }
+}
+
+#[test]
+fn topk_gradients_match_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let (params, x) = (random_params(&mut rng, false), random_x(&mut rng));
+    for apply in [false, true] {
+        let c = config("topk", &format!("k = 3\napply_b_dec_to_input = {apply}"));
+        check(&c, &params, &x, &[], ALL, None);
+    }
+}
+
+/// With dead latents, the AuxK loss trains them. They take no part in the main reconstruction
+/// (they are not in any token's top k), so the total loss depends on their rows only through
+/// AuxK, whose target (the main error) is held fixed: their gradient is exact.
+#[test]
+fn auxk_gradients_of_dead_latents_match_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (params, x) = (random_params(&mut rng, false), random_x(&mut rng));
+    for architecture in ["topk", "batchtopk"] {
+        let c = config(architecture, "k = 2\naux_k = 3\naux_coefficient = 0.5\napply_b_dec_to_input = false");
+        let mut arch = arch::build(&c, D_IN).unwrap();
+        let out = arch.step(&params, &x, &StepContext { sparsity_scale: 1.0, dead: &[] }).unwrap();
+        let dead: Vec<u32> = (0..D_SAE as u32).filter(|&i| out.fired[i as usize] == 0).collect();
+        assert!(dead.len() >= 2, "the test needs latents that never fire; got {dead:?}");
+        let (terms, _) = losses(&c, &params, &x, &dead);
+        assert!(terms.iter().any(|(n, v)| *n == "auxk" && *v > 0.0));
+        check(&c, &params, &x, &dead, &["enc", "dec"], Some(&dead));
+    }
+}
+
+#[test]
+fn batchtopk_gradients_match_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let (params, x) = (random_params(&mut rng, false), random_x(&mut rng));
+    for apply in [false, true] {
+        let c = config("batchtopk", &format!("k = 3\napply_b_dec_to_input = {apply}"));
+        check(&c, &params, &x, &[], ALL, None);
+    }
+}
+
+#[test]
+fn jumprelu_gradients_match_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let (params, x) = (random_params(&mut rng, true), random_x(&mut rng));
+    for apply in [false, true] {
+        let c = config("jumprelu", &format!("target_l0 = 4.0\napply_b_dec_to_input = {apply}"));
+        check(&c, &params, &x, &[], ALL, None);
+    }
+}
+
+/// The threshold's straight-through gradient against a finite difference of width ε, for each
+/// loss term: exact for the L0 count (before the penalty's square), first-order for the MSE (a
+/// latent switching off removes its value, which lies within ε/2 of the threshold).
+#[test]
+fn jumprelu_threshold_gradient_is_a_finite_difference_of_width_epsilon() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut params = random_params(&mut rng, true);
+    // Small decoder rows keep the MSE's second-order term small next to the first.
+    params.dec.iter_mut().for_each(|v| *v *= 0.2);
+    let x: Vec<f32> = (0..400 * D_IN).map(|_| rng.random_range(-1.5..1.5f32)).collect();
+    let x = Tensor::from_vec(x, (400, D_IN), &Device::Cpu).unwrap();
+    let eps = 0.04;
+    let c = config(
+        "jumprelu",
+        &format!("target_l0 = 200.0\nl0_coefficient = 5.0\nthreshold_bandwidth = {eps}\napply_b_dec_to_input = false"),
+    );
+    let (_, grads) = losses(&c, &params, &x, &[]);
+    let analytic = grads.log_threshold.unwrap();
+    let (mut dot, mut nn, mut na) = (0.0, 0.0, 0.0);
+    for i in 0..D_SAE {
+        let theta = params.log_threshold.as_ref().unwrap()[i].exp();
+        let at = |t: f32| {
+            let mut p = params.clone();
+            p.log_threshold.as_mut().unwrap()[i] = t.ln();
+            total(&c, &p, &x, &[])
+        };
+        // d/d(log θ) = θ · d/dθ
+        let numeric = theta as f64 * (at(theta + eps as f32 / 2.0) - at(theta - eps as f32 / 2.0)) / eps;
+        dot += numeric * analytic[i] as f64;
+        nn += numeric * numeric;
+        na += (analytic[i] as f64).powi(2);
+    }
+    let cosine = dot / (nn.sqrt() * na.sqrt());
+    let ratio = na.sqrt() / nn.sqrt();
+    assert!(cosine > 0.95 && (0.8..1.25).contains(&ratio), "cosine {cosine}, norm ratio {ratio}");
+}
