@@ -41,6 +41,15 @@ writes DIR/saelens-outputs.safetensors with `feature_acts`, `reconstruction` and
 printing the architecture SAELens resolved:
 
     /tmp/saeenv/bin/python scripts/make-saelens-fixture.py check-loupe DIR [DIR...]
+
+The loupe half of the fixture (tests/fixtures/saelens/loupe-written/{relu,topk,jumprelu}) was
+made with
+
+    cargo run --release -p loupe-sae --example write-saelens-fixture
+    /tmp/saeenv/bin/python scripts/make-saelens-fixture.py check-loupe \
+        tests/fixtures/saelens/loupe-written/{relu,topk,jumprelu}
+
+and SAELens resolved them as StandardSAE, TopKSAE (k = 5) and JumpReLUSAE.
 """
 
 import os

@@ -140,7 +140,7 @@ fn default_bandwidth() -> f64 {
     0.05
 }
 fn default_initial_threshold() -> f64 {
-    0.1
+    0.5
 }
 fn default_threshold_lr() -> f64 {
     0.01

@@ -139,13 +139,22 @@ pub fn load(path: &Path) -> Result<Sae> {
             ))
         }
     };
+    let (mut w_enc, mut b_enc, mut w_dec) = (take("W_enc")?, take("b_enc")?, take("W_dec")?);
+    if field("rescale_acts_by_decoder_norm").and_then(Value::as_bool) == Some(true) {
+        // SAELens then scales each pre-activation by its decoder row's norm n and divides the
+        // activation by n before decoding; folding n into the weights computes the same.
+        let n = w_dec.sqr()?.sum(1)?.sqrt()?;
+        w_enc = w_enc.broadcast_mul(&n.unsqueeze(0)?)?;
+        b_enc = (b_enc * &n)?;
+        w_dec = w_dec.broadcast_div(&n.unsqueeze(1)?)?;
+    }
     let sae = Sae {
         activation,
         d_in,
         d_sae,
-        w_enc: take("W_enc")?,
-        b_enc: take("b_enc")?,
-        w_dec: take("W_dec")?,
+        w_enc,
+        b_enc,
+        w_dec,
         b_dec: take("b_dec")?,
         apply_b_dec_to_input: field("apply_b_dec_to_input").and_then(Value::as_bool).unwrap_or(true),
         metadata: SaeMetadata {

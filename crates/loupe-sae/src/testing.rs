@@ -137,3 +137,43 @@ pub fn write_store(
     manifest.write(dir)?;
     Ok(())
 }
+
+/// A small SAE with random weights, made as training makes one (from parameters and a
+/// normalisation scale that is folded in on the way), for the SAELens round-trip fixture:
+/// `kind` is `relu`, `topk` or `jumprelu`.
+pub fn fixture_sae(kind: &str, seed: u64) -> Result<crate::Sae> {
+    use crate::{Activation, Params, Sae, SaeMetadata};
+    let (d_in, d_sae) = (16, 48);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut params = Params::zeros(d_in, d_sae, false);
+    for (_, values) in params.fields_mut() {
+        values.iter_mut().for_each(|v| *v = rng.random_range(-1.0..1.0f32));
+    }
+    let (activation, apply_b_dec) = match kind {
+        "relu" => (Activation::Relu, false),
+        "topk" => (Activation::TopK { k: 5 }, true),
+        "jumprelu" => (
+            Activation::JumpRelu {
+                threshold: (0..d_sae).map(|_| rng.random_range(0.1..1.0f32)).collect(),
+            },
+            true,
+        ),
+        other => panic!("no fixture SAE of kind {other}"),
+    };
+    let metadata = SaeMetadata {
+        model_name: "smollm2".into(),
+        hook_name: "blocks.15.hook_resid_post".into(),
+        model_sha256: Some("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53".into()),
+        context_size: Some(128),
+        dataset_path: Some("activations/smollm2-l15".into()),
+        trained_architecture: Some(kind.into()),
+    };
+    Sae::from_params(&params, activation, apply_b_dec, 1.7, metadata)
+}
+
+/// Inputs for the fixture SAEs: `[8, 16]`, at a scale where a fair number of latents fire.
+pub fn fixture_input(seed: u64) -> Result<Tensor> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let x: Vec<f32> = (0..8 * 16).map(|_| 2.0 * gaussian(&mut rng)).collect();
+    Ok(Tensor::from_vec(x, (8, 16), &Device::Cpu)?)
+}
