@@ -10,6 +10,7 @@ pub mod arch;
 mod checkpoint;
 mod config;
 mod error;
+pub mod eval;
 pub mod metrics;
 mod params;
 mod sae;

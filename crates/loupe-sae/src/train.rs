@@ -30,6 +30,7 @@ pub struct NoObserver;
 impl Progress for NoObserver {}
 impl TrainObserver for NoObserver {}
 
+#[derive(Debug)]
 pub struct TrainOutcome {
     /// Steps done (all of them unless stopped).
     pub steps: u64,

@@ -1,0 +1,122 @@
+//! Splicing an SAE into a tiny random-weight model: an SAE that reconstructs exactly recovers
+//! all of the loss with zero KL, an SAE that outputs zero is the zero ablation, and SAEs that
+//! belong to another store are refused.
+
+
+use candle_core::{Device, Tensor};
+use loupe_data::capture::{capture, CaptureConfig};
+use loupe_data::corpus::CorpusSpec;
+use loupe_data::reader::{Split, Store};
+use loupe_data::store::StoreDType;
+use loupe_data::NoProgress;
+use loupe_model::testing::write_tiny_hf_dir;
+use loupe_model::{HookPoint, Model};
+use loupe_sae::eval::{check_sae_matches_store, spliced, stored_contexts};
+use loupe_sae::{Activation, Sae, SaeMetadata};
+
+const HOOK: HookPoint = HookPoint::ResidPost(1);
+const D: usize = 32;
+
+fn setup() -> (tempfile::TempDir, Model, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_hf_dir(&dir.path().join("model"), 3).unwrap();
+    let model = Model::load(dir.path().join("model").to_str().unwrap(), &Device::Cpu).unwrap();
+    let jsonl: String = (0..30)
+        .map(|i| {
+            let text = (0..20).map(|w| format!("d{i}w{}", w % 7)).collect::<Vec<_>>().join(" ");
+            serde_json::json!({ "text": text }).to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(dir.path().join("corpus.jsonl"), jsonl).unwrap();
+    let config = CaptureConfig {
+        model: "tiny".into(),
+        hooks: vec![HOOK],
+        output: dir.path().join("store").to_str().unwrap().into(),
+        context_length: 32,
+        batch_size: 4,
+        max_tokens: None,
+        dtype: StoreDType::F32,
+        shard_contexts: 8,
+        include_separators: false,
+        separator: None,
+        corpus: vec![CorpusSpec {
+            path: dir.path().join("corpus.jsonl").to_str().unwrap().into(),
+            text_field: "text".into(),
+            labels: vec![],
+            spans: None,
+        }],
+    };
+    capture(&model, &config, &mut NoProgress).unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    (dir, model, store)
+}
+
+/// relu(x) − relu(−x) = x: an SAE with 2·d latents that reconstructs every input exactly.
+fn identity_sae(scale_decoder: f64) -> Sae {
+    let eye = Tensor::eye(D, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let w_enc = Tensor::cat(&[&eye, &eye.neg().unwrap()], 1).unwrap();
+    let w_dec = (w_enc.t().unwrap().contiguous().unwrap() * scale_decoder).unwrap();
+    Sae {
+        activation: Activation::Relu,
+        d_in: D,
+        d_sae: 2 * D,
+        w_enc,
+        b_enc: Tensor::zeros(2 * D, candle_core::DType::F32, &Device::Cpu).unwrap(),
+        w_dec,
+        b_dec: Tensor::zeros(D, candle_core::DType::F32, &Device::Cpu).unwrap(),
+        apply_b_dec_to_input: false,
+        metadata: SaeMetadata {
+            hook_name: HOOK.to_string(),
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn exact_and_zero_saes_bound_the_spliced_metrics() {
+    let (_dir, model, store) = setup();
+    let split = Split::HeldOut { held_out: 0.3, seed: 0 };
+    let contexts = stored_contexts(&store, HOOK, split, 6).unwrap();
+    assert!(contexts.len() >= 3);
+    // Rebuilt contexts start with the separator the store left out.
+    assert!(contexts.iter().all(|c| c.tokens[0] == store.manifest.separator_token && !c.positions.contains(&0)));
+
+    let exact = spliced(&model, &identity_sae(1.0), HOOK, &contexts, 4, &mut NoProgress).unwrap();
+    assert!((exact.ce_sae - exact.ce_clean).abs() < 1e-4, "{exact:?}");
+    assert!((exact.ce_loss_recovered - 1.0).abs() < 1e-3, "{exact:?}");
+    assert!(exact.kl_sae.abs() < 1e-4, "{exact:?}");
+    // (A random model predicts no better than chance, so ablation need not raise its CE.)
+    assert!(exact.kl_zero_ablation > 1e-3, "{exact:?}");
+
+    let zero = spliced(&model, &identity_sae(0.0), HOOK, &contexts, 4, &mut NoProgress).unwrap();
+    assert!((zero.ce_sae - zero.ce_zero_ablation).abs() < 1e-4, "{zero:?}");
+    assert!(zero.ce_loss_recovered.abs() < 1e-3, "{zero:?}");
+    // Same numbers batched differently.
+    let one_by_one = spliced(&model, &identity_sae(0.0), HOOK, &contexts, 1, &mut NoProgress).unwrap();
+    assert!((one_by_one.ce_clean - zero.ce_clean).abs() < 1e-4);
+}
+
+#[test]
+fn saes_of_another_width_hook_or_model_are_refused() {
+    let (_dir, _model, store) = setup();
+    let sae = identity_sae(1.0);
+    check_sae_matches_store(&sae, "sae", &store, HOOK).unwrap();
+
+    let e = check_sae_matches_store(&sae, "sae", &store, HookPoint::ResidPost(2)).unwrap_err().to_string();
+    assert!(e.contains("holds no activations for blocks.2.hook_resid_post"), "{e}");
+
+    let mut narrow = sae.clone();
+    narrow.d_in = 16;
+    let e = check_sae_matches_store(&narrow, "sae", &store, HOOK).unwrap_err().to_string();
+    assert!(e.contains("d_in = 16") && e.contains("width 32"), "{e}");
+
+    let mut other_hook = sae.clone();
+    other_hook.metadata.hook_name = "blocks.0.hook_resid_post".into();
+    let e = check_sae_matches_store(&other_hook, "sae", &store, HOOK).unwrap_err().to_string();
+    assert!(e.contains("trained on blocks.0.hook_resid_post"), "{e}");
+
+    let mut other_model = sae.clone();
+    other_model.metadata.model_sha256 = Some("0000".into());
+    let e = check_sae_matches_store(&other_model, "sae", &store, HOOK).unwrap_err().to_string();
+    assert!(e.contains("another model file"), "{e}");
+}

@@ -1,0 +1,149 @@
+//! The trainer's promises: a stopped run resumes to exactly the run that was never stopped, a
+//! diverging run stops with its step and leaves the last checkpoint alone, and bad input is
+//! refused before training starts.
+
+use std::cell::Cell;
+use std::path::Path;
+
+use loupe_data::Progress;
+use loupe_model::HookPoint;
+use loupe_sae::testing::{synthetic, write_store};
+use loupe_sae::{train, Checkpoint, Error, NoObserver, TrainConfig, TrainObserver};
+
+const D: usize = 16;
+const HOOK: HookPoint = HookPoint::ResidPost(2);
+
+fn store(dir: &Path) {
+    let data = synthetic(D, 32, 6000, 3.0, 1);
+    write_store(&dir.join("store"), HOOK, D, &data.rows, 50, "synthetic").unwrap();
+}
+
+fn config(dir: &Path, architecture: &str, extra: &str) -> TrainConfig {
+    let text = format!(
+        "store = {:?}\nhook = \"{HOOK}\"\noutput = {:?}\narchitecture = \"{architecture}\"\nexpansion = 2\n\
+         train_tokens = 12_800\nbatch_size = 256\neval_every = 10\ncheckpoint_every = 7\nshuffle_buffer = 1000\n\
+         dead_window_tokens = 2000\n{extra}",
+        dir.join("store"),
+        dir.join("sae"),
+    );
+    TrainConfig::from_toml(&text, "test", &[]).unwrap()
+}
+
+/// Asks to stop after `after` steps, as Ctrl-C does.
+struct StopAfter {
+    after: u64,
+    steps: Cell<u64>,
+}
+
+impl Progress for StopAfter {
+    fn advance(&mut self, _n: u64) {
+        self.steps.set(self.steps.get() + 1);
+    }
+    fn should_stop(&self) -> bool {
+        self.steps.get() >= self.after
+    }
+}
+impl TrainObserver for StopAfter {}
+
+#[test]
+fn a_stopped_run_resumes_to_the_same_result() {
+    for (architecture, extra) in [
+        ("topk", "k = 3"),
+        ("batchtopk", "k = 3"),
+        ("jumprelu", "target_l0 = 3.0"),
+        ("relu", "l1_coefficient = 1.0"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        store(dir.path());
+        // Two passes over the training split, so the resumed run must also skip into a pass.
+        let whole = config(dir.path(), architecture, extra);
+        let outcome = train(&whole, &mut NoObserver).unwrap();
+        assert_eq!(outcome.steps, 50);
+        let uninterrupted = Checkpoint::load(&whole.output).unwrap().unwrap();
+
+        let mut stopped = whole.clone();
+        stopped.output = dir.path().join("stopped");
+        let outcome = train(&stopped, &mut StopAfter { after: 31, steps: Cell::new(0) }).unwrap();
+        assert!(outcome.stopped);
+        assert_eq!(outcome.steps, 31, "Ctrl-C stops after the step in flight and saves");
+        assert_eq!(Checkpoint::load(&stopped.output).unwrap().unwrap().info.step, 31);
+        let outcome = train(&stopped, &mut NoObserver).unwrap();
+        assert!(!outcome.stopped);
+        let resumed = Checkpoint::load(&stopped.output).unwrap().unwrap();
+
+        assert_eq!(resumed.info.step, 50);
+        assert_eq!(resumed.info.epoch, uninterrupted.info.epoch);
+        assert_eq!(resumed.params, uninterrupted.params, "{architecture}: parameters");
+        assert_eq!(resumed.adam, uninterrupted.adam, "{architecture}: optimiser");
+        assert_eq!(resumed.since_fired, uninterrupted.since_fired);
+        assert_eq!(resumed.info.architecture_state, uninterrupted.info.architecture_state);
+        let sae_files = |d: &Path| std::fs::read(d.join("sae_weights.safetensors")).unwrap();
+        assert_eq!(sae_files(&stopped.output), sae_files(&whole.output), "{architecture}: saved SAE");
+    }
+}
+
+#[test]
+fn divergence_stops_with_the_step_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    let mut c = config(dir.path(), "topk", "k = 3");
+    c.train_tokens = 256 * 7;
+    train(&c, &mut NoObserver).unwrap();
+    // Poison the saved parameters so that the next step overflows, then ask for more steps.
+    let mut checkpoint = Checkpoint::load(&c.output).unwrap().unwrap();
+    checkpoint.params.b_dec.iter_mut().for_each(|v| *v = 3e38);
+    checkpoint.save(&c.output).unwrap();
+    let before = std::fs::read(Checkpoint::path(&c.output)).unwrap();
+    c.train_tokens = 256 * 20;
+    let err = train(&c, &mut NoObserver).unwrap_err();
+    let Error::Diverged { step, message } = &err else { panic!("{err}") };
+    assert_eq!(*step, 7);
+    assert!(message.contains("step 7") && message.contains("lr"), "{message}");
+    assert_eq!(std::fs::read(Checkpoint::path(&c.output)).unwrap(), before, "the checkpoint is untouched");
+}
+
+#[test]
+fn bad_input_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    let base = format!(
+        "store = {:?}\nhook = \"{HOOK}\"\noutput = {:?}\ntrain_tokens = 10000\n",
+        dir.path().join("store"),
+        dir.path().join("sae")
+    );
+    let parse = |extra: &str, overrides: &[&str]| {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        TrainConfig::from_toml(&format!("{base}{extra}"), "configs/x.toml", &overrides)
+    };
+
+    let e = parse("architecture = \"gated\"", &[]).unwrap_err().to_string();
+    assert!(e.contains("architecture") && e.contains("relu, topk, batchtopk, jumprelu"), "{e}");
+
+    let e = parse("architecture = \"topk\"\nk = \"many\"", &[]).unwrap_err().to_string();
+    assert!(e.contains("configs/x.toml") && e.contains("k = \"many\"") && e.contains("wrong type"), "{e}");
+    let e = parse("architecture = \"topk\"", &["lr=fast"]).unwrap_err().to_string();
+    assert!(e.contains("lr = \"fast\""), "{e}");
+    let e = parse("architecture = \"topk\"\nlearning_rate = 1.0", &[]).unwrap_err().to_string();
+    assert!(e.contains("learning_rate") && e.contains("not known"), "{e}");
+
+    let needs_k = parse("architecture = \"topk\"", &[]).unwrap();
+    let e = train(&needs_k, &mut NoObserver).unwrap_err().to_string();
+    assert!(e.starts_with("k:") && e.contains("topk"), "{e}");
+
+    let other_hook = parse("architecture = \"topk\"\nk = 3", &["hook=\"blocks.3.hook_resid_post\""]).unwrap();
+    let e = train(&other_hook, &mut NoObserver).unwrap_err().to_string();
+    assert!(e.contains("blocks.3.hook_resid_post") && e.contains("blocks.2.hook_resid_post"), "{e}");
+    assert!(!dir.path().join("sae").join("trainer_state.safetensors").exists());
+
+    // A checkpoint of another run in the output directory is not resumed.
+    let c = config(dir.path(), "topk", "k = 3");
+    let mut short = c.clone();
+    short.train_tokens = 256 * 2;
+    train(&short, &mut NoObserver).unwrap();
+    let mut other = c.clone();
+    other.k = Some(4);
+    let e = train(&other, &mut NoObserver).unwrap_err().to_string();
+    assert!(e.contains("k = 4") && e.contains("another `output`"), "{e}");
+    // Longer training of the same run is a resume.
+    train(&c, &mut NoObserver).unwrap();
+}
