@@ -1,6 +1,8 @@
 //! `loupe`: the command line of the loupe interpretability framework.
 
 mod commands;
+mod progress_bar;
+mod tensorboard;
 
 use std::process::ExitCode;
 
@@ -32,6 +34,8 @@ enum Command {
     /// activation store (sharded safetensors + manifest.json). Resumes an interrupted capture;
     /// Ctrl-C stops after saving what is done.
     Capture(commands::capture::Args),
+    /// Sparse autoencoders: train, evaluate, list top-activating contexts.
+    Sae(commands::sae::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Hooks(args) => commands::hooks::run(args),
         Command::Capture(args) => commands::capture::run(args),
+        Command::Sae(args) => commands::sae::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,15 +1,12 @@
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
 use loupe_data::capture::{capture, CaptureConfig};
 use loupe_data::store::StoreDType;
-use loupe_data::Progress;
 use loupe_model::HookPoint;
 
 use super::ModelArgs;
+use crate::progress_bar::Bar;
 
 /// Every field of the config can be overridden here; flags win over the file.
 #[derive(clap::Args, Debug)]
@@ -124,23 +121,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model: config.model.clone(),
     }
     .load()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // First Ctrl-C: finish nothing new, keep every shard written; the capture resumes later.
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("cannot install the Ctrl-C handler")?;
-    let mut progress = Bar {
-        bar: None,
-        stop,
-        started: Instant::now(),
-        tokens: 0,
-    };
+    // Ctrl-C: finish nothing new, keep every shard written; the capture resumes later.
+    let mut progress = Bar::stopping_on_ctrl_c()?;
     let manifest = capture(&model, &config, &mut progress)?;
-    if let Some(bar) = &progress.bar {
-        bar.finish_and_clear();
-    }
+    progress.finish();
     let seconds = progress.started.elapsed().as_secs_f64();
-    if progress.stop.load(Ordering::SeqCst) {
+    if progress.stopped() {
         eprintln!(
             "stopped: {} tokens are saved; run the same command again to resume",
             manifest.tokens
@@ -167,51 +153,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .join(", ")
     );
     Ok(())
-}
-
-/// Progress as an indicatif bar with tokens/s and ETA.
-struct Bar {
-    bar: Option<indicatif::ProgressBar>,
-    stop: Arc<AtomicBool>,
-    started: Instant,
-    tokens: u64,
-}
-
-impl Progress for Bar {
-    fn start(&mut self, what: &str, total: u64, done: u64) {
-        let bar = if total > 0 {
-            indicatif::ProgressBar::new(total)
-        } else {
-            indicatif::ProgressBar::no_length()
-        };
-        let template = if total > 0 {
-            "{msg} [{elapsed_precise}] {bar:30} {pos}/{len} tokens ({per_sec}, ETA {eta})"
-        } else {
-            "{msg} [{elapsed_precise}] {pos} tokens ({per_sec})"
-        };
-        bar.set_style(indicatif::ProgressStyle::with_template(template).expect("a valid template"));
-        bar.set_message(what.to_string());
-        bar.set_position(done);
-        bar.reset_eta();
-        self.bar = Some(bar);
-        self.started = Instant::now();
-    }
-
-    fn advance(&mut self, n: u64) {
-        self.tokens += n;
-        if let Some(bar) = &self.bar {
-            bar.inc(n);
-        }
-    }
-
-    fn note(&mut self, message: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(message),
-            None => eprintln!("{message}"),
-        }
-    }
-
-    fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
 }

@@ -4,6 +4,8 @@ pub mod capture;
 pub mod generate;
 pub mod hooks;
 pub mod inspect;
+pub mod sae;
+pub mod sae_top;
 
 use std::time::Instant;
 

@@ -13,10 +13,12 @@ mod error;
 pub mod eval;
 pub mod metrics;
 mod params;
+pub mod report;
 mod sae;
 pub mod saelens;
 pub mod sparse;
 pub mod testing;
+pub mod top;
 mod train;
 
 pub use adam::Adam;

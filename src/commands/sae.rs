@@ -1,0 +1,298 @@
+//! `loupe sae train | eval | top`: sparse autoencoders on an activation store.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use loupe_data::reader::{Split, Store};
+use loupe_data::Progress;
+use loupe_model::HookPoint;
+use loupe_sae::eval::{check_sae_matches_store, reconstruction, spliced, stored_contexts, SplicedMetrics};
+use loupe_sae::metrics::ReconstructionMetrics;
+use loupe_sae::{saelens, train, Checkpoint, TrainConfig, TrainObserver};
+use serde::Serialize;
+
+use super::ModelArgs;
+use crate::progress_bar::Bar;
+use crate::tensorboard::TensorBoard;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train an SAE on a store (resumes a run whose checkpoint is in `output`; Ctrl-C saves a
+    /// checkpoint). Writes SAELens files and TensorBoard curves into the run directory.
+    Train(TrainArgs),
+    /// Evaluate an SAE on held-out data: reconstruction metrics, and CE loss with the SAE spliced
+    /// into the model.
+    Eval(EvalArgs),
+    /// Each latent's firing frequency, maximum and top-activating contexts, as JSON and a
+    /// browsable HTML page.
+    Top(crate::commands::sae_top::TopArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// A TOML training config (see configs/sae-smollm2-l15-topk.toml).
+    #[arg(long)]
+    config: PathBuf,
+    /// The store to train on (overrides `store`).
+    #[arg(long)]
+    store: Option<String>,
+    /// The run directory (overrides `output`).
+    #[arg(long)]
+    output: Option<String>,
+    /// relu, topk, batchtopk or jumprelu (overrides `architecture`).
+    #[arg(long)]
+    architecture: Option<String>,
+    /// Any config field, as field=value in TOML syntax (repeatable): --set k=64 --set lr=3e-4
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    set: Vec<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Train(a) => run_train(a),
+        Command::Eval(a) => run_eval(a),
+        Command::Top(a) => crate::commands::sae_top::run(a),
+    }
+}
+
+fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))?;
+    let mut overrides = Vec::new();
+    for (field, value) in [("store", &args.store), ("output", &args.output), ("architecture", &args.architecture)] {
+        if let Some(v) = value {
+            overrides.push(format!("{field}={}", toml::Value::String(v.clone())));
+        }
+    }
+    overrides.extend(args.set.iter().cloned());
+    let config = TrainConfig::from_toml(&text, &args.config.display().to_string(), &overrides)?;
+
+    let mut observer = TrainReport {
+        bar: Bar::stopping_on_ctrl_c()?,
+        board: TensorBoard::new(&config.output),
+    };
+    let start_step = Checkpoint::load(&config.output).ok().flatten().map_or(0, |c| c.info.step);
+    observer
+        .board
+        .text("config", &format!("```toml\n{}\n```", config.to_toml()), start_step);
+    let outcome = train(&config, &mut observer);
+    observer.bar.finish();
+    observer.board.flush();
+    let outcome = outcome?;
+    let seconds = observer.bar.started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} tokens this run in {:.1}s ({:.0} tokens/s)",
+        observer.bar.tokens,
+        seconds,
+        observer.bar.tokens as f64 / seconds
+    );
+    if let Some(m) = &outcome.metrics {
+        println!(
+            "step {}: held-out explained variance {:.3}, FVU {:.3}, MSE {:.4}, L0 {:.1}, dead {:.1}%, dense {:.1}%",
+            outcome.steps,
+            m.explained_variance,
+            m.fvu,
+            m.mse,
+            m.l0,
+            100.0 * m.dead_fraction,
+            100.0 * m.dense_fraction
+        );
+    }
+    println!(
+        "SAE (SAELens format) and TensorBoard events in {}",
+        config.output.display()
+    );
+    if outcome.stopped {
+        eprintln!("stopped: run the same command again to resume");
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+/// The bar shows tokens/s, loss and L0; everything else goes to TensorBoard.
+struct TrainReport {
+    bar: Bar,
+    board: TensorBoard,
+}
+
+impl Progress for TrainReport {
+    fn start(&mut self, what: &str, total: u64, done: u64) {
+        self.bar.start(what, total, done)
+    }
+    fn advance(&mut self, n: u64) {
+        self.bar.advance(n)
+    }
+    fn note(&mut self, message: &str) {
+        self.bar.note(message)
+    }
+    fn should_stop(&self) -> bool {
+        self.bar.should_stop()
+    }
+}
+
+impl TrainObserver for TrainReport {
+    fn scalars(&mut self, step: u64, scalars: &[(String, f64)]) {
+        for (tag, value) in scalars {
+            self.board.scalar(tag, *value, step);
+        }
+        let get = |tag: &str| scalars.iter().find(|(t, _)| t == tag).map(|(_, v)| *v);
+        if let (Some(loss), Some(l0)) = (get("losses/total"), get("train/l0")) {
+            self.bar.set_message(format!("loss {loss:.3}  L0 {l0:.1}"));
+        }
+    }
+
+    fn histogram(&mut self, step: u64, tag: &str, values: &[f64]) {
+        // log10 densities: −10 (never fired) up to 0 (fires on every token).
+        let limits: Vec<f64> = (0..=40).map(|i| -10.0 + 0.25 * i as f64).collect();
+        self.board.histogram(tag, values, &limits, step);
+        self.board.flush();
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// The SAE: a SAELens directory (cfg.json + sae_weights.safetensors) or a Gemma Scope params.npz.
+    #[arg(long)]
+    sae: PathBuf,
+    /// The store with the held-out activations (default: the one the SAE was trained on).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// The hook point (default: the SAE's).
+    #[arg(long)]
+    hook: Option<HookPoint>,
+    /// The model to splice into (default: the store's).
+    #[arg(long)]
+    model: Option<String>,
+    /// Fraction of documents held out, and the seed of the split (default: the training run's,
+    /// when its checkpoint is beside the SAE; otherwise 0.05 and 0).
+    #[arg(long)]
+    held_out: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Held-out activations for the reconstruction metrics.
+    #[arg(long, default_value_t = 65_536)]
+    tokens: usize,
+    /// Held-out contexts for the spliced CE loss (0 skips it).
+    #[arg(long, default_value_t = 32)]
+    contexts: usize,
+    /// Contexts per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// A latent firing on more than this fraction of tokens counts as dense.
+    #[arg(long, default_value_t = 0.1)]
+    dense_threshold: f64,
+    /// Where to write the JSON report (default: eval.json in the SAE directory).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct EvalReport {
+    sae: String,
+    store: String,
+    hook: String,
+    model: String,
+    held_out: f64,
+    seed: u64,
+    reconstruction: ReconstructionMetrics,
+    spliced: Option<SplicedMetrics>,
+}
+
+fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    let sae = saelens::load(&args.sae)?;
+    let sae_dir = if args.sae.is_dir() { args.sae.clone() } else { args.sae.parent().unwrap_or(Path::new(".")).to_path_buf() };
+    let trained = Checkpoint::load(&sae_dir).ok().flatten().map(|c| c.info.config);
+    let store_dir = args
+        .store
+        .clone()
+        .or_else(|| sae.metadata.dataset_path.as_ref().map(PathBuf::from))
+        .context("the SAE names no store it was trained on: pass --store")?;
+    let store = Store::open(&store_dir)?;
+    let hook = match args.hook {
+        Some(h) => h,
+        None => sae
+            .metadata
+            .hook_name
+            .parse()
+            .with_context(|| format!("{}: its hook_name is not a hook point; pass --hook", args.sae.display()))?,
+    };
+    let origin = args.sae.display().to_string();
+    check_sae_matches_store(&sae, &origin, &store, hook)?;
+    let held_out = args.held_out.or(trained.as_ref().map(|c| c.held_out)).unwrap_or(0.05);
+    let seed = args.seed.or(trained.as_ref().map(|c| c.seed)).unwrap_or(0);
+    let split = Split::HeldOut { held_out, seed };
+
+    let recon = reconstruction(&sae, &store, hook, split, args.tokens, args.dense_threshold)?;
+    let model_name = args.model.clone().unwrap_or_else(|| store.manifest.model.name.clone());
+    let spliced_metrics = if args.contexts > 0 {
+        let model = ModelArgs { model: model_name.clone() }.load()?;
+        let sha = model.source.fingerprint()?;
+        anyhow::ensure!(
+            sha == store.manifest.model.sha256,
+            "model {model_name} (sha256 {sha}) is not the model store {} was captured from (sha256 {})",
+            store_dir.display(),
+            store.manifest.model.sha256
+        );
+        let contexts = stored_contexts(&store, hook, split, args.contexts)?;
+        let mut bar = Bar::stopping_on_ctrl_c()?;
+        let m = spliced(&model, &sae, hook, &contexts, args.batch_size, &mut bar)?;
+        bar.finish();
+        Some(m)
+    } else {
+        None
+    };
+    let report = EvalReport {
+        sae: origin,
+        store: store_dir.display().to_string(),
+        hook: hook.to_string(),
+        model: model_name,
+        held_out,
+        seed,
+        reconstruction: recon,
+        spliced: spliced_metrics,
+    };
+    print_table(&report);
+    let out = args.output.unwrap_or_else(|| sae_dir.join("eval.json"));
+    loupe_data::store::write_atomically(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn print_table(r: &EvalReport) {
+    let m = &r.reconstruction;
+    println!("{} on {} ({}), held-out split {} seed {}", r.sae, r.store, r.hook, r.held_out, r.seed);
+    println!("  {:<28} {:>12}", "metric", "value");
+    let rows: Vec<(&str, String)> = vec![
+        ("tokens", m.tokens.to_string()),
+        ("explained variance", format!("{:.4}", m.explained_variance)),
+        ("FVU", format!("{:.4}", m.fvu)),
+        ("MSE (per element)", format!("{:.5}", m.mse)),
+        ("L0", format!("{:.2}", m.l0)),
+        ("dead latents", format!("{:.2}%", 100.0 * m.dead_fraction)),
+        ("dense latents", format!("{:.2}%", 100.0 * m.dense_fraction)),
+    ];
+    for (name, value) in rows {
+        println!("  {name:<28} {value:>12}");
+    }
+    if let Some(s) = &r.spliced {
+        for (name, value) in [
+            ("spliced: contexts", s.contexts.to_string()),
+            ("spliced: predictions", s.tokens.to_string()),
+            ("CE clean", format!("{:.4}", s.ce_clean)),
+            ("CE with SAE", format!("{:.4}", s.ce_sae)),
+            ("CE zero-ablated", format!("{:.4}", s.ce_zero_ablation)),
+            ("CE loss recovered", format!("{:.4}", s.ce_loss_recovered)),
+            ("KL(clean ‖ SAE)", format!("{:.4}", s.kl_sae)),
+            ("KL(clean ‖ zero-ablated)", format!("{:.4}", s.kl_zero_ablation)),
+        ] {
+            println!("  {name:<28} {value:>12}");
+        }
+    }
+}
