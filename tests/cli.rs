@@ -34,7 +34,7 @@ fn help_explains_each_command() {
     let out = loupe(&["--help"]);
     assert!(out.status.success());
     let help = stdout(&out);
-    for command in ["generate", "inspect", "hooks"] {
+    for command in ["generate", "inspect", "hooks", "capture", "sae"] {
         assert!(help.contains(command), "{help}");
     }
     let out = loupe(&["inspect", "--help"]);
@@ -254,5 +254,81 @@ fn a_killed_capture_resumes_to_the_same_store() {
             std::fs::read(whole.join(name)).unwrap() == std::fs::read(store.join(name)).unwrap(),
             "{name:?}"
         );
+    }
+}
+
+#[test]
+fn sae_train_eval_and_top_on_a_tiny_model() {
+    let (dir, capture_config) = tiny_capture_setup(300);
+    let d = dir.path().display();
+    let out = loupe(&["capture", "--config", capture_config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = dir.path().join("sae.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"{d}/store\"\nhook = \"blocks.1.hook_resid_post\"\noutput = \"{d}/sae\"\narchitecture = \"topk\"\n\
+             expansion = 2\nk = 4\ntrain_tokens = 2560\nbatch_size = 128\neval_every = 5\ncheckpoint_every = 5\nheld_out = 0.2\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    let out = loupe(&["sae", "train", "--config", config, "--set", "lr=1e-3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("explained variance"), "{}", stdout(&out));
+    let run = dir.path().join("sae");
+    for file in ["cfg.json", "sae_weights.safetensors", "trainer_state.safetensors"] {
+        assert!(run.join(file).exists(), "{file}");
+    }
+    let events = std::fs::read_dir(&run)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents"))
+        .count();
+    assert_eq!(events, 1, "one TensorBoard event file in the run directory");
+
+    let out = loupe(&["sae", "eval", "--sae", run.to_str().unwrap(), "--model", &format!("{d}/model"), "--contexts", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("CE loss recovered"), "{}", stdout(&out));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["held_out"].as_f64(), Some(0.2), "the training run's split is reused");
+    for key in ["ce_clean", "ce_sae", "ce_zero_ablation", "ce_loss_recovered", "kl_sae"] {
+        assert!(report["spliced"][key].is_number(), "{key}: {report}");
+    }
+    for key in ["mse", "fvu", "explained_variance", "l0", "dead_fraction", "dense_fraction"] {
+        assert!(report["reconstruction"][key].is_number(), "{key}: {report}");
+    }
+
+    let out = loupe(&["sae", "top", "--sae", run.to_str().unwrap(), "--store", &format!("{d}/store"), "--examples", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let top: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("top/top.json")).unwrap()).unwrap();
+    let latents = top["latents"].as_array().unwrap();
+    assert_eq!(latents.len(), 64);
+    let busy = latents.iter().find(|l| l["fired"].as_u64().unwrap() >= 3).expect("a latent that fires");
+    let example = &busy["examples"][0];
+    let highlight = example["highlight"].as_u64().unwrap() as usize;
+    assert_eq!(example["activations"][highlight], example["activation"]);
+    let index = std::fs::read_to_string(run.join("top/index.html")).unwrap();
+    assert!(index.contains("latents-00000.html#l0"));
+    assert!(run.join("top/latents-00000.html").exists());
+
+    // Bad input, each refused before any training.
+    let out = loupe(&["sae", "train", "--config", config, "--architecture", "gated"]);
+    assert_clear_error(&out, &["unknown architecture", "relu, topk, batchtopk, jumprelu"]);
+    let out = loupe(&["sae", "train", "--config", config, "--set", "batch_size=\"big\""]);
+    assert_clear_error(&out, &["sae.toml", "batch_size"]);
+    let out = loupe(&["sae", "train", "--config", config, "--set", "hook=\"blocks.2.hook_resid_post\"", "--output", &format!("{d}/sae2")]);
+    assert_clear_error(&out, &["no activations for blocks.2.hook_resid_post", "blocks.1.hook_resid_post"]);
+    let out = loupe(&["sae", "eval", "--sae", run.to_str().unwrap(), "--hook", "blocks.0.hook_resid_post"]);
+    assert_clear_error(&out, &["no activations for blocks.0.hook_resid_post"]);
+}
+
+#[test]
+fn shipped_sae_configs_parse() {
+    for name in ["sae-smollm2-l15-topk.toml", "sae-smollm2-l15-relu.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = loupe_sae::TrainConfig::from_toml(&text, name, &[]).unwrap();
+        loupe_sae::arch::build(&config, 576).unwrap();
     }
 }

@@ -203,7 +203,7 @@ fn store_width(store: &Store, config: &TrainConfig) -> Result<usize> {
         Some(h) => Ok(h.width),
         None => Err(Error::Mismatch {
             message: format!(
-                "store {} holds no activations for hook {} (it has: {}); set `hook` or `store`",
+                "store {} holds no activations for {} (it has: {}); set `hook` or `store`",
                 config.store.display(),
                 config.hook,
                 store.manifest.hooks.iter().map(|h| h.name.to_string()).collect::<Vec<_>>().join(", ")
