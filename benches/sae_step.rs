@@ -19,10 +19,14 @@ const BATCH: usize = 4096;
 
 fn bench(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(0);
-    let x: Vec<f32> = (0..BATCH * D_IN).map(|_| rng.random_range(-1.7..1.7f32)).collect();
+    let x: Vec<f32> = (0..BATCH * D_IN)
+        .map(|_| rng.random_range(-1.7..1.7f32))
+        .collect();
     let x = Tensor::from_vec(x, (BATCH, D_IN), &Device::Cpu).unwrap();
     let mut group = c.benchmark_group("sae_step");
-    group.sample_size(10).throughput(Throughput::Elements(BATCH as u64));
+    group
+        .sample_size(10)
+        .throughput(Throughput::Elements(BATCH as u64));
     for (architecture, extra) in [
         ("topk", "k = 32"),
         ("batchtopk", "k = 32"),

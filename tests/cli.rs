@@ -283,28 +283,74 @@ fn sae_train_eval_and_top_on_a_tiny_model() {
     }
     let events = std::fs::read_dir(&run)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents")
+        })
         .count();
     assert_eq!(events, 1, "one TensorBoard event file in the run directory");
 
-    let out = loupe(&["sae", "eval", "--sae", run.to_str().unwrap(), "--model", &format!("{d}/model"), "--contexts", "4"]);
+    let out = loupe(&[
+        "sae",
+        "eval",
+        "--sae",
+        run.to_str().unwrap(),
+        "--model",
+        &format!("{d}/model"),
+        "--contexts",
+        "4",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("CE loss recovered"), "{}", stdout(&out));
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
-    assert_eq!(report["held_out"].as_f64(), Some(0.2), "the training run's split is reused");
-    for key in ["ce_clean", "ce_sae", "ce_zero_ablation", "ce_loss_recovered", "kl_sae"] {
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(
+        report["held_out"].as_f64(),
+        Some(0.2),
+        "the training run's split is reused"
+    );
+    for key in [
+        "ce_clean",
+        "ce_sae",
+        "ce_zero_ablation",
+        "ce_loss_recovered",
+        "kl_sae",
+    ] {
         assert!(report["spliced"][key].is_number(), "{key}: {report}");
     }
-    for key in ["mse", "fvu", "explained_variance", "l0", "dead_fraction", "dense_fraction"] {
+    for key in [
+        "mse",
+        "fvu",
+        "explained_variance",
+        "l0",
+        "dead_fraction",
+        "dense_fraction",
+    ] {
         assert!(report["reconstruction"][key].is_number(), "{key}: {report}");
     }
 
-    let out = loupe(&["sae", "top", "--sae", run.to_str().unwrap(), "--store", &format!("{d}/store"), "--examples", "3"]);
+    let out = loupe(&[
+        "sae",
+        "top",
+        "--sae",
+        run.to_str().unwrap(),
+        "--store",
+        &format!("{d}/store"),
+        "--examples",
+        "3",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let top: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("top/top.json")).unwrap()).unwrap();
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("top/top.json")).unwrap()).unwrap();
     let latents = top["latents"].as_array().unwrap();
     assert_eq!(latents.len(), 64);
-    let busy = latents.iter().find(|l| l["fired"].as_u64().unwrap() >= 3).expect("a latent that fires");
+    let busy = latents
+        .iter()
+        .find(|l| l["fired"].as_u64().unwrap() >= 3)
+        .expect("a latent that fires");
     let example = &busy["examples"][0];
     let highlight = example["highlight"].as_u64().unwrap() as usize;
     assert_eq!(example["activations"][highlight], example["activation"]);
@@ -317,16 +363,40 @@ fn sae_train_eval_and_top_on_a_tiny_model() {
     assert_clear_error(&out, &["unknown architecture", "relu, topk, batchtopk, jumprelu"]);
     let out = loupe(&["sae", "train", "--config", config, "--set", "batch_size=\"big\""]);
     assert_clear_error(&out, &["sae.toml", "batch_size"]);
-    let out = loupe(&["sae", "train", "--config", config, "--set", "hook=\"blocks.2.hook_resid_post\"", "--output", &format!("{d}/sae2")]);
-    assert_clear_error(&out, &["no activations for blocks.2.hook_resid_post", "blocks.1.hook_resid_post"]);
-    let out = loupe(&["sae", "eval", "--sae", run.to_str().unwrap(), "--hook", "blocks.0.hook_resid_post"]);
+    let out = loupe(&[
+        "sae",
+        "train",
+        "--config",
+        config,
+        "--set",
+        "hook=\"blocks.2.hook_resid_post\"",
+        "--output",
+        &format!("{d}/sae2"),
+    ]);
+    assert_clear_error(
+        &out,
+        &[
+            "no activations for blocks.2.hook_resid_post",
+            "blocks.1.hook_resid_post",
+        ],
+    );
+    let out = loupe(&[
+        "sae",
+        "eval",
+        "--sae",
+        run.to_str().unwrap(),
+        "--hook",
+        "blocks.0.hook_resid_post",
+    ]);
     assert_clear_error(&out, &["no activations for blocks.0.hook_resid_post"]);
 }
 
 #[test]
 fn shipped_sae_configs_parse() {
     for name in ["sae-smollm2-l15-topk.toml", "sae-smollm2-l15-relu.toml"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("configs")
+            .join(name);
         let text = std::fs::read_to_string(&path).unwrap();
         let config = loupe_sae::TrainConfig::from_toml(&text, name, &[]).unwrap();
         loupe_sae::arch::build(&config, 576).unwrap();

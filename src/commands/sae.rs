@@ -66,7 +66,11 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read {}", args.config.display()))?;
     let mut overrides = Vec::new();
-    for (field, value) in [("store", &args.store), ("output", &args.output), ("architecture", &args.architecture)] {
+    for (field, value) in [
+        ("store", &args.store),
+        ("output", &args.output),
+        ("architecture", &args.architecture),
+    ] {
         if let Some(v) = value {
             overrides.push(format!("{field}={}", toml::Value::String(v.clone())));
         }
@@ -78,10 +82,15 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         bar: Bar::stopping_on_ctrl_c()?,
         board: TensorBoard::new(&config.output),
     };
-    let start_step = Checkpoint::load(&config.output).ok().flatten().map_or(0, |c| c.info.step);
-    observer
-        .board
-        .text("config", &format!("```toml\n{}\n```", config.to_toml()), start_step);
+    let start_step = Checkpoint::load(&config.output)
+        .ok()
+        .flatten()
+        .map_or(0, |c| c.info.step);
+    observer.board.text(
+        "config",
+        &format!("```toml\n{}\n```", config.to_toml()),
+        start_step,
+    );
     let outcome = train(&config, &mut observer);
     observer.bar.finish();
     observer.board.flush();
@@ -207,7 +216,11 @@ struct EvalReport {
 
 fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     let sae = saelens::load(&args.sae)?;
-    let sae_dir = if args.sae.is_dir() { args.sae.clone() } else { args.sae.parent().unwrap_or(Path::new(".")).to_path_buf() };
+    let sae_dir = if args.sae.is_dir() {
+        args.sae.clone()
+    } else {
+        args.sae.parent().unwrap_or(Path::new(".")).to_path_buf()
+    };
     let trained = Checkpoint::load(&sae_dir).ok().flatten().map(|c| c.info.config);
     let store_dir = args
         .store
@@ -217,22 +230,32 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     let store = Store::open(&store_dir)?;
     let hook = match args.hook {
         Some(h) => h,
-        None => sae
-            .metadata
-            .hook_name
-            .parse()
-            .with_context(|| format!("{}: its hook_name is not a hook point; pass --hook", args.sae.display()))?,
+        None => sae.metadata.hook_name.parse().with_context(|| {
+            format!(
+                "{}: its hook_name is not a hook point; pass --hook",
+                args.sae.display()
+            )
+        })?,
     };
     let origin = args.sae.display().to_string();
     check_sae_matches_store(&sae, &origin, &store, hook)?;
-    let held_out = args.held_out.or(trained.as_ref().map(|c| c.held_out)).unwrap_or(0.05);
+    let held_out = args
+        .held_out
+        .or(trained.as_ref().map(|c| c.held_out))
+        .unwrap_or(0.05);
     let seed = args.seed.or(trained.as_ref().map(|c| c.seed)).unwrap_or(0);
     let split = Split::HeldOut { held_out, seed };
 
     let recon = reconstruction(&sae, &store, hook, split, args.tokens, args.dense_threshold)?;
-    let model_name = args.model.clone().unwrap_or_else(|| store.manifest.model.name.clone());
+    let model_name = args
+        .model
+        .clone()
+        .unwrap_or_else(|| store.manifest.model.name.clone());
     let spliced_metrics = if args.contexts > 0 {
-        let model = ModelArgs { model: model_name.clone() }.load()?;
+        let model = ModelArgs {
+            model: model_name.clone(),
+        }
+        .load()?;
         let sha = model.source.fingerprint()?;
         anyhow::ensure!(
             sha == store.manifest.model.sha256,
@@ -267,7 +290,10 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
 
 fn print_table(r: &EvalReport) {
     let m = &r.reconstruction;
-    println!("{} on {} ({}), held-out split {} seed {}", r.sae, r.store, r.hook, r.held_out, r.seed);
+    println!(
+        "{} on {} ({}), held-out split {} seed {}",
+        r.sae, r.store, r.hook, r.held_out, r.seed
+    );
     println!("  {:<28} {:>12}", "metric", "value");
     let rows: Vec<(&str, String)> = vec![
         ("tokens", m.tokens.to_string()),

@@ -49,11 +49,12 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     let store = Store::open(&args.store)?;
     let hook = match args.hook {
         Some(h) => h,
-        None => sae
-            .metadata
-            .hook_name
-            .parse()
-            .with_context(|| format!("{}: its hook_name is not a hook point; pass --hook", args.sae.display()))?,
+        None => sae.metadata.hook_name.parse().with_context(|| {
+            format!(
+                "{}: its hook_name is not a hook point; pass --hook",
+                args.sae.display()
+            )
+        })?,
     };
     let origin = args.sae.display().to_string();
     check_sae_matches_store(&sae, &origin, &store, hook)?;
@@ -77,12 +78,21 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     bar.finish();
 
     let out = args.output.unwrap_or_else(|| {
-        let dir = if args.sae.is_dir() { args.sae.clone() } else { args.sae.with_extension("") };
+        let dir = if args.sae.is_dir() {
+            args.sae.clone()
+        } else {
+            args.sae.with_extension("")
+        };
         dir.join("top")
     });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     loupe_data::store::write_atomically(&out.join("top.json"), serde_json::to_string(&report)?.as_bytes())?;
-    let title = format!("{} · {} · {}", args.sae.display(), hook, store.manifest.model.name);
+    let title = format!(
+        "{} · {} · {}",
+        args.sae.display(),
+        hook,
+        store.manifest.model.name
+    );
     for (file, html) in report::render(&report, &title) {
         loupe_data::store::write_atomically(&out.join(file), html.as_bytes())?;
     }

@@ -81,7 +81,11 @@ mod tests {
             v = 0.999 * v + 0.001 * g * g;
             let t = t as i32 + 1;
             p -= 0.1 * (m / (1.0 - 0.9f64.powi(t))) / ((v / (1.0 - 0.999f64.powi(t))).sqrt() + 1e-8);
-            assert!((params.enc[0] as f64 - p).abs() < 1e-5, "step {t}: {} vs {p}", params.enc[0]);
+            assert!(
+                (params.enc[0] as f64 - p).abs() < 1e-5,
+                "step {t}: {} vs {p}",
+                params.enc[0]
+            );
         }
         assert_eq!(params.enc[1], -2.0, "a zero gradient leaves a parameter alone");
     }

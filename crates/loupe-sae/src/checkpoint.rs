@@ -54,18 +54,35 @@ impl Checkpoint {
                 _ => vec![p.d_sae],
             }
         };
-        for (prefix, params) in [("params", &self.params), ("adam_m", &self.adam.m), ("adam_v", &self.adam.v)] {
+        for (prefix, params) in [
+            ("params", &self.params),
+            ("adam_m", &self.adam.m),
+            ("adam_v", &self.adam.v),
+        ] {
             for (name, values) in params.fields() {
                 let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                tensors.push((format!("{prefix}.{name}"), bytes, shape_of(name, params), Dtype::F32));
+                tensors.push((
+                    format!("{prefix}.{name}"),
+                    bytes,
+                    shape_of(name, params),
+                    Dtype::F32,
+                ));
             }
         }
         let since: Vec<u8> = self.since_fired.iter().flat_map(|v| v.to_le_bytes()).collect();
-        tensors.push(("since_fired".into(), since, vec![self.since_fired.len()], Dtype::U64));
+        tensors.push((
+            "since_fired".into(),
+            since,
+            vec![self.since_fired.len()],
+            Dtype::U64,
+        ));
         let views: Vec<(String, TensorView)> = tensors
             .iter()
             .map(|(name, bytes, shape, dtype)| {
-                Ok((name.clone(), TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| Error::file(&path, e))?))
+                Ok((
+                    name.clone(),
+                    TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| Error::file(&path, e))?,
+                ))
             })
             .collect::<Result<_>>()?;
         let info = serde_json::to_string(&self.info).map_err(|e| Error::file(&path, e))?;
@@ -83,7 +100,10 @@ impl Checkpoint {
         }
         let bytes = std::fs::read(&path).map_err(|e| Error::file(&path, format!("cannot read: {e}")))?;
         let corrupt = |what: String| {
-            Error::file(&path, format!("{what}; the checkpoint is damaged: delete it to start the run again"))
+            Error::file(
+                &path,
+                format!("{what}; the checkpoint is damaged: delete it to start the run again"),
+            )
         };
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let info_json = header
@@ -95,9 +115,12 @@ impl Checkpoint {
         let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let f32s = |name: &str| -> Result<Vec<f32>> {
             let t = file.tensor(name).map_err(|e| corrupt(format!("{name}: {e}")))?;
-            Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect())
         };
-        let with_threshold = file.names().iter().any(|n| *n == "params.log_threshold");
+        let with_threshold = file.names().contains(&"params.log_threshold");
         let read_params = |prefix: &str| -> Result<Params> {
             let mut p = Params::zeros(info.d_in, info.d_sae, with_threshold);
             for (name, values) in p.fields_mut() {
@@ -114,8 +137,14 @@ impl Checkpoint {
             m: read_params("adam_m")?,
             v: read_params("adam_v")?,
         };
-        let since = file.tensor("since_fired").map_err(|e| corrupt(format!("since_fired: {e}")))?;
-        let since_fired = since.data().chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect();
+        let since = file
+            .tensor("since_fired")
+            .map_err(|e| corrupt(format!("since_fired: {e}")))?;
+        let since_fired = since
+            .data()
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         Ok(Some(Checkpoint {
             info,
             params,

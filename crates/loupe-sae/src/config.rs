@@ -224,9 +224,9 @@ impl TrainConfig {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| Error::file(origin, format!("not valid TOML: {e}")))?;
         for item in overrides {
-            let (key, value) = item.split_once('=').ok_or_else(|| {
-                Error::config(item, "an override is written field=value, for example k=32")
-            })?;
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| Error::config(item, "an override is written field=value, for example k=32"))?;
             let key = key.trim().replace('-', "_");
             let value = value.trim();
             let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
@@ -238,8 +238,8 @@ impl TrainConfig {
         // Deserializing from text (not from the table) makes toml's error quote the offending
         // line, which names the field.
         let merged = toml::to_string(&table).map_err(|e| Error::file(origin, e))?;
-        let config: TrainConfig = toml::from_str(&merged)
-            .map_err(|e| Error::file(origin, format!("{}\n{e}", describe(&e))))?;
+        let config: TrainConfig =
+            toml::from_str(&merged).map_err(|e| Error::file(origin, format!("{}\n{e}", describe(&e))))?;
         config.validate()?;
         Ok(config)
     }
@@ -251,7 +251,10 @@ impl TrainConfig {
             if v > 0.0 && v.is_finite() {
                 Ok(())
             } else {
-                Err(Error::config(field, format!("must be a positive number, not {v}")))
+                Err(Error::config(
+                    field,
+                    format!("must be a positive number, not {v}"),
+                ))
             }
         };
         positive("lr", self.lr)?;
@@ -264,7 +267,10 @@ impl TrainConfig {
         if self.train_tokens < self.batch_size as u64 {
             return Err(Error::config(
                 "train_tokens",
-                format!("{} is less than one batch ({})", self.train_tokens, self.batch_size),
+                format!(
+                    "{} is less than one batch ({})",
+                    self.train_tokens, self.batch_size
+                ),
             ));
         }
         if !(0.0..1.0).contains(&self.held_out) {

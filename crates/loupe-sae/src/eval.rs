@@ -41,7 +41,13 @@ pub fn check_sae_matches_store(sae: &Sae, sae_origin: &str, store: &Store, hook:
         return Err(Error::Mismatch {
             message: format!(
                 "store {store_dir} holds no activations for {hook} (it has: {})",
-                store.manifest.hooks.iter().map(|h| h.name.to_string()).collect::<Vec<_>>().join(", ")
+                store
+                    .manifest
+                    .hooks
+                    .iter()
+                    .map(|h| h.name.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         });
     };
@@ -106,7 +112,12 @@ pub struct StoredContext {
 
 /// Up to `max` whole contexts of `split`, in store order, rebuilt from the token ids the store
 /// keeps (a context counts when every document in it is in the split).
-pub fn stored_contexts(store: &Store, hook: HookPoint, split: Split, max: usize) -> Result<Vec<StoredContext>> {
+pub fn stored_contexts(
+    store: &Store,
+    hook: HookPoint,
+    split: Split,
+    max: usize,
+) -> Result<Vec<StoredContext>> {
     let mut out = Vec::new();
     for shard in 0..store.manifest.shards.len() {
         let data = store.read_shard(shard, hook)?;
@@ -118,7 +129,11 @@ pub fn stored_contexts(store: &Store, hook: HookPoint, split: Split, max: usize)
             if !rows.iter().all(|&r| split.contains(data.doc_ids[r])) {
                 continue;
             }
-            let len = rows.iter().map(|&r| data.positions[r] as usize + 1).max().unwrap_or(0);
+            let len = rows
+                .iter()
+                .map(|&r| data.positions[r] as usize + 1)
+                .max()
+                .unwrap_or(0);
             let mut tokens = vec![store.manifest.separator_token; len];
             let mut positions = Vec::with_capacity(rows.len());
             for &r in rows {
@@ -166,7 +181,9 @@ pub fn spliced(
         };
         let sae_fn = sae.clone();
         let with_sae = splice(Edit::Apply(Arc::new(move |x: &Tensor| {
-            sae_fn.forward(x).map_err(|e| candle_core::Error::Msg(e.to_string()))
+            sae_fn
+                .forward(x)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))
         })));
         let zeroed = splice(Edit::Scale(0.0));
         let mut log_probs = Vec::new();
@@ -176,7 +193,10 @@ pub fn spliced(
                     message: "evaluation stopped on request".into(),
                 });
             }
-            let logits = model.llama.forward(&batch, &mut hooks, Logits::All)?.expect("logits were asked for");
+            let logits = model
+                .llama
+                .forward(&batch, &mut hooks, Logits::All)?
+                .expect("logits were asked for");
             log_probs.push(log_softmax(&logits.to_dtype(DType::F32)?)?);
             progress.advance(sequences.iter().map(Vec::len).sum::<usize>() as u64);
         }

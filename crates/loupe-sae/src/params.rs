@@ -93,11 +93,19 @@ impl Params {
     }
 
     pub fn enc_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_slice(&self.enc, (self.d_sae, self.d_in), &Device::Cpu)?)
+        Ok(Tensor::from_slice(
+            &self.enc,
+            (self.d_sae, self.d_in),
+            &Device::Cpu,
+        )?)
     }
 
     pub fn dec_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_slice(&self.dec, (self.d_sae, self.d_in), &Device::Cpu)?)
+        Ok(Tensor::from_slice(
+            &self.dec,
+            (self.d_sae, self.d_in),
+            &Device::Cpu,
+        )?)
     }
 
     pub fn b_enc_tensor(&self) -> Result<Tensor> {
@@ -110,7 +118,9 @@ impl Params {
 
     /// Each latent's threshold, `exp(log_threshold)`.
     pub fn thresholds(&self) -> Option<Vec<f32>> {
-        self.log_threshold.as_ref().map(|t| t.iter().map(|x| x.exp()).collect())
+        self.log_threshold
+            .as_ref()
+            .map(|t| t.iter().map(|x| x.exp()).collect())
     }
 
     /// Euclidean norm of each decoder row.

@@ -89,7 +89,11 @@ fn latent_section(html: &mut String, l: &LatentSummary) {
         html.push_str("<div class=\"ex\">");
         let _ = write!(html, "<span class=\"dim\">{:>7.3} </span>", e.activation);
         for (i, (token, &a)) in e.tokens.iter().zip(&e.activations).enumerate() {
-            let alpha = if l.max_activation > 0.0 { (a / l.max_activation).clamp(0.0, 1.0) } else { 0.0 };
+            let alpha = if l.max_activation > 0.0 {
+                (a / l.max_activation).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             let class = if i == e.highlight { "t h" } else { "t" };
             let _ = write!(
                 html,
@@ -103,5 +107,8 @@ fn latent_section(html: &mut String, l: &LatentSummary) {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -74,7 +74,10 @@ impl Sae {
     ) -> Result<Self> {
         let dev = &Device::Cpu;
         let (d_in, d_sae) = (params.d_in, params.d_sae);
-        let w_enc = (Tensor::from_slice(&params.enc, (d_sae, d_in), dev)?.t()?.contiguous()? * scale as f64)?;
+        let w_enc = (Tensor::from_slice(&params.enc, (d_sae, d_in), dev)?
+            .t()?
+            .contiguous()?
+            * scale as f64)?;
         let w_dec = (Tensor::from_slice(&params.dec, (d_sae, d_in), dev)? / scale as f64)?;
         let b_dec = (Tensor::from_slice(&params.b_dec, d_in, dev)? / scale as f64)?;
         Ok(Sae {
@@ -98,7 +101,12 @@ impl Sae {
             } else {
                 Err(Error::file(
                     origin,
-                    format!("{name} has shape {:?}, expected {shape:?} for d_in {} and d_sae {}", t.dims(), self.d_in, self.d_sae),
+                    format!(
+                        "{name} has shape {:?}, expected {shape:?} for d_in {} and d_sae {}",
+                        t.dims(),
+                        self.d_in,
+                        self.d_sae
+                    ),
                 ))
             }
         };
@@ -108,12 +116,22 @@ impl Sae {
         expect("b_dec", &self.b_dec, &[self.d_in])?;
         if let Activation::JumpRelu { threshold } = &self.activation {
             if threshold.len() != self.d_sae {
-                return Err(Error::file(origin, format!("threshold has {} entries, expected d_sae = {}", threshold.len(), self.d_sae)));
+                return Err(Error::file(
+                    origin,
+                    format!(
+                        "threshold has {} entries, expected d_sae = {}",
+                        threshold.len(),
+                        self.d_sae
+                    ),
+                ));
             }
         }
         if let Activation::TopK { k } = self.activation {
             if k == 0 || k > self.d_sae {
-                return Err(Error::file(origin, format!("k = {k} must be between 1 and d_sae = {}", self.d_sae)));
+                return Err(Error::file(
+                    origin,
+                    format!("k = {k} must be between 1 and d_sae = {}", self.d_sae),
+                ));
             }
         }
         Ok(())

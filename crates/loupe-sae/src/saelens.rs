@@ -26,7 +26,10 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
         ("b_dec", sae.b_dec.clone()),
     ];
     if let Activation::JumpRelu { threshold } = &sae.activation {
-        tensors.push(("threshold", Tensor::from_slice(threshold, sae.d_sae, &Device::Cpu)?));
+        tensors.push((
+            "threshold",
+            Tensor::from_slice(threshold, sae.d_sae, &Device::Cpu)?,
+        ));
     }
     let weights = dir.join(WEIGHTS_FILE);
     let tmp = loupe_data::store::tmp_path(&weights);
@@ -82,18 +85,28 @@ pub fn load(path: &Path) -> Result<Sae> {
     }
     let cfg_path = path.join(CFG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
-        Error::file(&cfg_path, format!("cannot read ({e}); an SAE directory holds cfg.json and {WEIGHTS_FILE}"))
+        Error::file(
+            &cfg_path,
+            format!("cannot read ({e}); an SAE directory holds cfg.json and {WEIGHTS_FILE}"),
+        )
     })?;
-    let cfg: Value = serde_json::from_str(&text).map_err(|e| Error::file(&cfg_path, format!("not valid JSON: {e}")))?;
+    let cfg: Value =
+        serde_json::from_str(&text).map_err(|e| Error::file(&cfg_path, format!("not valid JSON: {e}")))?;
     let origin = cfg_path.display().to_string();
     let field = |name: &str| -> Option<&Value> {
-        cfg.get(name).or_else(|| cfg.get("metadata").and_then(|m| m.get(name)))
+        cfg.get(name)
+            .or_else(|| cfg.get("metadata").and_then(|m| m.get(name)))
     };
     let usize_field = |name: &str| -> Result<usize> {
         field(name)
             .and_then(Value::as_u64)
             .map(|v| v as usize)
-            .ok_or_else(|| Error::file(&cfg_path, format!("field `{name}` is missing or not a whole number")))
+            .ok_or_else(|| {
+                Error::file(
+                    &cfg_path,
+                    format!("field `{name}` is missing or not a whole number"),
+                )
+            })
     };
     let string_field = |name: &str| field(name).and_then(Value::as_str).map(str::to_string);
     let d_in = usize_field("d_in")?;
@@ -135,7 +148,9 @@ pub fn load(path: &Path) -> Result<Sae> {
         (other, _) => {
             return Err(Error::file(
                 &cfg_path,
-                format!("architecture {other:?} is not supported; loupe reads standard, topk and jumprelu SAEs"),
+                format!(
+                    "architecture {other:?} is not supported; loupe reads standard, topk and jumprelu SAEs"
+                ),
             ))
         }
     };
@@ -156,7 +171,9 @@ pub fn load(path: &Path) -> Result<Sae> {
         b_enc,
         w_dec,
         b_dec: take("b_dec")?,
-        apply_b_dec_to_input: field("apply_b_dec_to_input").and_then(Value::as_bool).unwrap_or(true),
+        apply_b_dec_to_input: field("apply_b_dec_to_input")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
         metadata: SaeMetadata {
             model_name: string_field("model_name").unwrap_or_default(),
             hook_name: string_field("hook_name").unwrap_or_default(),

@@ -37,7 +37,9 @@ pub fn synthetic(d: usize, n_features: usize, rows: usize, mean_active: f64, see
         for f in 0..n_features {
             if rng.random::<f64>() < p {
                 let a = rng.random_range(0.5..1.5f32);
-                row.iter_mut().zip(&directions[f * d..][..d]).for_each(|(r, &u)| *r += a * u);
+                row.iter_mut()
+                    .zip(&directions[f * d..][..d])
+                    .for_each(|(r, &u)| *r += a * u);
             }
         }
         row.iter_mut().for_each(|r| *r += 0.01 * gaussian(&mut rng));
@@ -116,11 +118,15 @@ pub fn write_store(
         let context_of = |r: usize| ((first_row + r) / rows_per_context) as u32;
         let mut tensors = HashMap::new();
         tensors.insert(hook.to_string(), Tensor::from_slice(chunk, (m, d), &Device::Cpu)?);
-        let ids = |f: &dyn Fn(usize) -> u32| Tensor::from_vec((0..m).map(f).collect::<Vec<u32>>(), m, &Device::Cpu);
+        let ids =
+            |f: &dyn Fn(usize) -> u32| Tensor::from_vec((0..m).map(f).collect::<Vec<u32>>(), m, &Device::Cpu);
         tensors.insert("token_ids".into(), ids(&|r| (r % 200) as u32 + 3)?);
         tensors.insert("doc_ids".into(), ids(&context_of)?);
         tensors.insert("context_ids".into(), ids(&context_of)?);
-        tensors.insert("positions".into(), ids(&|r| ((first_row + r) % rows_per_context) as u32 + 1)?);
+        tensors.insert(
+            "positions".into(),
+            ids(&|r| ((first_row + r) % rows_per_context) as u32 + 1)?,
+        );
         let file = loupe_data::store::shard_file(index);
         candle_core::safetensors::save(&tensors, dir.join(&file))?;
         let contexts = m.div_ceil(rows_per_context) as u64;
@@ -147,7 +153,9 @@ pub fn fixture_sae(kind: &str, seed: u64) -> Result<crate::Sae> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut params = Params::zeros(d_in, d_sae, false);
     for (_, values) in params.fields_mut() {
-        values.iter_mut().for_each(|v| *v = rng.random_range(-1.0..1.0f32));
+        values
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0..1.0f32));
     }
     let (activation, apply_b_dec) = match kind {
         "relu" => (Activation::Relu, false),

@@ -69,7 +69,10 @@ impl PartialOrd for Candidate {
 }
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1)).then(self.2.cmp(&other.2))
+        self.0
+            .total_cmp(&other.0)
+            .then(self.1.cmp(&other.1))
+            .then(self.2.cmp(&other.2))
     }
 }
 
@@ -188,7 +191,11 @@ pub fn top_activations(
                 fired: fired[l],
                 frequency: fired[l] as f64 / tokens.max(1) as f64,
                 max_activation: maxima[l],
-                mean_activation: if fired[l] > 0 { (sums[l] / fired[l] as f64) as f32 } else { 0.0 },
+                mean_activation: if fired[l] > 0 {
+                    (sums[l] / fired[l] as f64) as f32
+                } else {
+                    0.0
+                },
                 examples: ex,
             }
         })

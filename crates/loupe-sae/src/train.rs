@@ -136,8 +136,11 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
             observer.advance(batch);
 
             if run.info.step % config.log_every == 0 || run.info.step == total_steps {
-                let mut scalars: Vec<(String, f64)> =
-                    output.losses.iter().map(|(name, v)| (format!("losses/{name}"), *v)).collect();
+                let mut scalars: Vec<(String, f64)> = output
+                    .losses
+                    .iter()
+                    .map(|(name, v)| (format!("losses/{name}"), *v))
+                    .collect();
                 scalars.push(("losses/total".into(), loss));
                 scalars.push(("train/l0".into(), output.l0(config.batch_size)));
                 scalars.push(("train/grad_norm".into(), grad_norm));
@@ -159,7 +162,10 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
                         ("metrics/fvu".into(), metrics.fvu),
                         ("metrics/explained_variance".into(), metrics.explained_variance),
                         ("metrics/l0".into(), metrics.l0),
-                        ("sparsity/dense_fraction".into(), density.fraction(|d| d > config.dense_threshold)),
+                        (
+                            "sparsity/dense_fraction".into(),
+                            density.fraction(|d| d > config.dense_threshold),
+                        ),
                     ],
                 );
                 observer.histogram(run.info.step, "sparsity/log10_feature_density", &density.log10());
@@ -188,7 +194,11 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
     save(&mut run, arch.as_ref(), &metadata, out)?;
     let stopped = run.info.step < total_steps;
     if stopped {
-        observer.note(&format!("stopped at step {}; the checkpoint in {} resumes it", run.info.step, out.display()));
+        observer.note(&format!(
+            "stopped at step {}; the checkpoint in {} resumes it",
+            run.info.step,
+            out.display()
+        ));
     }
     Ok(TrainOutcome {
         steps: run.info.step,
@@ -206,7 +216,13 @@ fn store_width(store: &Store, config: &TrainConfig) -> Result<usize> {
                 "store {} holds no activations for {} (it has: {}); set `hook` or `store`",
                 config.store.display(),
                 config.hook,
-                store.manifest.hooks.iter().map(|h| h.name.to_string()).collect::<Vec<_>>().join(", ")
+                store
+                    .manifest
+                    .hooks
+                    .iter()
+                    .map(|h| h.name.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }),
     }
@@ -214,9 +230,13 @@ fn store_width(store: &Store, config: &TrainConfig) -> Result<usize> {
 
 fn prepare_output(out: &Path) -> Result<()> {
     if out.is_file() {
-        return Err(Error::config("output", format!("{} is a file; name a directory", out.display())));
+        return Err(Error::config(
+            "output",
+            format!("{} is a file; name a directory", out.display()),
+        ));
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::file(out, format!("cannot create the run directory: {e}")))
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error::file(out, format!("cannot create the run directory: {e}")))
 }
 
 /// A fresh run: activation scale and b_dec from a sample of the training split, decoder rows in
@@ -228,7 +248,13 @@ fn start(config: &TrainConfig, store: &Store, d_in: usize, arch: &dyn Architectu
         seed: config.seed,
     };
     let sample = store
-        .batches(config.hook, config.init_tokens, config.shuffle_buffer, split, config.seed ^ 0x5eed)?
+        .batches(
+            config.hook,
+            config.init_tokens,
+            config.shuffle_buffer,
+            split,
+            config.seed ^ 0x5eed,
+        )?
         .next()
         .transpose()?
         .ok_or_else(|| Error::Mismatch {
@@ -251,7 +277,11 @@ fn start(config: &TrainConfig, store: &Store, d_in: usize, arch: &dyn Architectu
         BDecInit::Zeros => vec![0.0; d_in],
     };
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let row_norm = if arch.unit_norm_decoder() { 1.0 } else { config.decoder_init_norm as f32 };
+    let row_norm = if arch.unit_norm_decoder() {
+        1.0
+    } else {
+        config.decoder_init_norm as f32
+    };
     for row in params.dec.chunks_mut(d_in) {
         row.iter_mut().for_each(|v| *v = standard_normal(&mut rng));
         let n = norm(row).max(1e-12);
@@ -294,7 +324,12 @@ fn check_resumable(info: &CheckpointInfo, config: &TrainConfig, store: &Store, o
     let differing: Vec<String> = now
         .iter()
         .filter(|(k, v)| saved.get(*k) != Some(*v))
-        .map(|(k, v)| format!("{k} = {v} (the checkpoint has {})", saved.get(k).map(|s| s.to_string()).unwrap_or("nothing".into())))
+        .map(|(k, v)| {
+            format!(
+                "{k} = {v} (the checkpoint has {})",
+                saved.get(k).map(|s| s.to_string()).unwrap_or("nothing".into())
+            )
+        })
         .collect();
     if !differing.is_empty() {
         return Err(Error::Mismatch {
@@ -386,7 +421,11 @@ fn sparsity_scale(config: &TrainConfig, step: u64) -> f64 {
 
 fn diverged(step: u64, loss: f64, grad_norm: f64, config: &TrainConfig, out: &Path) -> Error {
     let kept = match Checkpoint::load(out) {
-        Ok(Some(c)) => format!("the last checkpoint (step {}) in {} is kept as it was", c.info.step, out.display()),
+        Ok(Some(c)) => format!(
+            "the last checkpoint (step {}) in {} is kept as it was",
+            c.info.step,
+            out.display()
+        ),
         _ => "no checkpoint had been written yet".to_string(),
     };
     Error::Diverged {
@@ -431,13 +470,23 @@ pub fn geometric_median(rows: &[f32], d: usize) -> Vec<f32> {
         let mut num = vec![0.0f64; d];
         let mut den = 0.0;
         for row in rows.chunks(d) {
-            let dist = row.iter().zip(&y).map(|(&r, &y)| (r as f64 - y).powi(2)).sum::<f64>().sqrt();
+            let dist = row
+                .iter()
+                .zip(&y)
+                .map(|(&r, &y)| (r as f64 - y).powi(2))
+                .sum::<f64>()
+                .sqrt();
             let w = 1.0 / dist.max(1e-8);
             num.iter_mut().zip(row).for_each(|(n, &r)| *n += w * r as f64);
             den += w;
         }
         let next: Vec<f64> = num.iter().map(|n| n / den).collect();
-        let moved = next.iter().zip(&y).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+        let moved = next
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
         let size = next.iter().map(|v| v * v).sum::<f64>().sqrt();
         y = next;
         if moved <= 1e-6 * size.max(1e-12) {

@@ -27,7 +27,9 @@ fn config(architecture: &str, extra: &str) -> TrainConfig {
 fn random_params(rng: &mut StdRng, thresholds: bool) -> Params {
     let mut p = Params::zeros(D_IN, D_SAE, thresholds);
     for (_, values) in p.fields_mut() {
-        values.iter_mut().for_each(|v| *v = rng.random_range(-1.0..1.0f32));
+        values
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0..1.0f32));
     }
     if let Some(t) = &mut p.log_threshold {
         t.iter_mut().for_each(|v| *v = rng.random_range(0.2..0.6f32).ln());
@@ -41,7 +43,12 @@ fn random_x(rng: &mut StdRng) -> Tensor {
 }
 
 /// Runs the architecture's step and returns the named loss terms and the gradients.
-fn losses(config: &TrainConfig, params: &Params, x: &Tensor, dead: &[u32]) -> (Vec<(&'static str, f64)>, Params) {
+fn losses(
+    config: &TrainConfig,
+    params: &Params,
+    x: &Tensor,
+    dead: &[u32],
+) -> (Vec<(&'static str, f64)>, Params) {
     let mut arch = arch::build(config, D_IN).unwrap();
     let ctx = StepContext {
         sparsity_scale: 1.0,
@@ -59,7 +66,16 @@ fn total(config: &TrainConfig, params: &Params, x: &Tensor, dead: &[u32]) -> f64
 /// loss is not differentiable (a ReLU kink, a top-k swap, a threshold crossing).
 fn total_and_pattern(config: &TrainConfig, params: &Params, x: &Tensor, dead: &[u32]) -> (f64, Vec<u32>) {
     let mut arch = arch::build(config, D_IN).unwrap();
-    let out = arch.step(params, x, &StepContext { sparsity_scale: 1.0, dead }).unwrap();
+    let out = arch
+        .step(
+            params,
+            x,
+            &StepContext {
+                sparsity_scale: 1.0,
+                dead,
+            },
+        )
+        .unwrap();
     (out.loss(), out.fired)
 }
 
@@ -78,7 +94,13 @@ fn check(
     let h = 1e-3f32;
     let mut worst: f64 = 0.0;
     for &field in fields {
-        let analytic = grads.fields().into_iter().find(|(n, _)| *n == field).unwrap().1.clone();
+        let analytic = grads
+            .fields()
+            .into_iter()
+            .find(|(n, _)| *n == field)
+            .unwrap()
+            .1
+            .clone();
         let len = analytic.len();
         let mut numeric = vec![0.0; len];
         let mut compared = vec![false; len];
@@ -90,8 +112,17 @@ fn check(
             }
             let mut plus = params.clone();
             let mut minus = params.clone();
-            plus.fields_mut().into_iter().find(|(n, _)| *n == field).unwrap().1[i] += h;
-            minus.fields_mut().into_iter().find(|(n, _)| *n == field).unwrap().1[i] -= h;
+            plus.fields_mut()
+                .into_iter()
+                .find(|(n, _)| *n == field)
+                .unwrap()
+                .1[i] += h;
+            minus
+                .fields_mut()
+                .into_iter()
+                .find(|(n, _)| *n == field)
+                .unwrap()
+                .1[i] -= h;
             let (up, up_pattern) = total_and_pattern(config, &plus, x, dead);
             let (down, down_pattern) = total_and_pattern(config, &minus, x, dead);
             if up_pattern != down_pattern {
@@ -101,7 +132,10 @@ fn check(
             numeric[i] = (up - down) / (2.0 * h as f64);
             compared[i] = true;
         }
-        assert!(skipped * 10 <= len, "{field}: {skipped} of {len} entries sit on a kink");
+        assert!(
+            skipped * 10 <= len,
+            "{field}: {skipped} of {len} entries sit on a kink"
+        );
         let scale = analytic.iter().map(|&g| (g as f64).abs()).fold(1e-3, f64::max);
         for i in (0..len).filter(|&i| compared[i]) {
             let err = (numeric[i] - analytic[i] as f64).abs() / scale;
@@ -125,7 +159,10 @@ fn relu_gradients_match_finite_differences() {
     let mut rng = StdRng::seed_from_u64(1);
     let (params, x) = (random_params(&mut rng, false), random_x(&mut rng));
     for apply in [false, true] {
-        let c = config("relu", &format!("l1_coefficient = 0.3\napply_b_dec_to_input = {apply}"));
+        let c = config(
+            "relu",
+            &format!("l1_coefficient = 0.3\napply_b_dec_to_input = {apply}"),
+        );
         check(&c, &params, &x, &[], ALL, None);
     }
 }
@@ -148,11 +185,28 @@ fn auxk_gradients_of_dead_latents_match_finite_differences() {
     let mut rng = StdRng::seed_from_u64(3);
     let (params, x) = (random_params(&mut rng, false), random_x(&mut rng));
     for architecture in ["topk", "batchtopk"] {
-        let c = config(architecture, "k = 2\naux_k = 3\naux_coefficient = 0.5\napply_b_dec_to_input = false");
+        let c = config(
+            architecture,
+            "k = 2\naux_k = 3\naux_coefficient = 0.5\napply_b_dec_to_input = false",
+        );
         let mut arch = arch::build(&c, D_IN).unwrap();
-        let out = arch.step(&params, &x, &StepContext { sparsity_scale: 1.0, dead: &[] }).unwrap();
-        let dead: Vec<u32> = (0..D_SAE as u32).filter(|&i| out.fired[i as usize] == 0).collect();
-        assert!(dead.len() >= 2, "the test needs latents that never fire; got {dead:?}");
+        let out = arch
+            .step(
+                &params,
+                &x,
+                &StepContext {
+                    sparsity_scale: 1.0,
+                    dead: &[],
+                },
+            )
+            .unwrap();
+        let dead: Vec<u32> = (0..D_SAE as u32)
+            .filter(|&i| out.fired[i as usize] == 0)
+            .collect();
+        assert!(
+            dead.len() >= 2,
+            "the test needs latents that never fire; got {dead:?}"
+        );
         let (terms, _) = losses(&c, &params, &x, &dead);
         assert!(terms.iter().any(|(n, v)| *n == "auxk" && *v > 0.0));
         check(&c, &params, &x, &dead, &["enc", "dec"], Some(&dead));
@@ -174,7 +228,10 @@ fn jumprelu_gradients_match_finite_differences() {
     let mut rng = StdRng::seed_from_u64(5);
     let (params, x) = (random_params(&mut rng, true), random_x(&mut rng));
     for apply in [false, true] {
-        let c = config("jumprelu", &format!("target_l0 = 4.0\napply_b_dec_to_input = {apply}"));
+        let c = config(
+            "jumprelu",
+            &format!("target_l0 = 4.0\napply_b_dec_to_input = {apply}"),
+        );
         check(&c, &params, &x, &[], ALL, None);
     }
 }
@@ -198,7 +255,7 @@ fn jumprelu_threshold_gradient_is_a_finite_difference_of_width_epsilon() {
     let (_, grads) = losses(&c, &params, &x, &[]);
     let analytic = grads.log_threshold.unwrap();
     let (mut dot, mut nn, mut na) = (0.0, 0.0, 0.0);
-    for i in 0..D_SAE {
+    for (i, &analytic) in analytic.iter().enumerate() {
         let theta = params.log_threshold.as_ref().unwrap()[i].exp();
         let at = |t: f32| {
             let mut p = params.clone();
@@ -207,11 +264,14 @@ fn jumprelu_threshold_gradient_is_a_finite_difference_of_width_epsilon() {
         };
         // d/d(log θ) = θ · d/dθ
         let numeric = theta as f64 * (at(theta + eps as f32 / 2.0) - at(theta - eps as f32 / 2.0)) / eps;
-        dot += numeric * analytic[i] as f64;
+        dot += numeric * analytic as f64;
         nn += numeric * numeric;
-        na += (analytic[i] as f64).powi(2);
+        na += (analytic as f64).powi(2);
     }
     let cosine = dot / (nn.sqrt() * na.sqrt());
     let ratio = na.sqrt() / nn.sqrt();
-    assert!(cosine > 0.95 && (0.8..1.25).contains(&ratio), "cosine {cosine}, norm ratio {ratio}");
+    assert!(
+        cosine > 0.95 && (0.8..1.25).contains(&ratio),
+        "cosine {cosine}, norm ratio {ratio}"
+    );
 }

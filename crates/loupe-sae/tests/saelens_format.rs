@@ -18,7 +18,16 @@ fn fixtures() -> PathBuf {
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn load_reference(path: &Path) -> std::collections::HashMap<String, Tensor> {
@@ -41,11 +50,23 @@ fn loupe_computes_what_saelens_computes_on_saelens_files() {
         let x = &reference["input"];
         let acts = sae.encode(x).unwrap();
         let active = acts.gt(0.0).unwrap().to_dtype(candle_core::DType::F32).unwrap();
-        assert!(active.sum_all().unwrap().to_scalar::<f32>().unwrap() > 8.0, "{dir}: latents fire");
-        assert!(max_diff(&acts, &reference["feature_acts"]) < 1e-5, "{dir}: encode");
+        assert!(
+            active.sum_all().unwrap().to_scalar::<f32>().unwrap() > 8.0,
+            "{dir}: latents fire"
+        );
+        assert!(
+            max_diff(&acts, &reference["feature_acts"]) < 1e-5,
+            "{dir}: encode"
+        );
         let decoded = sae.decode(&reference["feature_acts"]).unwrap();
-        assert!(max_diff(&decoded, &reference["reconstruction"]) < 1e-5, "{dir}: decode");
-        assert!(max_diff(&sae.forward(x).unwrap(), &reference["forward"]) < 1e-5, "{dir}: forward");
+        assert!(
+            max_diff(&decoded, &reference["reconstruction"]) < 1e-5,
+            "{dir}: decode"
+        );
+        assert!(
+            max_diff(&sae.forward(x).unwrap(), &reference["forward"]) < 1e-5,
+            "{dir}: forward"
+        );
         if dir != "gemma-scope" {
             assert_eq!(sae.metadata.hook_name, "blocks.15.hook_resid_post");
             assert_eq!(sae.metadata.model_name, "smollm2");
@@ -63,7 +84,10 @@ fn saelens_computes_what_loupe_computes_on_loupe_files() {
         for file in [saelens::CFG_FILE, saelens::WEIGHTS_FILE] {
             let committed = std::fs::read(dir.join(file)).unwrap();
             let written = std::fs::read(fresh.path().join(file)).unwrap();
-            assert!(committed == written, "{kind}/{file} differs from what loupe writes now");
+            assert!(
+                committed == written,
+                "{kind}/{file} differs from what loupe writes now"
+            );
         }
         let input = fixture_input(200 + i as u64).unwrap();
         let stored_input = &load_reference(&dir.join("reference-input.safetensors"))["input"];
@@ -72,10 +96,19 @@ fn saelens_computes_what_loupe_computes_on_loupe_files() {
         let saelens_outputs = load_reference(&dir.join("saelens-outputs.safetensors"));
         let sae = saelens::load(&dir).unwrap();
         let acts = sae.encode(&input).unwrap();
-        assert!(max_diff(&acts, &saelens_outputs["feature_acts"]) < 1e-5, "{kind}: encode");
+        assert!(
+            max_diff(&acts, &saelens_outputs["feature_acts"]) < 1e-5,
+            "{kind}: encode"
+        );
         let decoded = sae.decode(&acts).unwrap();
-        assert!(max_diff(&decoded, &saelens_outputs["reconstruction"]) < 1e-5, "{kind}: decode");
-        assert!(max_diff(&sae.forward(&input).unwrap(), &saelens_outputs["forward"]) < 1e-5, "{kind}: forward");
+        assert!(
+            max_diff(&decoded, &saelens_outputs["reconstruction"]) < 1e-5,
+            "{kind}: decode"
+        );
+        assert!(
+            max_diff(&sae.forward(&input).unwrap(), &saelens_outputs["forward"]) < 1e-5,
+            "{kind}: forward"
+        );
     }
 }
 
@@ -87,7 +120,11 @@ fn training_normalisation_is_folded_into_the_saved_weights() {
     let x = fixture_input(1).unwrap();
     let scaled = (&x * 1.7).unwrap();
     let w_enc_train = (&sae.w_enc / 1.7).unwrap();
-    let pre_train = scaled.matmul(&w_enc_train).unwrap().broadcast_add(&sae.b_enc).unwrap();
+    let pre_train = scaled
+        .matmul(&w_enc_train)
+        .unwrap()
+        .broadcast_add(&sae.b_enc)
+        .unwrap();
     assert!(max_diff(&sae.encode(&x).unwrap(), &pre_train.relu().unwrap()) < 1e-5);
     assert!(matches!(sae.activation, Activation::Relu));
 }
@@ -103,18 +140,24 @@ fn unsupported_and_broken_files_are_refused_by_name() {
     };
     let gated = dir.path().join("gated");
     copy(&gated);
-    let cfg = std::fs::read_to_string(gated.join("cfg.json")).unwrap().replace("\"topk\"", "\"gated\"");
+    let cfg = std::fs::read_to_string(gated.join("cfg.json"))
+        .unwrap()
+        .replace("\"topk\"", "\"gated\"");
     std::fs::write(gated.join("cfg.json"), cfg).unwrap();
     let e = saelens::load(&gated).unwrap_err().to_string();
     assert!(e.contains("cfg.json") && e.contains("gated"), "{e}");
 
     let wrong = dir.path().join("wrong-width");
     copy(&wrong);
-    let cfg = std::fs::read_to_string(wrong.join("cfg.json")).unwrap().replace("\"d_in\": 16", "\"d_in\": 17");
+    let cfg = std::fs::read_to_string(wrong.join("cfg.json"))
+        .unwrap()
+        .replace("\"d_in\": 16", "\"d_in\": 17");
     std::fs::write(wrong.join("cfg.json"), cfg).unwrap();
     let e = saelens::load(&wrong).unwrap_err().to_string();
     assert!(e.contains("W_enc") && e.contains("d_in 17"), "{e}");
 
-    let e = saelens::load(&dir.path().join("missing")).unwrap_err().to_string();
+    let e = saelens::load(&dir.path().join("missing"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cfg.json"), "{e}");
 }

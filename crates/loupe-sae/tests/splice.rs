@@ -2,7 +2,6 @@
 //! all of the loss with zero KL, an SAE that outputs zero is the zero ablation, and SAEs that
 //! belong to another store are refused.
 
-
 use candle_core::{Device, Tensor};
 use loupe_data::capture::{capture, CaptureConfig};
 use loupe_data::corpus::CorpusSpec;
@@ -23,7 +22,10 @@ fn setup() -> (tempfile::TempDir, Model, Store) {
     let model = Model::load(dir.path().join("model").to_str().unwrap(), &Device::Cpu).unwrap();
     let jsonl: String = (0..30)
         .map(|i| {
-            let text = (0..20).map(|w| format!("d{i}w{}", w % 7)).collect::<Vec<_>>().join(" ");
+            let text = (0..20)
+                .map(|w| format!("d{i}w{}", w % 7))
+                .collect::<Vec<_>>()
+                .join(" ");
             serde_json::json!({ "text": text }).to_string() + "\n"
         })
         .collect();
@@ -75,11 +77,16 @@ fn identity_sae(scale_decoder: f64) -> Sae {
 #[test]
 fn exact_and_zero_saes_bound_the_spliced_metrics() {
     let (_dir, model, store) = setup();
-    let split = Split::HeldOut { held_out: 0.3, seed: 0 };
+    let split = Split::HeldOut {
+        held_out: 0.3,
+        seed: 0,
+    };
     let contexts = stored_contexts(&store, HOOK, split, 6).unwrap();
     assert!(contexts.len() >= 3);
     // Rebuilt contexts start with the separator the store left out.
-    assert!(contexts.iter().all(|c| c.tokens[0] == store.manifest.separator_token && !c.positions.contains(&0)));
+    assert!(contexts
+        .iter()
+        .all(|c| c.tokens[0] == store.manifest.separator_token && !c.positions.contains(&0)));
 
     let exact = spliced(&model, &identity_sae(1.0), HOOK, &contexts, 4, &mut NoProgress).unwrap();
     assert!((exact.ce_sae - exact.ce_clean).abs() < 1e-4, "{exact:?}");
@@ -102,21 +109,32 @@ fn saes_of_another_width_hook_or_model_are_refused() {
     let sae = identity_sae(1.0);
     check_sae_matches_store(&sae, "sae", &store, HOOK).unwrap();
 
-    let e = check_sae_matches_store(&sae, "sae", &store, HookPoint::ResidPost(2)).unwrap_err().to_string();
-    assert!(e.contains("holds no activations for blocks.2.hook_resid_post"), "{e}");
+    let e = check_sae_matches_store(&sae, "sae", &store, HookPoint::ResidPost(2))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("holds no activations for blocks.2.hook_resid_post"),
+        "{e}"
+    );
 
     let mut narrow = sae.clone();
     narrow.d_in = 16;
-    let e = check_sae_matches_store(&narrow, "sae", &store, HOOK).unwrap_err().to_string();
+    let e = check_sae_matches_store(&narrow, "sae", &store, HOOK)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("d_in = 16") && e.contains("width 32"), "{e}");
 
     let mut other_hook = sae.clone();
     other_hook.metadata.hook_name = "blocks.0.hook_resid_post".into();
-    let e = check_sae_matches_store(&other_hook, "sae", &store, HOOK).unwrap_err().to_string();
+    let e = check_sae_matches_store(&other_hook, "sae", &store, HOOK)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("trained on blocks.0.hook_resid_post"), "{e}");
 
     let mut other_model = sae.clone();
     other_model.metadata.model_sha256 = Some("0000".into());
-    let e = check_sae_matches_store(&other_model, "sae", &store, HOOK).unwrap_err().to_string();
+    let e = check_sae_matches_store(&other_model, "sae", &store, HOOK)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("another model file"), "{e}");
 }

@@ -63,9 +63,19 @@ fn a_stopped_run_resumes_to_the_same_result() {
 
         let mut stopped = whole.clone();
         stopped.output = dir.path().join("stopped");
-        let outcome = train(&stopped, &mut StopAfter { after: 31, steps: Cell::new(0) }).unwrap();
+        let outcome = train(
+            &stopped,
+            &mut StopAfter {
+                after: 31,
+                steps: Cell::new(0),
+            },
+        )
+        .unwrap();
         assert!(outcome.stopped);
-        assert_eq!(outcome.steps, 31, "Ctrl-C stops after the step in flight and saves");
+        assert_eq!(
+            outcome.steps, 31,
+            "Ctrl-C stops after the step in flight and saves"
+        );
         assert_eq!(Checkpoint::load(&stopped.output).unwrap().unwrap().info.step, 31);
         let outcome = train(&stopped, &mut NoObserver).unwrap();
         assert!(!outcome.stopped);
@@ -76,9 +86,16 @@ fn a_stopped_run_resumes_to_the_same_result() {
         assert_eq!(resumed.params, uninterrupted.params, "{architecture}: parameters");
         assert_eq!(resumed.adam, uninterrupted.adam, "{architecture}: optimiser");
         assert_eq!(resumed.since_fired, uninterrupted.since_fired);
-        assert_eq!(resumed.info.architecture_state, uninterrupted.info.architecture_state);
+        assert_eq!(
+            resumed.info.architecture_state,
+            uninterrupted.info.architecture_state
+        );
         let sae_files = |d: &Path| std::fs::read(d.join("sae_weights.safetensors")).unwrap();
-        assert_eq!(sae_files(&stopped.output), sae_files(&whole.output), "{architecture}: saved SAE");
+        assert_eq!(
+            sae_files(&stopped.output),
+            sae_files(&whole.output),
+            "{architecture}: saved SAE"
+        );
     }
 }
 
@@ -96,10 +113,16 @@ fn divergence_stops_with_the_step_and_keeps_the_last_checkpoint() {
     let before = std::fs::read(Checkpoint::path(&c.output)).unwrap();
     c.train_tokens = 256 * 20;
     let err = train(&c, &mut NoObserver).unwrap_err();
-    let Error::Diverged { step, message } = &err else { panic!("{err}") };
+    let Error::Diverged { step, message } = &err else {
+        panic!("{err}")
+    };
     assert_eq!(*step, 7);
     assert!(message.contains("step 7") && message.contains("lr"), "{message}");
-    assert_eq!(std::fs::read(Checkpoint::path(&c.output)).unwrap(), before, "the checkpoint is untouched");
+    assert_eq!(
+        std::fs::read(Checkpoint::path(&c.output)).unwrap(),
+        before,
+        "the checkpoint is untouched"
+    );
 }
 
 #[test]
@@ -117,22 +140,41 @@ fn bad_input_is_refused_before_training() {
     };
 
     let e = parse("architecture = \"gated\"", &[]).unwrap_err().to_string();
-    assert!(e.contains("architecture") && e.contains("relu, topk, batchtopk, jumprelu"), "{e}");
+    assert!(
+        e.contains("architecture") && e.contains("relu, topk, batchtopk, jumprelu"),
+        "{e}"
+    );
 
-    let e = parse("architecture = \"topk\"\nk = \"many\"", &[]).unwrap_err().to_string();
-    assert!(e.contains("configs/x.toml") && e.contains("k = \"many\"") && e.contains("wrong type"), "{e}");
-    let e = parse("architecture = \"topk\"", &["lr=fast"]).unwrap_err().to_string();
+    let e = parse("architecture = \"topk\"\nk = \"many\"", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("configs/x.toml") && e.contains("k = \"many\"") && e.contains("wrong type"),
+        "{e}"
+    );
+    let e = parse("architecture = \"topk\"", &["lr=fast"])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("lr = \"fast\""), "{e}");
-    let e = parse("architecture = \"topk\"\nlearning_rate = 1.0", &[]).unwrap_err().to_string();
+    let e = parse("architecture = \"topk\"\nlearning_rate = 1.0", &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("learning_rate") && e.contains("not known"), "{e}");
 
     let needs_k = parse("architecture = \"topk\"", &[]).unwrap();
     let e = train(&needs_k, &mut NoObserver).unwrap_err().to_string();
     assert!(e.starts_with("k:") && e.contains("topk"), "{e}");
 
-    let other_hook = parse("architecture = \"topk\"\nk = 3", &["hook=\"blocks.3.hook_resid_post\""]).unwrap();
+    let other_hook = parse(
+        "architecture = \"topk\"\nk = 3",
+        &["hook=\"blocks.3.hook_resid_post\""],
+    )
+    .unwrap();
     let e = train(&other_hook, &mut NoObserver).unwrap_err().to_string();
-    assert!(e.contains("blocks.3.hook_resid_post") && e.contains("blocks.2.hook_resid_post"), "{e}");
+    assert!(
+        e.contains("blocks.3.hook_resid_post") && e.contains("blocks.2.hook_resid_post"),
+        "{e}"
+    );
     assert!(!dir.path().join("sae").join("trainer_state.safetensors").exists());
 
     // A checkpoint of another run in the output directory is not resumed.

@@ -64,7 +64,10 @@ impl Architecture for BatchTopK {
     }
 
     fn state(&self) -> Vec<(String, f64)> {
-        self.threshold.map(|t| ("threshold".to_string(), t)).into_iter().collect()
+        self.threshold
+            .map(|t| ("threshold".to_string(), t))
+            .into_iter()
+            .collect()
     }
 
     fn set_state(&mut self, state: &[(String, f64)]) {

@@ -70,7 +70,10 @@ pub fn sparse_backward(
         let aux_err: Vec<f32> = aux_recon.iter().zip(&err).map(|(a, e)| a + e).collect();
         losses.push(("auxk", weight * sum_sq(&aux_err) / rows as f64));
         let g_aux: Vec<f32> = aux_err.iter().map(|e| e * scale * weight as f32).collect();
-        add(&mut grads.dec, &aux_code.scatter_rows(&aux_code.values, &g_aux, d));
+        add(
+            &mut grads.dec,
+            &aux_code.scatter_rows(&aux_code.values, &g_aux, d),
+        );
         let g_aux_values = aux_code.entry_dots(&g_aux, &params.dec, d);
         add(&mut grads.enc, &aux_code.scatter_rows(&g_aux_values, &x_in, d));
         add(&mut grads.b_enc, &aux_code.latent_sums(&g_aux_values));
@@ -132,7 +135,10 @@ pub fn input_bias_gradient(params: &Params, grads: &mut Params) {
 
 /// Tokens each latent fired on, from a 0/1 mask `[batch, d_sae]`.
 pub fn fire_counts(mask: &Tensor) -> Result<Vec<u32>> {
-    Ok(to_vec(&mask.sum(0)?)?.into_iter().map(|c| c.round() as u32).collect())
+    Ok(to_vec(&mask.sum(0)?)?
+        .into_iter()
+        .map(|c| c.round() as u32)
+        .collect())
 }
 
 pub fn vector(values: Vec<f32>) -> Result<Tensor> {

@@ -7,7 +7,9 @@
 
 use candle_core::{DType, Tensor};
 
-use super::common::{dense_decode, dense_encoder_grads, fire_counts, input_bias_gradient, pre_activations, vector};
+use super::common::{
+    dense_decode, dense_encoder_grads, fire_counts, input_bias_gradient, pre_activations, vector,
+};
 use super::{Architecture, StepContext, StepOutput};
 use crate::params::to_vec;
 use crate::{Activation, Params, Result};
@@ -58,7 +60,11 @@ impl Architecture for JumpRelu {
         }
 
         // Tokens whose pre-activation lies within ε/2 of the threshold.
-        let in_window = pre.broadcast_sub(&theta)?.abs()?.lt(eps / 2.0)?.to_dtype(DType::F32)?;
+        let in_window = pre
+            .broadcast_sub(&theta)?
+            .abs()?
+            .lt(eps / 2.0)?
+            .to_dtype(DType::F32)?;
         let window_counts = to_vec(&in_window.sum(0)?)?;
         let g_f_in_window = to_vec(&(&decoded.g_f * &in_window)?.sum(0)?)?;
         let fired = fire_counts(&active)?;

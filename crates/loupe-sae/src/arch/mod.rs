@@ -91,7 +91,10 @@ pub fn check_name(name: &str) -> Result<()> {
     } else {
         Err(Error::config(
             "architecture",
-            format!("unknown architecture {name:?}; known: {}", ARCHITECTURES.join(", ")),
+            format!(
+                "unknown architecture {name:?}; known: {}",
+                ARCHITECTURES.join(", ")
+            ),
         ))
     }
 }
@@ -102,13 +105,19 @@ pub fn build(config: &TrainConfig, d_in: usize) -> Result<Box<dyn Architecture>>
     let d_sae = config.d_sae(d_in);
     let need = |field: &str, value: Option<f64>| {
         value.ok_or_else(|| {
-            Error::config(field, format!("architecture {:?} needs it set", config.architecture))
+            Error::config(
+                field,
+                format!("architecture {:?} needs it set", config.architecture),
+            )
         })
     };
     let k = || -> Result<usize> {
         let k = need("k", config.k.map(|k| k as f64))? as usize;
         if k == 0 || k > d_sae {
-            return Err(Error::config("k", format!("must be between 1 and d_sae = {d_sae}, not {k}")));
+            return Err(Error::config(
+                "k",
+                format!("must be between 1 and d_sae = {d_sae}, not {k}"),
+            ));
         }
         Ok(k)
     };

@@ -6,7 +6,9 @@
 
 use candle_core::Tensor;
 
-use super::common::{dense_decode, dense_encoder_grads, fire_counts, input_bias_gradient, pre_activations, vector};
+use super::common::{
+    dense_decode, dense_encoder_grads, fire_counts, input_bias_gradient, pre_activations, vector,
+};
 use super::{Architecture, StepContext, StepOutput};
 use crate::params::to_vec;
 use crate::{Activation, Params, Result};
@@ -35,7 +37,12 @@ impl Architecture for Relu {
         let lambda = self.l1_coefficient * ctx.sparsity_scale;
         let norms = params.decoder_norms();
         let f_sums = to_vec(&f.sum(0)?)?;
-        let l1: f64 = f_sums.iter().zip(&norms).map(|(&s, &n)| (s * n) as f64).sum::<f64>() / rows;
+        let l1: f64 = f_sums
+            .iter()
+            .zip(&norms)
+            .map(|(&s, &n)| (s * n) as f64)
+            .sum::<f64>()
+            / rows;
 
         let mut grads = params.zeros_like();
         // d(λ Σ f_i ||dec_i||)/d(dec_i) = λ (Σ_tokens f_i) dec_i / ||dec_i||, per token.
@@ -43,7 +50,10 @@ impl Architecture for Relu {
         let d = params.d_in;
         for (i, g_row) in grads.dec.chunks_mut(d).enumerate() {
             let w = (lambda / rows) as f32 * f_sums[i] / norms[i].max(1e-12);
-            g_row.iter_mut().zip(&params.dec[i * d..][..d]).for_each(|(g, &w_i)| *g += w * w_i);
+            g_row
+                .iter_mut()
+                .zip(&params.dec[i * d..][..d])
+                .for_each(|(g, &w_i)| *g += w * w_i);
         }
         grads.b_dec = to_vec(&decoded.g_b_dec)?;
         let penalty = vector(norms.iter().map(|n| n * (lambda / rows) as f32).collect())?;
