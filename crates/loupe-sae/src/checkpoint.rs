@@ -23,6 +23,8 @@ pub struct CheckpointInfo {
     pub batches_in_epoch: u64,
     /// Activations were multiplied by this during training.
     pub scale: f32,
+    /// Activations with a larger norm (raw units) are left out; `None` keeps all.
+    pub norm_cutoff: Option<f32>,
     pub d_in: usize,
     pub d_sae: usize,
     pub adam_t: u64,

@@ -92,7 +92,7 @@ pub fn reconstruction(
     let mut tally = Tally::new(sae.d_in, sae.d_sae);
     let mut seen = 0;
     for batch in store.batches(hook, 4096, 4096, split, 0)? {
-        let batch = batch?;
+        let batch = sae.rows_in_range(&batch?)?;
         let take = batch.dim(0)?.min(tokens - seen);
         tally.add_batch(sae, &batch.narrow(0, 0, take)?)?;
         seen += take;

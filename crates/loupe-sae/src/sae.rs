@@ -42,6 +42,9 @@ pub struct SaeMetadata {
     pub dataset_path: Option<String>,
     /// The architecture it was trained as (`batchtopk` saves as a JumpReLU).
     pub trained_architecture: Option<String>,
+    /// Activations with a larger norm were left out of training; evaluation leaves them out too
+    /// and splicing passes them through unchanged.
+    pub norm_cutoff: Option<f32>,
 }
 
 #[derive(Clone, Debug)]
@@ -202,5 +205,38 @@ impl Sae {
     /// `decode(encode(x))`, in x's dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.decode(&self.encode(x)?)?.to_dtype(x.dtype())?)
+    }
+
+    /// Whether each row of `x` is one the SAE is meant for (its norm within the cutoff).
+    pub fn in_range(&self, x: &Tensor) -> Result<Vec<bool>> {
+        let Some(cutoff) = self.metadata.norm_cutoff else {
+            return Ok(vec![true; x.dim(0)?]);
+        };
+        let norms = x.to_dtype(candle_core::DType::F32)?.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
+        Ok(norms.iter().map(|&n| n <= cutoff).collect())
+    }
+
+    /// What splicing the SAE in puts in place of `x`: the reconstruction, except for rows beyond
+    /// the norm cutoff, which pass through unchanged.
+    pub fn splice(&self, x: &Tensor) -> Result<Tensor> {
+        let keep = self.in_range(x)?;
+        let recon = self.forward(x)?;
+        if keep.iter().all(|&k| k) {
+            return Ok(recon);
+        }
+        let mask: Vec<u8> = keep.iter().map(|&k| k as u8).collect();
+        let mask = Tensor::from_vec(mask, (keep.len(), 1), x.device())?.broadcast_as(x.shape())?;
+        Ok(mask.where_cond(&recon, x)?)
+    }
+
+    /// The rows of `x` within the norm cutoff.
+    pub fn rows_in_range(&self, x: &Tensor) -> Result<Tensor> {
+        let keep = self.in_range(x)?;
+        if keep.iter().all(|&k| k) {
+            return Ok(x.clone());
+        }
+        let rows: Vec<u32> = (0..keep.len() as u32).filter(|&r| keep[r as usize]).collect();
+        let n = rows.len();
+        Ok(x.index_select(&Tensor::from_vec(rows, n, x.device())?, 0)?)
     }
 }

@@ -65,6 +65,7 @@ fn cfg_json(sae: &Sae) -> Value {
             "loupe_version": env!("CARGO_PKG_VERSION"),
             "loupe_model_sha256": m.model_sha256,
             "loupe_architecture": m.trained_architecture,
+            "loupe_norm_cutoff": m.norm_cutoff,
         },
     });
     if let Activation::TopK { k } = sae.activation {
@@ -181,6 +182,7 @@ pub fn load(path: &Path) -> Result<Sae> {
             context_size: field("context_size").and_then(Value::as_u64).map(|v| v as usize),
             dataset_path: string_field("dataset_path"),
             trained_architecture: string_field("loupe_architecture"),
+            norm_cutoff: field("loupe_norm_cutoff").and_then(Value::as_f64).map(|v| v as f32),
         },
     };
     sae.check_shapes(&origin)?;

@@ -175,6 +175,7 @@ pub fn fixture_sae(kind: &str, seed: u64) -> Result<crate::Sae> {
         context_size: Some(128),
         dataset_path: Some("activations/smollm2-l15".into()),
         trained_architecture: Some(kind.into()),
+        norm_cutoff: None,
     };
     Sae::from_params(&params, activation, apply_b_dec, 1.7, metadata)
 }

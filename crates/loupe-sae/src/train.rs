@@ -70,7 +70,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
         held_out: config.held_out,
         seed: config.seed,
     };
-    let eval_rows = held_out_rows(&store, config)?;
+    let eval_rows = held_out_rows(&store, config, run.info.norm_cutoff)?;
     let mut window_fired = vec![0u64; run.params.d_sae];
     let mut window_tokens = 0u64;
     let mut last_metrics = None;
@@ -97,7 +97,8 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
                 break 'epochs;
             }
             let step = run.info.step;
-            let x = (x * run.info.scale as f64)?;
+            let x = (keep_in_range(&x, run.info.norm_cutoff)? * run.info.scale as f64)?;
+            let rows = x.dim(0)?;
             let dead: Vec<u32> = (0..run.params.d_sae as u32)
                 .filter(|&i| run.since_fired[i as usize] >= config.dead_window_tokens)
                 .collect();
@@ -142,7 +143,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
                     .map(|(name, v)| (format!("losses/{name}"), *v))
                     .collect();
                 scalars.push(("losses/total".into(), loss));
-                scalars.push(("train/l0".into(), output.l0(config.batch_size)));
+                scalars.push(("train/l0".into(), output.l0(rows)));
                 scalars.push(("train/grad_norm".into(), grad_norm));
                 scalars.push(("lr".into(), lr));
                 scalars.push((
@@ -261,6 +262,15 @@ fn start(config: &TrainConfig, store: &Store, d_in: usize, arch: &dyn Architectu
             message: format!("store {}: its training split is empty", config.store.display()),
         })?;
     let sample = crate::params::to_vec(&sample)?;
+    let mut norms: Vec<f32> = sample.chunks(d_in).map(norm).collect();
+    norms.sort_by(f32::total_cmp);
+    let norm_cutoff = (config.max_norm_factor > 0.0).then(|| norms[norms.len() / 2] * config.max_norm_factor as f32);
+    let sample: Vec<f32> = sample
+        .chunks(d_in)
+        .filter(|r| norm_cutoff.is_none_or(|c| norm(r) <= c))
+        .flatten()
+        .copied()
+        .collect();
     let rows = sample.len() / d_in;
     let scale = if config.normalize_activations {
         let mean_sq = sample.chunks(d_in).map(|r| norm(r).powi(2) as f64).sum::<f64>() / rows as f64;
@@ -296,6 +306,7 @@ fn start(config: &TrainConfig, store: &Store, d_in: usize, arch: &dyn Architectu
             epoch: 0,
             batches_in_epoch: 0,
             scale,
+            norm_cutoff,
             d_in,
             d_sae,
             adam_t: 0,
@@ -361,17 +372,34 @@ fn metadata_for(config: &TrainConfig, store: &Store) -> SaeMetadata {
         context_size: Some(store.manifest.context_length),
         dataset_path: Some(config.store.display().to_string()),
         trained_architecture: Some(config.architecture.clone()),
+        norm_cutoff: None,
     }
 }
 
 fn inference_sae(run: &Checkpoint, arch: &dyn Architecture, metadata: &SaeMetadata) -> Result<Sae> {
+    let metadata = SaeMetadata {
+        norm_cutoff: run.info.norm_cutoff,
+        ..metadata.clone()
+    };
     Sae::from_params(
         &run.params,
         arch.inference(&run.params),
         arch.apply_b_dec_to_input(),
         run.info.scale,
-        metadata.clone(),
+        metadata,
     )
+}
+
+/// The rows of `x` whose norm is within `cutoff`.
+fn keep_in_range(x: &Tensor, cutoff: Option<f32>) -> Result<Tensor> {
+    let Some(cutoff) = cutoff else { return Ok(x.clone()) };
+    let norms = x.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
+    if norms.iter().all(|&n| n <= cutoff) {
+        return Ok(x.clone());
+    }
+    let rows: Vec<u32> = (0..norms.len() as u32).filter(|&r| norms[r as usize] <= cutoff).collect();
+    let n = rows.len();
+    Ok(x.index_select(&Tensor::from_vec(rows, n, x.device())?, 0)?)
 }
 
 /// Writes the checkpoint, then the SAELens files, each atomically.
@@ -383,7 +411,7 @@ fn save(run: &mut Checkpoint, arch: &dyn Architecture, metadata: &SaeMetadata, o
 }
 
 /// Up to `eval_tokens` rows of the held-out split, read once.
-fn held_out_rows(store: &Store, config: &TrainConfig) -> Result<Vec<Tensor>> {
+fn held_out_rows(store: &Store, config: &TrainConfig, cutoff: Option<f32>) -> Result<Vec<Tensor>> {
     let split = Split::HeldOut {
         held_out: config.held_out,
         seed: config.seed,
@@ -391,7 +419,7 @@ fn held_out_rows(store: &Store, config: &TrainConfig) -> Result<Vec<Tensor>> {
     let mut rows = Vec::new();
     let mut n = 0;
     for batch in store.batches(config.hook, 4096, 4096, split, config.seed)? {
-        let batch = batch?;
+        let batch = keep_in_range(&batch?, cutoff)?;
         n += batch.dim(0)?;
         rows.push(batch);
         if n >= config.eval_tokens {
