@@ -212,7 +212,12 @@ impl Sae {
         let Some(cutoff) = self.metadata.norm_cutoff else {
             return Ok(vec![true; x.dim(0)?]);
         };
-        let norms = x.to_dtype(candle_core::DType::F32)?.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
+        let norms = x
+            .to_dtype(candle_core::DType::F32)?
+            .sqr()?
+            .sum(1)?
+            .sqrt()?
+            .to_vec1::<f32>()?;
         Ok(norms.iter().map(|&n| n <= cutoff).collect())
     }
 

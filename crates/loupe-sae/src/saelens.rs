@@ -182,7 +182,9 @@ pub fn load(path: &Path) -> Result<Sae> {
             context_size: field("context_size").and_then(Value::as_u64).map(|v| v as usize),
             dataset_path: string_field("dataset_path"),
             trained_architecture: string_field("loupe_architecture"),
-            norm_cutoff: field("loupe_norm_cutoff").and_then(Value::as_f64).map(|v| v as f32),
+            norm_cutoff: field("loupe_norm_cutoff")
+                .and_then(Value::as_f64)
+                .map(|v| v as f32),
         },
     };
     sae.check_shapes(&origin)?;

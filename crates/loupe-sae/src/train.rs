@@ -264,7 +264,8 @@ fn start(config: &TrainConfig, store: &Store, d_in: usize, arch: &dyn Architectu
     let sample = crate::params::to_vec(&sample)?;
     let mut norms: Vec<f32> = sample.chunks(d_in).map(norm).collect();
     norms.sort_by(f32::total_cmp);
-    let norm_cutoff = (config.max_norm_factor > 0.0).then(|| norms[norms.len() / 2] * config.max_norm_factor as f32);
+    let norm_cutoff =
+        (config.max_norm_factor > 0.0).then(|| norms[norms.len() / 2] * config.max_norm_factor as f32);
     let sample: Vec<f32> = sample
         .chunks(d_in)
         .filter(|r| norm_cutoff.is_none_or(|c| norm(r) <= c))
@@ -392,12 +393,16 @@ fn inference_sae(run: &Checkpoint, arch: &dyn Architecture, metadata: &SaeMetada
 
 /// The rows of `x` whose norm is within `cutoff`.
 fn keep_in_range(x: &Tensor, cutoff: Option<f32>) -> Result<Tensor> {
-    let Some(cutoff) = cutoff else { return Ok(x.clone()) };
+    let Some(cutoff) = cutoff else {
+        return Ok(x.clone());
+    };
     let norms = x.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
     if norms.iter().all(|&n| n <= cutoff) {
         return Ok(x.clone());
     }
-    let rows: Vec<u32> = (0..norms.len() as u32).filter(|&r| norms[r as usize] <= cutoff).collect();
+    let rows: Vec<u32> = (0..norms.len() as u32)
+        .filter(|&r| norms[r as usize] <= cutoff)
+        .collect();
     let n = rows.len();
     Ok(x.index_select(&Tensor::from_vec(rows, n, x.device())?, 0)?)
 }
