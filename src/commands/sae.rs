@@ -228,15 +228,7 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         .or_else(|| sae.metadata.dataset_path.as_ref().map(PathBuf::from))
         .context("the SAE names no store it was trained on: pass --store")?;
     let store = Store::open(&store_dir)?;
-    let hook = match args.hook {
-        Some(h) => h,
-        None => sae.metadata.hook_name.parse().with_context(|| {
-            format!(
-                "{}: its hook_name is not a hook point; pass --hook",
-                args.sae.display()
-            )
-        })?,
-    };
+    let hook = sae_hook(&sae, &args.sae, args.hook)?;
     let origin = args.sae.display().to_string();
     check_sae_matches_store(&sae, &origin, &store, hook)?;
     let held_out = args
@@ -320,5 +312,18 @@ fn print_table(r: &EvalReport) {
         ] {
             println!("  {name:<28} {value:>12}");
         }
+    }
+}
+
+/// The hook point an SAE is used at: `--hook` if given, else the one its metadata names.
+pub fn sae_hook(sae: &loupe_sae::Sae, path: &Path, flag: Option<HookPoint>) -> anyhow::Result<HookPoint> {
+    match flag {
+        Some(h) => Ok(h),
+        None => sae.metadata.hook_name.parse().with_context(|| {
+            format!(
+                "{}: its hook_name is not a hook point; pass --hook",
+                path.display()
+            )
+        }),
     }
 }

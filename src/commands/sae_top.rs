@@ -47,15 +47,7 @@ pub struct TopArgs {
 pub fn run(args: TopArgs) -> anyhow::Result<()> {
     let sae = saelens::load(&args.sae)?;
     let store = Store::open(&args.store)?;
-    let hook = match args.hook {
-        Some(h) => h,
-        None => sae.metadata.hook_name.parse().with_context(|| {
-            format!(
-                "{}: its hook_name is not a hook point; pass --hook",
-                args.sae.display()
-            )
-        })?,
-    };
+    let hook = super::sae::sae_hook(&sae, &args.sae, args.hook)?;
     let origin = args.sae.display().to_string();
     check_sae_matches_store(&sae, &origin, &store, hook)?;
     // Only the tokenizer is needed, but the model file is what names it.

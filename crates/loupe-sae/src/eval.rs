@@ -33,14 +33,14 @@ pub struct SplicedMetrics {
     pub kl_zero_ablation: f64,
 }
 
-/// Refuses an SAE that does not belong to this store and hook: another width, another hook,
-/// another model file.
-pub fn check_sae_matches_store(sae: &Sae, sae_origin: &str, store: &Store, hook: HookPoint) -> Result<()> {
-    let store_dir = store.dir.display();
-    let Some(info) = store.manifest.hook(hook) else {
-        return Err(Error::Mismatch {
+/// The width of `store`'s activations at `hook`, or an error listing the hooks it has.
+pub fn store_hook_width(store: &Store, hook: HookPoint) -> Result<usize> {
+    match store.manifest.hook(hook) {
+        Some(h) => Ok(h.width),
+        None => Err(Error::Mismatch {
             message: format!(
-                "store {store_dir} holds no activations for {hook} (it has: {})",
+                "store {} holds no activations for {hook} (it has: {})",
+                store.dir.display(),
                 store
                     .manifest
                     .hooks
@@ -49,13 +49,20 @@ pub fn check_sae_matches_store(sae: &Sae, sae_origin: &str, store: &Store, hook:
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        });
-    };
-    if info.width != sae.d_in {
+        }),
+    }
+}
+
+/// Refuses an SAE that does not belong to this store and hook: another width, another hook,
+/// another model file.
+pub fn check_sae_matches_store(sae: &Sae, sae_origin: &str, store: &Store, hook: HookPoint) -> Result<()> {
+    let store_dir = store.dir.display();
+    let width = store_hook_width(store, hook)?;
+    if width != sae.d_in {
         return Err(Error::Mismatch {
             message: format!(
                 "SAE {sae_origin} reads d_in = {} but store {store_dir} has {hook} activations of width {}",
-                sae.d_in, info.width
+                sae.d_in, width
             ),
         });
     }

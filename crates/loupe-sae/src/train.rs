@@ -44,7 +44,7 @@ pub struct TrainOutcome {
 pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<TrainOutcome> {
     config.validate()?;
     let store = Store::open(&config.store)?;
-    let d_in = store_width(&store, config)?;
+    let d_in = crate::eval::store_hook_width(&store, config.hook)?;
     let mut arch = arch::build(config, d_in)?;
     let out = &config.output;
     prepare_output(out)?;
@@ -206,27 +206,6 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
         stopped,
         metrics: last_metrics,
     })
-}
-
-/// The width of the store's activations at the config's hook.
-fn store_width(store: &Store, config: &TrainConfig) -> Result<usize> {
-    match store.manifest.hook(config.hook) {
-        Some(h) => Ok(h.width),
-        None => Err(Error::Mismatch {
-            message: format!(
-                "store {} holds no activations for {} (it has: {}); set `hook` or `store`",
-                config.store.display(),
-                config.hook,
-                store
-                    .manifest
-                    .hooks
-                    .iter()
-                    .map(|h| h.name.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }),
-    }
 }
 
 fn prepare_output(out: &Path) -> Result<()> {
