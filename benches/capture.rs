@@ -37,6 +37,7 @@ fn bench(c: &mut Criterion) {
             text_field: "text".into(),
             labels: vec![],
             spans: None,
+            only: Default::default(),
         }],
     };
     let mut group = c.benchmark_group("capture");

@@ -27,6 +27,10 @@ pub struct CorpusSpec {
     /// that become token-level labels (stored under this field's name).
     #[serde(default)]
     pub spans: Option<String>,
+    /// JSONL: keep only documents whose field has one of the listed values, for example
+    /// `only = { lang = ["de", "es"] }` (to draw one language from a multilingual file).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub only: BTreeMap<String, Vec<String>>,
 }
 
 fn default_text_field() -> String {
@@ -129,9 +133,9 @@ fn read_file(path: &Path, spec: &CorpusSpec) -> Result<Box<dyn Iterator<Item = R
             if line.trim().is_empty() {
                 return None;
             }
-            Some(
-                parse_json_line(&line, &spec).map_err(|m| Error::file(&path, format!("line {}: {m}", i + 1))),
-            )
+            parse_json_line(&line, &spec)
+                .map_err(|m| Error::file(&path, format!("line {}: {m}", i + 1)))
+                .transpose()
         });
         return Ok(Box::new(docs));
     }
@@ -143,9 +147,22 @@ fn read_file(path: &Path, spec: &CorpusSpec) -> Result<Box<dyn Iterator<Item = R
     }))))
 }
 
-fn parse_json_line(line: &str, spec: &CorpusSpec) -> std::result::Result<Document, String> {
+/// One JSONL line as a document; `None` when the corpus's `only` filter leaves it out.
+fn parse_json_line(line: &str, spec: &CorpusSpec) -> std::result::Result<Option<Document>, String> {
     let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
     let object = value.as_object().ok_or("not a JSON object")?;
+    for (field, wanted) in &spec.only {
+        let value = match object.get(field) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => {
+                return Err(format!("no field '{field}', which the corpus's `only` filter names"))
+            }
+            Some(other) => other.to_string(),
+        };
+        if !wanted.contains(&value) {
+            return Ok(None);
+        }
+    }
     let text = match object.get(&spec.text_field) {
         Some(serde_json::Value::String(text)) => text.clone(),
         Some(_) => return Err(format!("the text field '{}' is not a string", spec.text_field)),
@@ -173,7 +190,7 @@ fn parse_json_line(line: &str, spec: &CorpusSpec) -> std::result::Result<Documen
         },
         None => Vec::new(),
     };
-    Ok(Document { text, labels, spans })
+    Ok(Some(Document { text, labels, spans }))
 }
 
 /// Streams the documents of several corpora, taking one document from each in turn (so that a
@@ -212,7 +229,25 @@ mod tests {
             text_field: "text".into(),
             labels: vec!["lang".into()],
             spans: Some("spans".into()),
+            only: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn only_keeps_the_documents_with_a_listed_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl");
+        std::fs::write(
+            &path,
+            "{\"text\": \"a\", \"lang\": \"de\"}\n{\"text\": \"b\", \"lang\": \"en\"}\n{\"text\": \"c\", \"lang\": \"es\"}\n",
+        )
+        .unwrap();
+        let spec = CorpusSpec {
+            only: BTreeMap::from([("lang".to_string(), vec!["de".to_string(), "es".to_string()])]),
+            ..spec(&path)
+        };
+        let texts: Vec<String> = spec.documents().unwrap().map(|d| d.unwrap().text).collect();
+        assert_eq!(texts, vec!["a", "c"]);
     }
 
     #[test]

@@ -42,6 +42,7 @@ fn setup(docs: usize) -> Setup {
         text_field: "text".into(),
         labels: vec!["lang".into()],
         spans: None,
+        only: Default::default(),
     };
     Setup { dir, model, corpus }
 }
@@ -437,6 +438,7 @@ fn labelled_spans_become_token_labels() {
         path: path.to_str().unwrap().into(),
         text_field: "text".into(),
         labels: vec![],
+        only: Default::default(),
         spans: Some("spans".into()),
     };
     let documents = interleave(&[spec]).unwrap();

@@ -46,6 +46,7 @@ fn setup() -> (tempfile::TempDir, Model, Store) {
             text_field: "text".into(),
             labels: vec![],
             spans: None,
+            only: Default::default(),
         }],
     };
     capture(&model, &config, &mut NoProgress).unwrap();

@@ -1,0 +1,50 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in loupe-probe; each message names the file or field and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Data(#[from] loupe_data::Error),
+
+    #[error(transparent)]
+    Model(#[from] loupe_model::Error),
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// A probe or config file that is missing, unreadable or malformed.
+    #[error("{}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+
+    /// A setting that cannot work, named.
+    #[error("{field}: {message}")]
+    Config { field: String, message: String },
+
+    /// A dataset that cannot train a probe (one class only, no such label).
+    #[error("{message}")]
+    Dataset { message: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        Error::File {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn config(field: &str, message: impl std::fmt::Display) -> Self {
+        Error::Config {
+            field: field.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn dataset(message: impl std::fmt::Display) -> Self {
+        Error::Dataset {
+            message: message.to_string(),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Activations held in memory for probing: one row per example (a token, or a document's mean
+//! token), one column per neuron, and the per-neuron statistics the rankings and the optional
+//! standardisation need.
+
+use rayon::prelude::*;
+
+use crate::logreg::Design;
+
+/// `rows` × `cols` f32, row-major.
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl Matrix {
+    pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Matrix {
+        assert_eq!(data.len(), rows * cols);
+        Matrix { rows, cols, data }
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    /// Per-class sums and sums of squares of every column over `rows` (labels aligned with them),
+    /// accumulated in f64.
+    pub fn class_moments(&self, rows: &[usize], labels: &[bool]) -> ClassMoments {
+        let cols = self.cols;
+        let empty = || ClassMoments {
+            count: [0.0; 2],
+            sum: [vec![0.0; cols], vec![0.0; cols]],
+            sum_sq: [vec![0.0; cols], vec![0.0; cols]],
+        };
+        rows.par_iter()
+            .zip(labels)
+            .fold(empty, |mut m, (&r, &y)| {
+                let c = y as usize;
+                m.count[c] += 1.0;
+                for (j, &v) in self.row(r).iter().enumerate() {
+                    let v = v as f64;
+                    m.sum[c][j] += v;
+                    m.sum_sq[c][j] += v * v;
+                }
+                m
+            })
+            .reduce(empty, |mut a, b| {
+                for c in 0..2 {
+                    a.count[c] += b.count[c];
+                    for j in 0..cols {
+                        a.sum[c][j] += b.sum[c][j];
+                        a.sum_sq[c][j] += b.sum_sq[c][j];
+                    }
+                }
+                a
+            })
+    }
+
+    /// The columns `neurons` of `rows`, standardised when `standardization` is given, as a
+    /// regression design.
+    pub fn design(&self, rows: &[usize], neurons: &[usize], standardization: Option<&Standardization>) -> Design {
+        let mut data = Vec::with_capacity(rows.len() * neurons.len());
+        for &r in rows {
+            let row = self.row(r);
+            for &j in neurons {
+                data.push(match standardization {
+                    Some(s) => s.apply(j, row[j]),
+                    None => row[j] as f64,
+                });
+            }
+        }
+        Design::new(rows.len(), neurons.len(), data)
+    }
+}
+
+/// Sums per class (index 0: negatives, 1: positives) for every column.
+pub struct ClassMoments {
+    pub count: [f64; 2],
+    pub sum: [Vec<f64>; 2],
+    pub sum_sq: [Vec<f64>; 2],
+}
+
+impl ClassMoments {
+    pub fn mean(&self, class: usize, j: usize) -> f64 {
+        self.sum[class][j] / self.count[class]
+    }
+
+    /// Mean and standard deviation of every column over both classes.
+    pub fn standardization(&self) -> Standardization {
+        let n = self.count[0] + self.count[1];
+        let cols = self.sum[0].len();
+        let mut mean = vec![0.0; cols];
+        let mut std = vec![0.0; cols];
+        for j in 0..cols {
+            let m = (self.sum[0][j] + self.sum[1][j]) / n;
+            let var = ((self.sum_sq[0][j] + self.sum_sq[1][j]) / n - m * m).max(0.0);
+            mean[j] = m;
+            // A constant neuron keeps its scale rather than dividing by zero.
+            std[j] = if var > 0.0 { var.sqrt() } else { 1.0 };
+        }
+        Standardization { mean, std }
+    }
+}
+
+/// Per-neuron mean and standard deviation over the training examples: `(x − mean) / std`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Standardization {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+impl Standardization {
+    pub fn apply(&self, j: usize, v: f32) -> f64 {
+        (v as f64 - self.mean[j]) / self.std[j]
+    }
+}

@@ -1,0 +1,155 @@
+//! A saved probe: `<name>.safetensors` with the tensors `neurons` (u32 `[k]`), `weights`
+//! (f32 `[k]`), `bias` (f32 `[1]`) and, when the probe standardises its inputs, `mean` and `std`
+//! (f32 `[k]`), and everything else (feature, hook, model, metrics) as JSON under the metadata key
+//! `loupe_probe`; beside it `<name>.json`, the same in one human-readable file. Written atomically.
+//!
+//! The probe's score of an activation vector `x` (the hook's full width) is
+//! `bias + Σⱼ weights[j] · (x[neurons[j]] − mean[j]) / std[j]`; positive means "has the feature".
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use loupe_model::HookPoint;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{ClassBalance, Level};
+use crate::matrix::Standardization;
+use crate::metrics::Metrics;
+use crate::{Error, Result};
+
+const METADATA_KEY: &str = "loupe_probe";
+
+/// What a probe is and how well it does (the JSON metadata).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeInfo {
+    pub feature: String,
+    pub level: Level,
+    pub hook: HookPoint,
+    /// Width of the hook (neuron indices are below it).
+    pub width: usize,
+    pub model_name: String,
+    pub model_sha256: String,
+    /// The store the probe was trained on.
+    pub store: PathBuf,
+    /// The ranking that chose the neurons, or `exact`.
+    pub method: String,
+    pub k: usize,
+    /// scikit-learn's C of the L2 logistic regression.
+    pub c: f64,
+    pub held_out: Metrics,
+    pub train: Metrics,
+    pub balance: ClassBalance,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    pub info: ProbeInfo,
+    pub neurons: Vec<u32>,
+    pub weights: Vec<f32>,
+    pub bias: f32,
+    pub mean: Option<Vec<f32>>,
+    pub std: Option<Vec<f32>>,
+}
+
+impl Probe {
+    /// The probe's logit for one activation vector of the hook's width.
+    pub fn score(&self, x: &[f32]) -> f64 {
+        let (w, b) = self.direction();
+        b as f64 + w.iter().zip(x).map(|(&w, &x)| w as f64 * x as f64).sum::<f64>()
+    }
+
+    /// The probe as a direction in the hook's space (full width, zero off its neurons) and a
+    /// bias, standardisation folded in: `score(x) = direction · x + bias`.
+    pub fn direction(&self) -> (Vec<f32>, f32) {
+        let mut direction = vec![0.0f32; self.info.width];
+        let mut bias = self.bias as f64;
+        for (j, (&n, &w)) in self.neurons.iter().zip(&self.weights).enumerate() {
+            let (mean, std) = match (&self.mean, &self.std) {
+                (Some(m), Some(s)) => (m[j] as f64, s[j] as f64),
+                _ => (0.0, 1.0),
+            };
+            direction[n as usize] += (w as f64 / std) as f32;
+            bias -= w as f64 * mean / std;
+        }
+        (direction, bias as f32)
+    }
+
+    pub fn standardization(&self) -> Option<Standardization> {
+        match (&self.mean, &self.std) {
+            (Some(m), Some(s)) => Some(Standardization {
+                mean: m.iter().map(|&v| v as f64).collect(),
+                std: s.iter().map(|&v| v as f64).collect(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Writes `<stem>.safetensors` and `<stem>.json`.
+    pub fn save(&self, stem: &Path) -> Result<()> {
+        let path = stem.with_extension("safetensors");
+        let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let mut tensors: Vec<(&str, Vec<u8>, Dtype, usize)> = vec![
+            ("neurons", self.neurons.iter().flat_map(|x| x.to_le_bytes()).collect(), Dtype::U32, self.neurons.len()),
+            ("weights", f32_bytes(&self.weights), Dtype::F32, self.weights.len()),
+            ("bias", f32_bytes(&[self.bias]), Dtype::F32, 1),
+        ];
+        if let (Some(mean), Some(std)) = (&self.mean, &self.std) {
+            tensors.push(("mean", f32_bytes(mean), Dtype::F32, mean.len()));
+            tensors.push(("std", f32_bytes(std), Dtype::F32, std.len()));
+        }
+        let views = tensors
+            .iter()
+            .map(|(name, bytes, dtype, len)| {
+                Ok((name.to_string(), TensorView::new(*dtype, vec![*len], bytes).map_err(|e| Error::file(&path, e))?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let info = serde_json::to_string(&self.info).expect("probe info serializes");
+        let metadata = HashMap::from([(METADATA_KEY.to_string(), info)]);
+        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::file(&path, e))?;
+        loupe_data::store::write_atomically(&path, &bytes)?;
+        let json = serde_json::to_string_pretty(self).expect("a probe serializes");
+        loupe_data::store::write_atomically(&stem.with_extension("json"), json.as_bytes())?;
+        Ok(())
+    }
+
+    /// Reads a probe from its `.safetensors` file (or the stem, or the `.json` beside it).
+    pub fn load(path: &Path) -> Result<Probe> {
+        let path = path.with_extension("safetensors");
+        let bytes = std::fs::read(&path).map_err(|e| Error::file(&path, format!("cannot read: {e}; is this a probe file?")))?;
+        let bad = |what: String| Error::file(&path, format!("not a loupe probe: {what}"));
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let info_json = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(METADATA_KEY))
+            .ok_or_else(|| bad(format!("no '{METADATA_KEY}' metadata")))?;
+        let info: ProbeInfo = serde_json::from_str(info_json).map_err(|e| bad(e.to_string()))?;
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let words = |name: &str| -> Result<Option<Vec<[u8; 4]>>> {
+            if !file.names().contains(&name) {
+                return Ok(None);
+            }
+            let t = file.tensor(name).map_err(|e| bad(format!("{name}: {e}")))?;
+            if t.shape() != [info.k] && name != "bias" {
+                return Err(bad(format!("{name} has shape {:?}, expected [{}]", t.shape(), info.k)));
+            }
+            Ok(Some(t.data().chunks_exact(4).map(|b| b.try_into().unwrap()).collect()))
+        };
+        let required = |name: &str| words(name)?.ok_or_else(|| bad(format!("no '{name}' tensor")));
+        let f32s = |w: Vec<[u8; 4]>| w.into_iter().map(f32::from_le_bytes).collect::<Vec<_>>();
+        let neurons: Vec<u32> = required("neurons")?.into_iter().map(u32::from_le_bytes).collect();
+        if let Some(&n) = neurons.iter().find(|&&n| n as usize >= info.width) {
+            return Err(bad(format!("neuron {n} is outside the hook's width {}", info.width)));
+        }
+        Ok(Probe {
+            neurons,
+            weights: f32s(required("weights")?),
+            bias: f32s(required("bias")?)[0],
+            mean: words("mean")?.map(f32s),
+            std: words("std")?.map(f32s),
+            info,
+        })
+    }
+}

@@ -1,0 +1,154 @@
+//! The run's summary: `summary.csv` (one row per probe, every metric, for pandas) and
+//! `summary.md` (class balance, the best single neuron per feature, and F1 against k per feature,
+//! hook and method).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+use loupe_model::HookPoint;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{ClassBalance, Level};
+use crate::metrics::Metrics;
+use crate::probe::Probe;
+use crate::Result;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SummaryRow {
+    pub feature: String,
+    pub level: Level,
+    pub hook: HookPoint,
+    pub method: String,
+    pub k: usize,
+    pub neurons: Vec<u32>,
+    pub held_out: Metrics,
+    pub train_f1: f64,
+    pub balance: ClassBalance,
+}
+
+impl SummaryRow {
+    pub fn new(probe: &Probe) -> SummaryRow {
+        let i = &probe.info;
+        SummaryRow {
+            feature: i.feature.clone(),
+            level: i.level,
+            hook: i.hook,
+            method: i.method.clone(),
+            k: i.k,
+            neurons: probe.neurons.clone(),
+            held_out: i.held_out,
+            train_f1: i.train.f1,
+            balance: i.balance,
+        }
+    }
+}
+
+pub fn write_summary(dir: &Path, rows: &[SummaryRow]) -> Result<()> {
+    loupe_data::store::write_atomically(&dir.join("summary.csv"), csv(rows).as_bytes())?;
+    loupe_data::store::write_atomically(&dir.join("summary.md"), markdown(rows).as_bytes())?;
+    Ok(())
+}
+
+pub fn csv(rows: &[SummaryRow]) -> String {
+    let mut out = String::from(
+        "feature,level,hook,layer,method,k,f1,mcc,precision,recall,accuracy,roc_auc,train_f1,held_out_positive,held_out_negative,neurons\n",
+    );
+    for r in rows {
+        let m = &r.held_out;
+        let neurons: Vec<String> = r.neurons.iter().map(|n| n.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "{},{:?},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{},{},{}",
+            r.feature,
+            r.level,
+            r.hook,
+            r.hook.layer().map_or(String::new(), |l| l.to_string()),
+            r.method,
+            r.k,
+            m.f1,
+            m.mcc,
+            m.precision,
+            m.recall,
+            m.accuracy,
+            m.roc_auc,
+            r.train_f1,
+            r.balance.held_out_positive,
+            r.balance.held_out_negative,
+            neurons.join(" ")
+        );
+    }
+    out
+}
+
+pub fn markdown(rows: &[SummaryRow]) -> String {
+    let mut out = String::from("# Probe summary\n\nHeld-out metrics; F1 is the headline.\n\n");
+    let mut features: Vec<&str> = Vec::new();
+    for r in rows {
+        if !features.contains(&r.feature.as_str()) {
+            features.push(&r.feature);
+        }
+    }
+
+    out.push_str("## Class balance\n\n| feature | hook | train + | train − | held-out + | held-out − |\n| --- | --- | --- | --- | --- | --- |\n");
+    let mut seen = Vec::new();
+    for r in rows {
+        if !seen.contains(&(&r.feature, r.hook)) {
+            seen.push((&r.feature, r.hook));
+            let b = &r.balance;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                r.feature, r.hook, b.train_positive, b.train_negative, b.held_out_positive, b.held_out_negative
+            );
+        }
+    }
+
+    out.push_str("\n## Best single neuron per feature\n\n| feature | hook | neuron | method | F1 | MCC | precision | recall | ROC-AUC |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for f in &features {
+        let best = rows
+            .iter()
+            .filter(|r| r.feature == *f && r.k == 1)
+            .max_by(|a, b| a.held_out.f1.total_cmp(&b.held_out.f1));
+        if let Some(r) = best {
+            let m = &r.held_out;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                f, r.hook, r.neurons[0], r.method, m.f1, m.mcc, m.precision, m.recall, m.roc_auc
+            );
+        }
+    }
+
+    for f in &features {
+        let _ = writeln!(out, "\n## {f}: F1 against k\n");
+        let of_feature: Vec<&SummaryRow> = rows.iter().filter(|r| r.feature == *f).collect();
+        let mut ks: Vec<usize> = of_feature.iter().map(|r| r.k).collect();
+        ks.sort_unstable();
+        ks.dedup();
+        // (hook, method) → k → F1, hooks in the order they were probed.
+        let mut table: Vec<((HookPoint, &str), BTreeMap<usize, f64>)> = Vec::new();
+        for r in &of_feature {
+            let key = (r.hook, r.method.as_str());
+            let slot = match table.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    table.push((key, BTreeMap::new()));
+                    table.len() - 1
+                }
+            };
+            table[slot].1.insert(r.k, r.held_out.f1);
+        }
+        let header: Vec<String> = ks.iter().map(|k| format!("k={k}")).collect();
+        let _ = writeln!(out, "| hook | method | {} |", header.join(" | "));
+        let _ = writeln!(out, "| --- | --- |{}", " --- |".repeat(ks.len()));
+        for ((hook, method), f1s) in &table {
+            let cells: Vec<String> = ks
+                .iter()
+                .map(|k| f1s.get(k).map_or(String::new(), |f| format!("{f:.3}")))
+                .collect();
+            let _ = writeln!(out, "| {hook} | {method} | {} |", cells.join(" | "));
+        }
+    }
+    out
+}

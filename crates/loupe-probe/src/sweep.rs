@@ -1,0 +1,213 @@
+//! The k sweep: for each ranking and each k, keep the top-k neurons and fit a class-balanced L2
+//! logistic regression on them; and the exact search for small k, which tries every set of 1 to 3
+//! neurons among the top 50 by mean difference (Gurnee et al. solved this with a MIP solver; here
+//! every candidate is fitted on a sample of the training examples, and the best few refitted on
+//! all of them).
+
+use rand::rngs::StdRng;
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Dataset;
+use crate::logreg::{self, balanced_weights, Fit};
+use crate::matrix::{Matrix, Standardization};
+use crate::metrics::Metrics;
+use crate::rank::{self, RankOptions, Ranking};
+use crate::Result;
+
+/// The k values of the sweep (those above the width are left out).
+pub const DEFAULT_KS: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 32, 64, 128, 256];
+
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    pub ks: Vec<usize>,
+    pub rankings: Vec<Ranking>,
+    /// Standardise each neuron (training mean and standard deviation) before ranking and fitting.
+    pub standardize: bool,
+    /// Inverse L2 strength, as scikit-learn's `C`.
+    pub c: f64,
+    pub rank: RankOptions,
+    pub exact: ExactOptions,
+}
+
+/// The exhaustive search over small neuron sets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExactOptions {
+    /// Largest set size searched (0 turns the search off).
+    #[serde(default = "default_exact_max_k")]
+    pub max_k: usize,
+    /// Candidates: the top neurons by mean difference.
+    #[serde(default = "default_exact_top")]
+    pub top: usize,
+    /// Training examples each candidate is fitted on (a seeded sample).
+    #[serde(default = "default_exact_rows")]
+    pub rows: usize,
+    /// Candidates with the lowest sample loss that are refitted on all training examples.
+    #[serde(default = "default_exact_refit")]
+    pub refit: usize,
+}
+
+fn default_exact_max_k() -> usize {
+    3
+}
+fn default_exact_top() -> usize {
+    50
+}
+fn default_exact_rows() -> usize {
+    10_000
+}
+fn default_exact_refit() -> usize {
+    10
+}
+
+impl Default for ExactOptions {
+    fn default() -> Self {
+        ExactOptions {
+            max_k: default_exact_max_k(),
+            top: default_exact_top(),
+            rows: default_exact_rows(),
+            refit: default_exact_refit(),
+        }
+    }
+}
+
+/// One fitted probe of the sweep.
+#[derive(Clone, Debug)]
+pub struct ProbeFit {
+    /// The ranking that chose the neurons (`mean_diff`, `f_stat`, `mutual_info`, `l1`) or `exact`.
+    pub method: String,
+    pub k: usize,
+    pub neurons: Vec<usize>,
+    /// Weights on the (standardised, when `standardization` is set) neurons.
+    pub weights: Vec<f64>,
+    pub bias: f64,
+    /// Mean and standard deviation of each chosen neuron.
+    pub standardization: Option<Standardization>,
+    pub held_out: Metrics,
+    pub train: Metrics,
+    /// Training loss (class-balanced mean log loss) at the start and after each Newton step.
+    pub losses: Vec<f64>,
+}
+
+/// Every probe of the sweep over `data` (rows of `x`), in order: for each ranking, each k; then
+/// the exact search's k = 1..=max_k.
+pub fn sweep(x: &Matrix, data: &Dataset, options: &SweepOptions) -> Result<Vec<ProbeFit>> {
+    let standardization = options
+        .standardize
+        .then(|| x.class_moments(&data.train, &data.train_labels).standardization());
+    let s = standardization.as_ref();
+    let weights = balanced_weights(&data.train_labels);
+    let mut fits = Vec::new();
+    for &ranking in &options.rankings {
+        let ranked = rank::rank(ranking, x, &data.train, &data.train_labels, s, &options.rank);
+        for &k in options.ks.iter().filter(|&&k| k <= x.cols) {
+            let neurons: Vec<usize> = ranked[..k].iter().map(|&(j, _)| j).collect();
+            let design = x.design(&data.train, &neurons, s);
+            let fit = logreg::fit(&design, &data.train_labels, &weights, options.c, None)?;
+            fits.push(evaluate(ranking.name(), x, data, neurons, fit, s));
+        }
+    }
+    if options.exact.max_k > 0 {
+        fits.extend(exact_search(x, data, options, s)?);
+    }
+    Ok(fits)
+}
+
+/// Scores a fitted probe on the training and held-out examples.
+fn evaluate(
+    method: &str,
+    x: &Matrix,
+    data: &Dataset,
+    neurons: Vec<usize>,
+    fit: Fit,
+    standardization: Option<&Standardization>,
+) -> ProbeFit {
+    let scores = |rows: &[usize]| x.design(rows, &neurons, standardization).margins(&fit.weights, fit.bias);
+    let held_out = Metrics::compute(&data.held_out_labels, &scores(&data.held_out));
+    let train = Metrics::compute(&data.train_labels, &scores(&data.train));
+    let standardization = standardization.map(|s| Standardization {
+        mean: neurons.iter().map(|&j| s.mean[j]).collect(),
+        std: neurons.iter().map(|&j| s.std[j]).collect(),
+    });
+    ProbeFit {
+        method: method.to_string(),
+        k: neurons.len(),
+        neurons,
+        weights: fit.weights,
+        bias: fit.bias,
+        standardization,
+        held_out,
+        train,
+        losses: fit.losses,
+    }
+}
+
+fn exact_search(x: &Matrix, data: &Dataset, options: &SweepOptions, s: Option<&Standardization>) -> Result<Vec<ProbeFit>> {
+    let e = &options.exact;
+    let by_mean_diff = rank::rank(Ranking::MeanDiff, x, &data.train, &data.train_labels, s, &options.rank);
+    let top: Vec<usize> = by_mean_diff.iter().take(e.top.min(x.cols)).map(|&(j, _)| j).collect();
+    // The sample every candidate is fitted on.
+    let mut rng = StdRng::seed_from_u64(options.rank.seed);
+    let picked: Vec<usize> = sample(&mut rng, data.train.len(), e.rows.min(data.train.len())).into_vec();
+    let sample_rows: Vec<usize> = picked.iter().map(|&i| data.train[i]).collect();
+    let sample_labels: Vec<bool> = picked.iter().map(|&i| data.train_labels[i]).collect();
+    let sample_weights = balanced_weights(&sample_labels);
+    let full_weights = balanced_weights(&data.train_labels);
+
+    let mut fits = Vec::new();
+    for size in 1..=e.max_k.min(top.len()) {
+        let candidates = combinations(top.len(), size);
+        let mut scored: Vec<(f64, Vec<usize>)> = candidates
+            .par_iter()
+            .map(|slots| -> Result<(f64, Vec<usize>)> {
+                let neurons: Vec<usize> = slots.iter().map(|&i| top[i]).collect();
+                let design = x.design(&sample_rows, &neurons, s);
+                let fit = logreg::fit(&design, &sample_labels, &sample_weights, options.c, None)?;
+                Ok((fit.objective, neurons))
+            })
+            .collect::<Result<_>>()?;
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut best: Option<(f64, Vec<usize>, Fit)> = None;
+        for (_, neurons) in scored.into_iter().take(e.refit.max(1)) {
+            let design = x.design(&data.train, &neurons, s);
+            let fit = logreg::fit(&design, &data.train_labels, &full_weights, options.c, None)?;
+            if best.as_ref().is_none_or(|b| fit.objective < b.0) {
+                best = Some((fit.objective, neurons, fit));
+            }
+        }
+        let (_, neurons, fit) = best.expect("at least one candidate");
+        fits.push(evaluate("exact", x, data, neurons, fit, s));
+    }
+    Ok(fits)
+}
+
+/// All `size`-subsets of `0..n`, each increasing.
+fn combinations(n: usize, size: usize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut current = Vec::with_capacity(size);
+    fn extend(start: usize, n: usize, size: usize, current: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if current.len() == size {
+            out.push(current.clone());
+            return;
+        }
+        for i in start..n {
+            current.push(i);
+            extend(i + 1, n, size, current, out);
+            current.pop();
+        }
+    }
+    extend(0, n, size, &mut current, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn combinations_count() {
+        assert_eq!(super::combinations(50, 3).len(), 19_600);
+        assert_eq!(super::combinations(4, 2), vec![vec![0, 1], vec![0, 2], vec![0, 3], vec![1, 2], vec![1, 3], vec![2, 3]]);
+    }
+}
