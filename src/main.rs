@@ -36,6 +36,8 @@ enum Command {
     Capture(commands::capture::Args),
     /// Sparse autoencoders: train, evaluate, list top-activating contexts.
     Sae(commands::sae::Args),
+    /// k-sparse probes: find the neurons that encode a feature (train), and look at one (show).
+    Probe(commands::probe::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Hooks(args) => commands::hooks::run(args),
         Command::Capture(args) => commands::capture::run(args),
         Command::Sae(args) => commands::sae::run(args),
+        Command::Probe(args) => commands::probe::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@ pub mod capture;
 pub mod generate;
 pub mod hooks;
 pub mod inspect;
+pub mod probe;
 pub mod sae;
 pub mod sae_top;
 

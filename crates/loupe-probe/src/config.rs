@@ -80,13 +80,26 @@ impl ProbeConfig {
         for item in overrides {
             let (key, value) = item
                 .split_once('=')
-                .ok_or_else(|| Error::config(item, "an override is written field=value, for example max_tokens=5000"))?;
+                .ok_or_else(|| Error::config(item, "an override is written field=value, for example max_tokens=5000 or exact.max_k=2"))?;
             let value = value.trim();
             let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
                 .ok()
                 .and_then(|mut t| t.remove("v"))
                 .unwrap_or_else(|| toml::Value::String(value.to_string()));
-            table.insert(key.trim().replace('-', "_"), parsed);
+            // A dotted key (`exact.max_k`) sets a field of a section.
+            let key = key.trim().replace('-', "_");
+            let mut path: Vec<&str> = key.split('.').collect();
+            let last = path.pop().expect("split yields at least one part");
+            let mut section = &mut table;
+            for part in path {
+                let entry = section
+                    .entry(part)
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+                section = entry
+                    .as_table_mut()
+                    .ok_or_else(|| Error::config(item, format!("'{part}' is not a section")))?;
+            }
+            section.insert(last.to_string(), parsed);
         }
         // Deserializing from text makes toml's errors quote the offending line.
         let merged = toml::to_string(&table).map_err(|e| Error::file(origin, e))?;

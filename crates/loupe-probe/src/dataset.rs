@@ -49,7 +49,8 @@ pub struct FeatureSpec {
     pub words: Option<Vec<String>>,
     #[serde(default)]
     pub level: Level,
-    /// The feature's name in files and tables; default `field=value` or the kind.
+    /// The feature's name in files and tables; default `field=value` (`field=value@doc` for
+    /// document level) or the kind.
     #[serde(default)]
     pub name: Option<String>,
 }
@@ -114,6 +115,8 @@ pub fn resolve_features(specs: &[FeatureSpec], store: &Store) -> Result<Vec<Feat
     for (i, spec) in specs.iter().enumerate() {
         let at = |what: &str| format!("feature[{i}].{what}");
         let named = |default: String| spec.name.clone().unwrap_or(default);
+        // Document-level features are named apart from the token-level ones they mirror.
+        let suffix = if spec.level == Level::Document { "@doc" } else { "" };
         if spec.level == Level::Document && spec.kind != "label" {
             return Err(Error::config(
                 &at("level"),
@@ -154,7 +157,7 @@ pub fn resolve_features(specs: &[FeatureSpec], store: &Store) -> Result<Vec<Feat
                 }
                 for value in chosen {
                     features.push(Feature {
-                        name: named(format!("{field_name}={}", values[value as usize])),
+                        name: named(format!("{field_name}={}{}", values[value as usize], suffix)),
                         level: spec.level,
                         kind: FeatureKind::Label { field, value },
                     });
@@ -195,6 +198,14 @@ pub fn resolve_features(specs: &[FeatureSpec], store: &Store) -> Result<Vec<Feat
                     format!("unknown feature kind '{other}'; the kinds are label, digit, quoted, compound"),
                 ))
             }
+        }
+    }
+    for (i, f) in features.iter().enumerate() {
+        if features[..i].iter().any(|g| g.name == f.name) {
+            return Err(Error::config(
+                "feature",
+                format!("two features are named '{}'; give one a different `name`", f.name),
+            ));
         }
     }
     Ok(features)

@@ -19,6 +19,7 @@ pub mod rank;
 pub mod summary;
 pub mod sweep;
 pub mod testing;
+pub mod top;
 pub mod train;
 
 pub use config::ProbeConfig;

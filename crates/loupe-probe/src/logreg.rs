@@ -31,6 +31,13 @@ impl Design {
         &self.data[i * self.cols..(i + 1) * self.cols]
     }
 
+    /// The first `k` columns.
+    pub fn prefix(&self, k: usize) -> Design {
+        assert!(k <= self.cols);
+        let data = self.data.chunks(self.cols.max(1)).flat_map(|row| &row[..k]).copied().collect();
+        Design::new(self.rows, k, data)
+    }
+
     /// `X·w + b` for every row.
     pub fn margins(&self, w: &[f64], b: f64) -> Vec<f64> {
         (0..self.rows).map(|i| b + dot(self.row(i), w)).collect()
@@ -78,13 +85,6 @@ pub fn fit(x: &Design, labels: &[bool], weights: &[f64], c: f64, start: Option<(
         None => (vec![0.0; k], 0.0),
     };
     let total_weight: f64 = weights.iter().sum();
-    let data_loss = |z: &[f64]| -> f64 {
-        z.iter()
-            .zip(labels)
-            .zip(weights)
-            .map(|((&z, &y), &s)| s * softplus(if y { -z } else { z }))
-            .sum()
-    };
     let objective = |loss: f64, w: &[f64]| c * loss + 0.5 * dot(w, w);
     // For wide designs the Hessian is Xᵀ·diag(d)·X through gemm; the tensor is made once.
     let tensor = if k >= GEMM_FROM_COLS {
@@ -94,7 +94,7 @@ pub fn fit(x: &Design, labels: &[bool], weights: &[f64], c: f64, start: Option<(
     };
 
     let mut z = x.margins(&w, b);
-    let mut loss = data_loss(&z);
+    let (mut loss, mut p) = evaluate(&z, labels, weights);
     let mut j = objective(loss, &w);
     let mut losses = vec![loss / total_weight];
     let mut converged = false;
@@ -103,9 +103,8 @@ pub fn fit(x: &Design, labels: &[bool], weights: &[f64], c: f64, start: Option<(
         let mut residual = vec![0.0; x.rows]; // C·sᵢ·(pᵢ − yᵢ)
         let mut curvature = vec![0.0; x.rows]; // C·sᵢ·pᵢ·(1 − pᵢ)
         for i in 0..x.rows {
-            let p = sigmoid(z[i]);
-            residual[i] = c * weights[i] * (p - if labels[i] { 1.0 } else { 0.0 });
-            curvature[i] = c * weights[i] * p * (1.0 - p);
+            residual[i] = c * weights[i] * (p[i] - if labels[i] { 1.0 } else { 0.0 });
+            curvature[i] = c * weights[i] * p[i] * (1.0 - p[i]);
         }
         let n = k + 1;
         let mut gradient = vec![0.0; n];
@@ -153,29 +152,30 @@ pub fn fit(x: &Design, labels: &[bool], weights: &[f64], c: f64, start: Option<(
             converged = true;
             break;
         }
-        // Backtracking (Armijo) along the Newton direction; margins move linearly.
+        // Backtracking (Armijo) along the Newton direction; margins move linearly. The point
+        // accepted brings its loss and probabilities to the next step.
         let dz = x.margins(&step[..k], step[k]);
         let mut t = 1.0;
         let accepted = loop {
             let z_new: Vec<f64> = z.iter().zip(&dz).map(|(z, d)| z - t * d).collect();
             let w_new: Vec<f64> = w.iter().zip(&step).map(|(w, d)| w - t * d).collect();
-            let loss_new = data_loss(&z_new);
+            let (loss_new, p_new) = evaluate(&z_new, labels, weights);
             let j_new = objective(loss_new, &w_new);
             if j_new <= j - 1e-4 * t * decrement {
-                break Some((z_new, w_new, loss_new, j_new));
+                break Some((z_new, p_new, w_new, loss_new, j_new));
             }
             t *= 0.5;
             if t < 1e-12 {
                 break None;
             }
         };
-        let Some((z_new, w_new, loss_new, j_new)) = accepted else {
+        let Some((z_new, p_new, w_new, loss_new, j_new)) = accepted else {
             // No decrease is possible any more: the objective is flat to rounding.
             converged = true;
             break;
         };
         b -= t * step[k];
-        (z, w, loss, j) = (z_new, w_new, loss_new, j_new);
+        (z, p, w, loss, j) = (z_new, p_new, w_new, loss_new, j_new);
         losses.push(loss / total_weight);
     }
     Ok(Fit {
@@ -200,13 +200,27 @@ pub fn sigmoid(z: f64) -> f64 {
     }
 }
 
-/// `log(1 + exp(x))` without overflow.
-fn softplus(x: f64) -> f64 {
-    if x > 0.0 {
-        x + (-x).exp().ln_1p()
-    } else {
-        x.exp().ln_1p()
-    }
+/// The weighted log loss `Σ sᵢ·log(1 + exp(−(2yᵢ − 1)zᵢ))` and every `pᵢ = σ(zᵢ)`, sharing one
+/// `exp(−|zᵢ|)` per example (without overflow for any z).
+fn evaluate(z: &[f64], labels: &[bool], weights: &[f64]) -> (f64, Vec<f64>) {
+    let mut loss = 0.0;
+    let p = z
+        .iter()
+        .zip(labels)
+        .zip(weights)
+        .map(|((&z, &y), &s)| {
+            let e = (-z.abs()).exp();
+            // log(1 + exp(−m)) for margin m = ±z: ln(1 + e) + max(−m, 0).
+            let m = if y { z } else { -z };
+            loss += s * (e.ln_1p() + (-m).max(0.0));
+            if z >= 0.0 {
+                1.0 / (1.0 + e)
+            } else {
+                e / (1.0 + e)
+            }
+        })
+        .collect();
+    (loss, p)
 }
 
 /// Solves `A·s = g` for a symmetric positive definite `A` (n × n, row-major) by Cholesky.

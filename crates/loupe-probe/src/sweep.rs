@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::Dataset;
-use crate::logreg::{self, balanced_weights, Fit};
+use crate::logreg::{self, balanced_weights, Design, Fit};
 use crate::matrix::{Matrix, Standardization};
 use crate::metrics::Metrics;
 use crate::rank::{self, RankOptions, Ranking};
@@ -57,7 +57,7 @@ fn default_exact_top() -> usize {
     50
 }
 fn default_exact_rows() -> usize {
-    10_000
+    4_000
 }
 fn default_exact_refit() -> usize {
     10
@@ -103,11 +103,26 @@ pub fn sweep(x: &Matrix, data: &Dataset, options: &SweepOptions) -> Result<Vec<P
     let mut fits = Vec::new();
     for &ranking in &options.rankings {
         let ranked = rank::rank(ranking, x, &data.train, &data.train_labels, s, &options.rank);
-        for &k in options.ks.iter().filter(|&&k| k <= x.cols) {
-            let neurons: Vec<usize> = ranked[..k].iter().map(|&(j, _)| j).collect();
-            let design = x.design(&data.train, &neurons, s);
-            let fit = logreg::fit(&design, &data.train_labels, &weights, options.c, None)?;
-            fits.push(evaluate(ranking.name(), x, data, neurons, fit, s));
+        let ks: Vec<usize> = options.ks.iter().copied().filter(|&k| k <= x.cols).collect();
+        // The top-k neurons nest, so every k's examples are the first k columns of the largest
+        // k's, gathered once; each fit starts from the previous k's solution.
+        let largest = ks.iter().copied().max().unwrap_or(0);
+        let top: Vec<usize> = ranked[..largest].iter().map(|&(j, _)| j).collect();
+        let train_all = x.design(&data.train, &top, s);
+        let held_out_all = x.design(&data.held_out, &top, s);
+        let mut previous: Option<Fit> = None;
+        for k in ks {
+            let design = train_all.prefix(k);
+            let start = previous.as_ref().filter(|p| p.weights.len() <= k).map(|p| {
+                let mut w = p.weights.clone();
+                w.resize(k, 0.0);
+                (w, p.bias)
+            });
+            let fit = logreg::fit(&design, &data.train_labels, &weights, options.c, start.as_ref().map(|(w, b)| (w.as_slice(), *b)))?;
+            let held_out_scores = held_out_all.prefix(k).margins(&fit.weights, fit.bias);
+            let train_scores = design.margins(&fit.weights, fit.bias);
+            fits.push(to_probe_fit(ranking.name(), data, top[..k].to_vec(), fit.clone(), &train_scores, &held_out_scores, s));
+            previous = Some(fit);
         }
     }
     if options.exact.max_k > 0 {
@@ -116,18 +131,16 @@ pub fn sweep(x: &Matrix, data: &Dataset, options: &SweepOptions) -> Result<Vec<P
     Ok(fits)
 }
 
-/// Scores a fitted probe on the training and held-out examples.
-fn evaluate(
+/// A fitted probe with its metrics from its scores on the training and held-out examples.
+fn to_probe_fit(
     method: &str,
-    x: &Matrix,
     data: &Dataset,
     neurons: Vec<usize>,
     fit: Fit,
+    train_scores: &[f64],
+    held_out_scores: &[f64],
     standardization: Option<&Standardization>,
 ) -> ProbeFit {
-    let scores = |rows: &[usize]| x.design(rows, &neurons, standardization).margins(&fit.weights, fit.bias);
-    let held_out = Metrics::compute(&data.held_out_labels, &scores(&data.held_out));
-    let train = Metrics::compute(&data.train_labels, &scores(&data.train));
     let standardization = standardization.map(|s| Standardization {
         mean: neurons.iter().map(|&j| s.mean[j]).collect(),
         std: neurons.iter().map(|&j| s.std[j]).collect(),
@@ -139,8 +152,8 @@ fn evaluate(
         weights: fit.weights,
         bias: fit.bias,
         standardization,
-        held_out,
-        train,
+        held_out: Metrics::compute(&data.held_out_labels, held_out_scores),
+        train: Metrics::compute(&data.train_labels, train_scores),
         losses: fit.losses,
     }
 }
@@ -156,6 +169,8 @@ fn exact_search(x: &Matrix, data: &Dataset, options: &SweepOptions, s: Option<&S
     let sample_labels: Vec<bool> = picked.iter().map(|&i| data.train_labels[i]).collect();
     let sample_weights = balanced_weights(&sample_labels);
     let full_weights = balanced_weights(&data.train_labels);
+    // The candidates' columns over the sample, gathered once (row-major [sample, top]).
+    let sample_columns = x.design(&sample_rows, &top, s);
 
     let mut fits = Vec::new();
     for size in 1..=e.max_k.min(top.len()) {
@@ -164,7 +179,11 @@ fn exact_search(x: &Matrix, data: &Dataset, options: &SweepOptions, s: Option<&S
             .par_iter()
             .map(|slots| -> Result<(f64, Vec<usize>)> {
                 let neurons: Vec<usize> = slots.iter().map(|&i| top[i]).collect();
-                let design = x.design(&sample_rows, &neurons, s);
+                let (columns, width) = (&sample_columns.data, top.len());
+                let data = (0..sample_rows.len())
+                    .flat_map(|r| slots.iter().map(move |&i| columns[r * width + i]))
+                    .collect();
+                let design = Design::new(sample_rows.len(), slots.len(), data);
                 let fit = logreg::fit(&design, &sample_labels, &sample_weights, options.c, None)?;
                 Ok((fit.objective, neurons))
             })
@@ -179,7 +198,9 @@ fn exact_search(x: &Matrix, data: &Dataset, options: &SweepOptions, s: Option<&S
             }
         }
         let (_, neurons, fit) = best.expect("at least one candidate");
-        fits.push(evaluate("exact", x, data, neurons, fit, s));
+        let scores = |rows: &[usize]| x.design(rows, &neurons, s).margins(&fit.weights, fit.bias);
+        let (train_scores, held_out_scores) = (scores(&data.train), scores(&data.held_out));
+        fits.push(to_probe_fit("exact", data, neurons.clone(), fit, &train_scores, &held_out_scores, s));
     }
     Ok(fits)
 }

@@ -1,0 +1,98 @@
+//! The contexts in a store where one neuron fires hardest: what `loupe probe show` prints for a
+//! one-neuron probe.
+
+use loupe_data::reader::Store;
+use loupe_data::Progress;
+use loupe_model::{HookPoint, Tokenizer};
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TopContext {
+    pub activation: f32,
+    pub doc: u32,
+    /// The token's labels, as `field=value`.
+    pub labels: Vec<String>,
+    /// Text of the tokens before it in its context, the token, and the tokens after.
+    pub before: String,
+    pub token: String,
+    pub after: String,
+}
+
+/// The `n` tokens among the first `max_tokens` of the store with the largest activation of
+/// `neuron` at `hook`, each with up to `before` and `after` tokens of its context around it.
+#[allow(clippy::too_many_arguments)]
+pub fn top_contexts(
+    store: &Store,
+    hook: HookPoint,
+    neuron: usize,
+    n: usize,
+    (before, after): (usize, usize),
+    max_tokens: Option<usize>,
+    tokenizer: &Tokenizer,
+    progress: &mut dyn Progress,
+) -> Result<Vec<TopContext>> {
+    let width = store
+        .manifest
+        .hook(hook)
+        .ok_or_else(|| Error::dataset(format!("the store {} holds no activations for {hook}", store.dir.display())))?
+        .width;
+    if neuron >= width {
+        return Err(Error::dataset(format!("neuron {neuron} is outside {hook}, which has {width}")));
+    }
+    let limit = max_tokens.unwrap_or(usize::MAX).min(store.manifest.tokens as usize);
+    progress.start(&format!("reading {hook}"), limit as u64, 0);
+    let vocab = &store.manifest.labels;
+    let mut best: Vec<TopContext> = Vec::new();
+    let mut seen = 0;
+    for shard in 0..store.manifest.shards.len() {
+        if seen >= limit {
+            break;
+        }
+        let s = store.read_shard(shard, hook)?;
+        let values = s.activations.narrow(1, neuron, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        let rows = values.len().min(limit - seen);
+        for r in 0..rows {
+            let v = values[r];
+            if best.len() == n && best.last().is_some_and(|b| b.activation >= v) {
+                continue;
+            }
+            // The token's context: the rows around it with the same context id.
+            let same = |i: usize| s.context_ids[i] == s.context_ids[r];
+            let mut start = r;
+            while start > 0 && r - start < before && same(start - 1) {
+                start -= 1;
+            }
+            let mut end = r + 1;
+            while end < s.token_ids.len() && end - r <= after && same(end) {
+                end += 1;
+            }
+            let text = |ids: &[u32]| tokenizer.decode(ids).unwrap_or_default();
+            let labels = vocab
+                .fields
+                .iter()
+                .zip(&s.labels)
+                .filter_map(|(field, ids)| vocab_value(vocab, field, ids[r]).map(|v| format!("{field}={v}")))
+                .collect();
+            best.push(TopContext {
+                activation: v,
+                doc: s.doc_ids[r],
+                labels,
+                before: text(&s.token_ids[start..r]),
+                token: text(&s.token_ids[r..r + 1]),
+                after: text(&s.token_ids[r + 1..end]),
+            });
+            best.sort_by(|a, b| b.activation.total_cmp(&a.activation));
+            best.truncate(n);
+        }
+        seen += rows;
+        progress.advance(rows as u64);
+    }
+    Ok(best)
+}
+
+fn vocab_value<'a>(vocab: &'a loupe_data::packing::LabelVocab, field: &str, id: u32) -> Option<&'a str> {
+    let f = vocab.fields.iter().position(|x| x == field)?;
+    vocab.values[f].get(id as usize).map(String::as_str)
+}
