@@ -80,8 +80,9 @@ impl Progress for Bar {
 
     fn note(&mut self, message: &str) {
         match &self.bar {
-            Some(bar) => bar.println(message),
-            None => eprintln!("{message}"),
+            // A hidden bar (output is not a terminal) would swallow the line.
+            Some(bar) if !bar.is_hidden() => bar.println(message),
+            _ => eprintln!("{message}"),
         }
     }
 

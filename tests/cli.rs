@@ -34,7 +34,7 @@ fn help_explains_each_command() {
     let out = loupe(&["--help"]);
     assert!(out.status.success());
     let help = stdout(&out);
-    for command in ["generate", "inspect", "hooks", "capture", "sae"] {
+    for command in ["generate", "inspect", "hooks", "capture", "sae", "probe"] {
         assert!(help.contains(command), "{help}");
     }
     let out = loupe(&["inspect", "--help"]);
@@ -401,4 +401,98 @@ fn shipped_sae_configs_parse() {
         let config = loupe_sae::TrainConfig::from_toml(&text, name, &[]).unwrap();
         loupe_sae::arch::build(&config, 576).unwrap();
     }
+}
+
+#[test]
+fn probe_train_and_show_on_a_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    write_tiny_hf_dir(&dir.path().join("model"), 3).unwrap();
+    // Two "languages" the tiny model sees differently: different characters.
+    let corpus: String = (0..40)
+        .map(|i| match i % 2 {
+            0 => format!("{{\"text\": \"tt t {i} ttt \\\"t\\\" t tt\", \"lang\": \"a\"}}\n"),
+            _ => format!("{{\"text\": \"xq zq {i} qqz \\\"zz\\\" xz\", \"lang\": \"b\"}}\n"),
+        })
+        .collect();
+    std::fs::write(dir.path().join("corpus.jsonl"), corpus).unwrap();
+    let capture = dir.path().join("capture.toml");
+    std::fs::write(
+        &capture,
+        format!(
+            "model = \"{d}/model\"\nhooks = [\"blocks.0.mlp.hook_post\", \"blocks.1.mlp.hook_post\"]\noutput = \"{d}/store\"\n\
+             context_length = 16\nbatch_size = 4\nshard_contexts = 8\n\n[[corpus]]\npath = \"{d}/corpus.jsonl\"\nlabels = [\"lang\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = loupe(&["capture", "--config", capture.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let config = dir.path().join("probe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "stores = [\"{d}/store\"]\noutput = \"{d}/probes\"\nheld_out = 0.3\nks = [1, 2, 4]\n\
+             [exact]\nmax_k = 2\ntop = 5\n\n[[feature]]\nkind = \"label\"\nfield = \"lang\"\nvalue = \"a\"\n\n\
+             [[feature]]\nkind = \"quoted\"\n"
+        ),
+    )
+    .unwrap();
+    let out = loupe(&["probe", "train", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // 2 features × 2 hooks × (4 rankings × 3 k + exact k = 1, 2).
+    assert!(stdout(&out).contains("56 probes"), "{}", stdout(&out));
+    let probes = dir.path().join("probes");
+    for file in [
+        "summary.csv",
+        "summary.md",
+        "lang-a/blocks.1.mlp.hook_post/l1-k4.safetensors",
+        "quoted/blocks.0.mlp.hook_post/exact-k2.json",
+    ] {
+        assert!(probes.join(file).exists(), "{file} missing");
+    }
+    let events = std::fs::read_dir(probes.join("tensorboard/lang-a/blocks.0.mlp.hook_post"))
+        .unwrap()
+        .count();
+    assert!(events > 0);
+
+    let probe = probes.join("lang-a/blocks.1.mlp.hook_post/mean_diff-k1.safetensors");
+    let out = loupe(&["probe", "show", probe.to_str().unwrap(), "--examples", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(
+        shown.contains("'lang=a'") && shown.contains("F1") && shown.contains("top contexts of neuron"),
+        "{shown}"
+    );
+    assert_eq!(shown.lines().filter(|l| l.contains("[[")).count(), 3, "{shown}");
+
+    // Bad input: a k wider than the hook, a label the store lacks.
+    let out = loupe(&[
+        "probe",
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "ks=[1, 5000]",
+    ]);
+    assert_clear_error(&out, &["k = 5000", "neurons"]);
+    let out = loupe(&[
+        "probe",
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "output=\"x\"",
+        "--set",
+        "feature=[{kind = \"label\", field = \"topic\"}]",
+    ]);
+    assert_clear_error(&out, &["carries no label 'topic'", "lang"]);
+}
+
+#[test]
+fn shipped_probe_config_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/probe-lang.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = loupe_probe::ProbeConfig::from_toml(&text, "probe-lang.toml", &[]).unwrap();
+    assert_eq!(config.features.len(), 4);
 }

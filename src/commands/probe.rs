@@ -95,9 +95,17 @@ impl ProbeObserver for Observer {
         for fit in fits {
             tb.scalar(&format!("f1/{}", fit.method), fit.held_out.f1, fit.k as u64);
             tb.scalar(&format!("mcc/{}", fit.method), fit.held_out.mcc, fit.k as u64);
-            tb.scalar(&format!("roc_auc/{}", fit.method), fit.held_out.roc_auc, fit.k as u64);
+            tb.scalar(
+                &format!("roc_auc/{}", fit.method),
+                fit.held_out.roc_auc,
+                fit.k as u64,
+            );
             for (step, loss) in fit.losses.iter().enumerate() {
-                tb.scalar(&format!("train_loss/{}/k{:03}", fit.method, fit.k), *loss, step as u64);
+                tb.scalar(
+                    &format!("train_loss/{}/k{:03}", fit.method, fit.k),
+                    *loss,
+                    step as u64,
+                );
             }
         }
         tb.flush();
@@ -195,7 +203,16 @@ fn run_show(args: ShowArgs) -> anyhow::Result<()> {
     .load()?;
     let mut bar = Bar::stopping_on_ctrl_c()?;
     let neuron = probe.neurons[0] as usize;
-    let top = top_contexts(&store, i.hook, neuron, args.examples, (12, 4), args.tokens, &model.tokenizer, &mut bar)?;
+    let top = top_contexts(
+        &store,
+        i.hook,
+        neuron,
+        args.examples,
+        (12, 4),
+        args.tokens,
+        &model.tokenizer,
+        &mut bar,
+    )?;
     bar.finish();
     println!("\ntop contexts of neuron {neuron} in {}:", store_dir.display());
     for t in top {

@@ -155,7 +155,9 @@ fn parse_json_line(line: &str, spec: &CorpusSpec) -> std::result::Result<Option<
         let value = match object.get(field) {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Null) | None => {
-                return Err(format!("no field '{field}', which the corpus's `only` filter names"))
+                return Err(format!(
+                    "no field '{field}', which the corpus's `only` filter names"
+                ))
             }
             Some(other) => other.to_string(),
         };

@@ -78,9 +78,12 @@ impl ProbeConfig {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| Error::file(origin, format!("not valid TOML: {e}")))?;
         for item in overrides {
-            let (key, value) = item
-                .split_once('=')
-                .ok_or_else(|| Error::config(item, "an override is written field=value, for example max_tokens=5000 or exact.max_k=2"))?;
+            let (key, value) = item.split_once('=').ok_or_else(|| {
+                Error::config(
+                    item,
+                    "an override is written field=value, for example max_tokens=5000 or exact.max_k=2",
+                )
+            })?;
             let value = value.trim();
             let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
                 .ok()
@@ -116,13 +119,22 @@ impl ProbeConfig {
             return Err(Error::config("feature", "add at least one [[feature]] section"));
         }
         if !(self.held_out > 0.0 && self.held_out < 1.0) {
-            return Err(Error::config("held_out", format!("{} is not a fraction between 0 and 1", self.held_out)));
+            return Err(Error::config(
+                "held_out",
+                format!("{} is not a fraction between 0 and 1", self.held_out),
+            ));
         }
         if self.c <= 0.0 {
-            return Err(Error::config("c", "the inverse regularisation strength must be positive"));
+            return Err(Error::config(
+                "c",
+                "the inverse regularisation strength must be positive",
+            ));
         }
         if self.rankings.is_empty() && self.exact.max_k == 0 {
-            return Err(Error::config("rankings", "no ranking and no exact search: nothing to fit"));
+            return Err(Error::config(
+                "rankings",
+                "no ranking and no exact search: nothing to fit",
+            ));
         }
         if let Some(ks) = &self.ks {
             if ks.is_empty() || ks.contains(&0) {

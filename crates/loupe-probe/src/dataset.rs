@@ -100,7 +100,10 @@ pub struct Feature {
 #[derive(Clone, Debug, PartialEq)]
 pub enum FeatureKind {
     /// Label field index and the id of the positive value in the store's label vocabulary.
-    Label { field: usize, value: u32 },
+    Label {
+        field: usize,
+        value: u32,
+    },
     Digit,
     Quoted,
     /// (first word, second word), lower case.
@@ -128,10 +131,12 @@ pub fn resolve_features(specs: &[FeatureSpec], store: &Store) -> Result<Vec<Feat
         }
         match spec.kind.as_str() {
             "label" => {
-                let field_name = spec
-                    .field
-                    .as_deref()
-                    .ok_or_else(|| Error::config(&at("field"), "a label feature names the store's label field, for example field = \"lang\""))?;
+                let field_name = spec.field.as_deref().ok_or_else(|| {
+                    Error::config(
+                        &at("field"),
+                        "a label feature names the store's label field, for example field = \"lang\"",
+                    )
+                })?;
                 let field = vocab.fields.iter().position(|f| f == field_name).ok_or_else(|| {
                     Error::dataset(format!(
                         "{}: the store {} carries no label '{field_name}' (it has: {}); capture with labels = [\"{field_name}\"] in the corpus section",
@@ -153,7 +158,10 @@ pub fn resolve_features(specs: &[FeatureSpec], store: &Store) -> Result<Vec<Feat
                     None => (0..values.len() as u32).collect(),
                 };
                 if chosen.len() > 1 && spec.name.is_some() {
-                    return Err(Error::config(&at("name"), "a name fits one feature: give a value too, or leave the name out"));
+                    return Err(Error::config(
+                        &at("name"),
+                        "a name fits one feature: give a value too, or leave the name out",
+                    ));
                 }
                 for value in chosen {
                     features.push(Feature {
@@ -238,7 +246,12 @@ pub struct Examples {
 }
 
 /// Reads `hook` from the store's shards, in order, until `max_tokens` tokens.
-pub fn load_examples(store: &Store, hook: HookPoint, max_tokens: Option<usize>, progress: &mut dyn Progress) -> Result<Examples> {
+pub fn load_examples(
+    store: &Store,
+    hook: HookPoint,
+    max_tokens: Option<usize>,
+    progress: &mut dyn Progress,
+) -> Result<Examples> {
     let width = store
         .manifest
         .hook(hook)
@@ -251,7 +264,9 @@ pub fn load_examples(store: &Store, hook: HookPoint, max_tokens: Option<usize>, 
             ))
         })?
         .width;
-    let limit = max_tokens.unwrap_or(usize::MAX).min(store.manifest.tokens as usize);
+    let limit = max_tokens
+        .unwrap_or(usize::MAX)
+        .min(store.manifest.tokens as usize);
     progress.start(&format!("reading {hook}"), limit as u64, 0);
     let mut tokens = Tokens {
         labels: vec![Vec::new(); store.manifest.labels.fields.len()],
@@ -289,7 +304,12 @@ pub fn load_examples(store: &Store, hook: HookPoint, max_tokens: Option<usize>, 
 pub fn token_labels(feature: &Feature, tokens: &Tokens, tokenizer: &Tokenizer) -> Vec<Option<bool>> {
     let n = tokens.token_ids.len();
     let mut texts: HashMap<u32, String> = HashMap::new();
-    let mut text = |id: u32| -> String { texts.entry(id).or_insert_with(|| tokenizer.token_text(id)).clone() };
+    let mut text = |id: u32| -> String {
+        texts
+            .entry(id)
+            .or_insert_with(|| tokenizer.token_text(id))
+            .clone()
+    };
     match &feature.kind {
         FeatureKind::Label { field, value } => tokens.labels[*field]
             .iter()
@@ -404,7 +424,10 @@ pub fn document_means(examples: &Examples) -> DocumentMeans {
             doc_ids.len() - 1
         });
         counts[d] += 1.0;
-        for (s, &v) in sums[d * width..(d + 1) * width].iter_mut().zip(examples.x.row(row)) {
+        for (s, &v) in sums[d * width..(d + 1) * width]
+            .iter_mut()
+            .zip(examples.x.row(row))
+        {
             *s += v as f64;
         }
     }

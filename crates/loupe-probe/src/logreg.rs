@@ -34,7 +34,12 @@ impl Design {
     /// The first `k` columns.
     pub fn prefix(&self, k: usize) -> Design {
         assert!(k <= self.cols);
-        let data = self.data.chunks(self.cols.max(1)).flat_map(|row| &row[..k]).copied().collect();
+        let data = self
+            .data
+            .chunks(self.cols.max(1))
+            .flat_map(|row| &row[..k])
+            .copied()
+            .collect();
         Design::new(self.rows, k, data)
     }
 
@@ -76,7 +81,13 @@ const GEMM_FROM_COLS: usize = 17;
 
 /// Fits the regression to `labels` with per-example `weights` (see [`balanced_weights`]),
 /// starting from `start` (weights, bias) or from zero.
-pub fn fit(x: &Design, labels: &[bool], weights: &[f64], c: f64, start: Option<(&[f64], f64)>) -> Result<Fit> {
+pub fn fit(
+    x: &Design,
+    labels: &[bool],
+    weights: &[f64],
+    c: f64,
+    start: Option<(&[f64], f64)>,
+) -> Result<Fit> {
     assert_eq!(labels.len(), x.rows);
     assert_eq!(weights.len(), x.rows);
     let k = x.cols;
@@ -127,10 +138,10 @@ pub fn fit(x: &Design, labels: &[bool], weights: &[f64], c: f64, start: Option<(
                 }
             }
             None => {
-                for i in 0..x.rows {
+                for (i, &d) in curvature.iter().enumerate() {
                     let row = x.row(i);
                     for a in 0..k {
-                        let da = curvature[i] * row[a];
+                        let da = d * row[a];
                         for bb in a..k {
                             hessian[a * n + bb] += da * row[bb];
                         }

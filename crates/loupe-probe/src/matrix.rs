@@ -58,7 +58,12 @@ impl Matrix {
 
     /// The columns `neurons` of `rows`, standardised when `standardization` is given, as a
     /// regression design.
-    pub fn design(&self, rows: &[usize], neurons: &[usize], standardization: Option<&Standardization>) -> Design {
+    pub fn design(
+        &self,
+        rows: &[usize],
+        neurons: &[usize],
+        standardization: Option<&Standardization>,
+    ) -> Design {
         let mut data = Vec::with_capacity(rows.len() * neurons.len());
         for &r in rows {
             let row = self.row(r);

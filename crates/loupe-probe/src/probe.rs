@@ -91,8 +91,18 @@ impl Probe {
         let path = stem.with_extension("safetensors");
         let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
         let mut tensors: Vec<(&str, Vec<u8>, Dtype, usize)> = vec![
-            ("neurons", self.neurons.iter().flat_map(|x| x.to_le_bytes()).collect(), Dtype::U32, self.neurons.len()),
-            ("weights", f32_bytes(&self.weights), Dtype::F32, self.weights.len()),
+            (
+                "neurons",
+                self.neurons.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                Dtype::U32,
+                self.neurons.len(),
+            ),
+            (
+                "weights",
+                f32_bytes(&self.weights),
+                Dtype::F32,
+                self.weights.len(),
+            ),
             ("bias", f32_bytes(&[self.bias]), Dtype::F32, 1),
         ];
         if let (Some(mean), Some(std)) = (&self.mean, &self.std) {
@@ -102,7 +112,10 @@ impl Probe {
         let views = tensors
             .iter()
             .map(|(name, bytes, dtype, len)| {
-                Ok((name.to_string(), TensorView::new(*dtype, vec![*len], bytes).map_err(|e| Error::file(&path, e))?))
+                Ok((
+                    name.to_string(),
+                    TensorView::new(*dtype, vec![*len], bytes).map_err(|e| Error::file(&path, e))?,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         let info = serde_json::to_string(&self.info).expect("probe info serializes");
@@ -117,7 +130,8 @@ impl Probe {
     /// Reads a probe from its `.safetensors` file (or the stem, or the `.json` beside it).
     pub fn load(path: &Path) -> Result<Probe> {
         let path = path.with_extension("safetensors");
-        let bytes = std::fs::read(&path).map_err(|e| Error::file(&path, format!("cannot read: {e}; is this a probe file?")))?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| Error::file(&path, format!("cannot read: {e}; is this a probe file?")))?;
         let bad = |what: String| Error::file(&path, format!("not a loupe probe: {what}"));
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
         let info_json = header
@@ -133,15 +147,24 @@ impl Probe {
             }
             let t = file.tensor(name).map_err(|e| bad(format!("{name}: {e}")))?;
             if t.shape() != [info.k] && name != "bias" {
-                return Err(bad(format!("{name} has shape {:?}, expected [{}]", t.shape(), info.k)));
+                return Err(bad(format!(
+                    "{name} has shape {:?}, expected [{}]",
+                    t.shape(),
+                    info.k
+                )));
             }
-            Ok(Some(t.data().chunks_exact(4).map(|b| b.try_into().unwrap()).collect()))
+            Ok(Some(
+                t.data().chunks_exact(4).map(|b| b.try_into().unwrap()).collect(),
+            ))
         };
         let required = |name: &str| words(name)?.ok_or_else(|| bad(format!("no '{name}' tensor")));
         let f32s = |w: Vec<[u8; 4]>| w.into_iter().map(f32::from_le_bytes).collect::<Vec<_>>();
         let neurons: Vec<u32> = required("neurons")?.into_iter().map(u32::from_le_bytes).collect();
         if let Some(&n) = neurons.iter().find(|&&n| n as usize >= info.width) {
-            return Err(bad(format!("neuron {n} is outside the hook's width {}", info.width)));
+            return Err(bad(format!(
+                "neuron {n} is outside the hook's width {}",
+                info.width
+            )));
         }
         Ok(Probe {
             neurons,

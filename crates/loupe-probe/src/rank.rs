@@ -30,7 +30,12 @@ pub enum Ranking {
 }
 
 impl Ranking {
-    pub const ALL: [Ranking; 4] = [Ranking::MeanDiff, Ranking::FStat, Ranking::MutualInfo, Ranking::L1];
+    pub const ALL: [Ranking; 4] = [
+        Ranking::MeanDiff,
+        Ranking::FStat,
+        Ranking::MutualInfo,
+        Ranking::L1,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -94,7 +99,12 @@ pub fn rank(
     ranked
 }
 
-pub fn mean_diff(x: &Matrix, rows: &[usize], labels: &[bool], standardization: Option<&Standardization>) -> Vec<f64> {
+pub fn mean_diff(
+    x: &Matrix,
+    rows: &[usize],
+    labels: &[bool],
+    standardization: Option<&Standardization>,
+) -> Vec<f64> {
     let m = x.class_moments(rows, labels);
     (0..x.cols)
         .map(|j| {
@@ -258,11 +268,11 @@ pub fn l1_path(
             }
             set.extend(violators);
         }
-        for j in 0..x.cols {
-            if path.w[j] != 0.0 && scores[j].is_none() {
+        for (j, score) in scores.iter_mut().enumerate() {
+            if path.w[j] != 0.0 && score.is_none() {
                 // Entry penalty, plus a tie-break below the gap to the next penalty.
                 let gap = lambda * (1.0 - L1_PATH_END.powf(1.0 / L1_PATH_STEPS as f64));
-                scores[j] = Some(lambda + gap * path.w[j].abs() / (1.0 + path.w[j].abs()));
+                *score = Some(lambda + gap * path.w[j].abs() / (1.0 + path.w[j].abs()));
                 active.push(j);
                 entered += 1;
             }
@@ -318,7 +328,13 @@ impl L1Path<'_> {
             let d_total: f64 = d.iter().sum();
             let curvature: Vec<f64> = set
                 .iter()
-                .map(|&j| self.columns[j].iter().zip(&d).map(|(&x, d)| d * (x as f64).powi(2)).sum())
+                .map(|&j| {
+                    self.columns[j]
+                        .iter()
+                        .zip(&d)
+                        .map(|(&x, d)| d * (x as f64).powi(2))
+                        .sum()
+                })
                 .collect();
             let mut largest_change = 0.0f64;
             for cycle in 0..200 {
@@ -333,9 +349,13 @@ impl L1Path<'_> {
                         continue;
                     }
                     let col = &self.columns[j];
-                    let rho: f64 =
-                        col.iter().zip(&d).zip(&residual).map(|((&x, d), r)| d * x as f64 * r).sum::<f64>()
-                            + h * self.w[j];
+                    let rho: f64 = col
+                        .iter()
+                        .zip(&d)
+                        .zip(&residual)
+                        .map(|((&x, d), r)| d * x as f64 * r)
+                        .sum::<f64>()
+                        + h * self.w[j];
                     let new = soft_threshold(rho, lambda) / h;
                     let delta = new - self.w[j];
                     if delta != 0.0 {

@@ -99,7 +99,12 @@ pub fn markdown(rows: &[SummaryRow]) -> String {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} |",
-                r.feature, r.hook, b.train_positive, b.train_negative, b.held_out_positive, b.held_out_negative
+                r.feature,
+                r.hook,
+                b.train_positive,
+                b.train_negative,
+                b.held_out_positive,
+                b.held_out_negative
             );
         }
     }
@@ -127,7 +132,8 @@ pub fn markdown(rows: &[SummaryRow]) -> String {
         ks.sort_unstable();
         ks.dedup();
         // (hook, method) → k → F1, hooks in the order they were probed.
-        let mut table: Vec<((HookPoint, &str), BTreeMap<usize, f64>)> = Vec::new();
+        type Line<'a> = ((HookPoint, &'a str), BTreeMap<usize, f64>);
+        let mut table: Vec<Line> = Vec::new();
         for r in &of_feature {
             let key = (r.hook, r.method.as_str());
             let slot = match table.iter().position(|(k, _)| *k == key) {

@@ -118,10 +118,24 @@ pub fn sweep(x: &Matrix, data: &Dataset, options: &SweepOptions) -> Result<Vec<P
                 w.resize(k, 0.0);
                 (w, p.bias)
             });
-            let fit = logreg::fit(&design, &data.train_labels, &weights, options.c, start.as_ref().map(|(w, b)| (w.as_slice(), *b)))?;
+            let fit = logreg::fit(
+                &design,
+                &data.train_labels,
+                &weights,
+                options.c,
+                start.as_ref().map(|(w, b)| (w.as_slice(), *b)),
+            )?;
             let held_out_scores = held_out_all.prefix(k).margins(&fit.weights, fit.bias);
             let train_scores = design.margins(&fit.weights, fit.bias);
-            fits.push(to_probe_fit(ranking.name(), data, top[..k].to_vec(), fit.clone(), &train_scores, &held_out_scores, s));
+            fits.push(to_probe_fit(
+                ranking.name(),
+                data,
+                top[..k].to_vec(),
+                fit.clone(),
+                &train_scores,
+                &held_out_scores,
+                s,
+            ));
             previous = Some(fit);
         }
     }
@@ -158,10 +172,26 @@ fn to_probe_fit(
     }
 }
 
-fn exact_search(x: &Matrix, data: &Dataset, options: &SweepOptions, s: Option<&Standardization>) -> Result<Vec<ProbeFit>> {
+fn exact_search(
+    x: &Matrix,
+    data: &Dataset,
+    options: &SweepOptions,
+    s: Option<&Standardization>,
+) -> Result<Vec<ProbeFit>> {
     let e = &options.exact;
-    let by_mean_diff = rank::rank(Ranking::MeanDiff, x, &data.train, &data.train_labels, s, &options.rank);
-    let top: Vec<usize> = by_mean_diff.iter().take(e.top.min(x.cols)).map(|&(j, _)| j).collect();
+    let by_mean_diff = rank::rank(
+        Ranking::MeanDiff,
+        x,
+        &data.train,
+        &data.train_labels,
+        s,
+        &options.rank,
+    );
+    let top: Vec<usize> = by_mean_diff
+        .iter()
+        .take(e.top.min(x.cols))
+        .map(|&(j, _)| j)
+        .collect();
     // The sample every candidate is fitted on.
     let mut rng = StdRng::seed_from_u64(options.rank.seed);
     let picked: Vec<usize> = sample(&mut rng, data.train.len(), e.rows.min(data.train.len())).into_vec();
@@ -200,7 +230,15 @@ fn exact_search(x: &Matrix, data: &Dataset, options: &SweepOptions, s: Option<&S
         let (_, neurons, fit) = best.expect("at least one candidate");
         let scores = |rows: &[usize]| x.design(rows, &neurons, s).margins(&fit.weights, fit.bias);
         let (train_scores, held_out_scores) = (scores(&data.train), scores(&data.held_out));
-        fits.push(to_probe_fit("exact", data, neurons.clone(), fit, &train_scores, &held_out_scores, s));
+        fits.push(to_probe_fit(
+            "exact",
+            data,
+            neurons.clone(),
+            fit,
+            &train_scores,
+            &held_out_scores,
+            s,
+        ));
     }
     Ok(fits)
 }
@@ -229,6 +267,16 @@ mod tests {
     #[test]
     fn combinations_count() {
         assert_eq!(super::combinations(50, 3).len(), 19_600);
-        assert_eq!(super::combinations(4, 2), vec![vec![0, 1], vec![0, 2], vec![0, 3], vec![1, 2], vec![1, 3], vec![2, 3]]);
+        assert_eq!(
+            super::combinations(4, 2),
+            vec![
+                vec![0, 1],
+                vec![0, 2],
+                vec![0, 3],
+                vec![1, 2],
+                vec![1, 3],
+                vec![2, 3]
+            ]
+        );
     }
 }

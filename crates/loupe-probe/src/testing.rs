@@ -120,7 +120,10 @@ pub fn write_store(dir: &Path, hook: HookPoint, rows: &LabelledRows, model_name:
         let m = end - start;
         let u32s = |v: &[u32]| Tensor::from_slice(&v[start..end], m, &Device::Cpu);
         let mut tensors = HashMap::new();
-        tensors.insert(hook.to_string(), Tensor::from_slice(&rows.x[start * d..end * d], (m, d), &Device::Cpu)?);
+        tensors.insert(
+            hook.to_string(),
+            Tensor::from_slice(&rows.x[start * d..end * d], (m, d), &Device::Cpu)?,
+        );
         tensors.insert("token_ids".to_string(), u32s(&rows.token_ids)?);
         tensors.insert("doc_ids".to_string(), u32s(&rows.doc_ids)?);
         tensors.insert("context_ids".to_string(), u32s(&rows.doc_ids)?);

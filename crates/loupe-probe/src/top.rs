@@ -36,12 +36,21 @@ pub fn top_contexts(
     let width = store
         .manifest
         .hook(hook)
-        .ok_or_else(|| Error::dataset(format!("the store {} holds no activations for {hook}", store.dir.display())))?
+        .ok_or_else(|| {
+            Error::dataset(format!(
+                "the store {} holds no activations for {hook}",
+                store.dir.display()
+            ))
+        })?
         .width;
     if neuron >= width {
-        return Err(Error::dataset(format!("neuron {neuron} is outside {hook}, which has {width}")));
+        return Err(Error::dataset(format!(
+            "neuron {neuron} is outside {hook}, which has {width}"
+        )));
     }
-    let limit = max_tokens.unwrap_or(usize::MAX).min(store.manifest.tokens as usize);
+    let limit = max_tokens
+        .unwrap_or(usize::MAX)
+        .min(store.manifest.tokens as usize);
     progress.start(&format!("reading {hook}"), limit as u64, 0);
     let vocab = &store.manifest.labels;
     let mut best: Vec<TopContext> = Vec::new();
@@ -51,7 +60,11 @@ pub fn top_contexts(
             break;
         }
         let s = store.read_shard(shard, hook)?;
-        let values = s.activations.narrow(1, neuron, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        let values = s
+            .activations
+            .narrow(1, neuron, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let rows = values.len().min(limit - seen);
         for r in 0..rows {
             let v = values[r];

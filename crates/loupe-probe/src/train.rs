@@ -10,7 +10,10 @@ use loupe_model::{HookPoint, Tokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ProbeConfig;
-use crate::dataset::{build_dataset, document_means, load_examples, resolve_features, token_labels, ClassBalance, Feature, Level};
+use crate::dataset::{
+    build_dataset, document_means, load_examples, resolve_features, token_labels, ClassBalance, Feature,
+    Level,
+};
 use crate::probe::{Probe, ProbeInfo};
 use crate::summary::{write_summary, SummaryRow};
 use crate::sweep::{sweep, ProbeFit};
@@ -65,7 +68,11 @@ struct SweepRecord {
     rows: Vec<SummaryRow>,
 }
 
-pub fn train(config: &ProbeConfig, tokenizer: &Tokenizer, observer: &mut dyn ProbeObserver) -> Result<TrainOutcome> {
+pub fn train(
+    config: &ProbeConfig,
+    tokenizer: &Tokenizer,
+    observer: &mut dyn ProbeObserver,
+) -> Result<TrainOutcome> {
     let jobs = plan(config)?;
     std::fs::create_dir_all(&config.output)
         .map_err(|e| Error::file(&config.output, format!("cannot create the output directory: {e}")))?;
@@ -94,7 +101,10 @@ pub fn train(config: &ProbeConfig, tokenizer: &Tokenizer, observer: &mut dyn Pro
         for feature in &job.features {
             match read_record(&sweep_dir(&config.output, &feature.name, job.hook), &key(feature)) {
                 Some(done) => {
-                    observer.note(&format!("{} at {}: done by an earlier run, kept", feature.name, job.hook));
+                    observer.note(&format!(
+                        "{} at {}: done by an earlier run, kept",
+                        feature.name, job.hook
+                    ));
                     rows.extend(done);
                 }
                 None => todo.push(feature),
@@ -129,7 +139,11 @@ pub fn train(config: &ProbeConfig, tokenizer: &Tokenizer, observer: &mut dyn Pro
                 job.hook,
                 data.train.len(),
                 data.held_out.len(),
-                if feature.level == Level::Token { "tokens" } else { "documents" }
+                if feature.level == Level::Token {
+                    "tokens"
+                } else {
+                    "documents"
+                }
             ));
             let fits = sweep(x, &data, &config.sweep_options(job.ks.clone()))?;
             let balance = data.balance();
@@ -190,7 +204,12 @@ fn plan(config: &ProbeConfig) -> Result<Vec<Job>> {
                 "hooks",
                 format!(
                     "no store holds {missing} (the stores: {}); capture it, or leave it out",
-                    config.stores.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                    config
+                        .stores
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -198,7 +217,14 @@ fn plan(config: &ProbeConfig) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
-fn to_probe(fit: &ProbeFit, feature: &Feature, job: &Job, width: usize, config: &ProbeConfig, balance: ClassBalance) -> Probe {
+fn to_probe(
+    fit: &ProbeFit,
+    feature: &Feature,
+    job: &Job,
+    width: usize,
+    config: &ProbeConfig,
+    balance: ClassBalance,
+) -> Probe {
     let m = &job.store.manifest;
     Probe {
         info: ProbeInfo {
@@ -219,8 +245,14 @@ fn to_probe(fit: &ProbeFit, feature: &Feature, job: &Job, width: usize, config: 
         neurons: fit.neurons.iter().map(|&n| n as u32).collect(),
         weights: fit.weights.iter().map(|&w| w as f32).collect(),
         bias: fit.bias as f32,
-        mean: fit.standardization.as_ref().map(|s| s.mean.iter().map(|&v| v as f32).collect()),
-        std: fit.standardization.as_ref().map(|s| s.std.iter().map(|&v| v as f32).collect()),
+        mean: fit
+            .standardization
+            .as_ref()
+            .map(|s| s.mean.iter().map(|&v| v as f32).collect()),
+        std: fit
+            .standardization
+            .as_ref()
+            .map(|s| s.std.iter().map(|&v| v as f32).collect()),
     }
 }
 
@@ -230,7 +262,13 @@ const SWEEP_RECORD: &str = "sweep.json";
 pub fn sweep_dir(output: &Path, feature: &str, hook: HookPoint) -> PathBuf {
     let safe: String = feature
         .chars()
-        .map(|c| if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     output.join(safe).join(hook.to_string())
 }

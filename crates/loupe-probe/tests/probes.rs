@@ -7,7 +7,9 @@ use std::path::Path;
 use loupe_data::reader::Store;
 use loupe_data::NoProgress;
 use loupe_model::{HookPoint, Tokenizer};
-use loupe_probe::dataset::{build_dataset, load_examples, resolve_features, token_labels, FeatureSpec, Level};
+use loupe_probe::dataset::{
+    build_dataset, load_examples, resolve_features, token_labels, FeatureSpec, Level,
+};
 use loupe_probe::rank::{rank, RankOptions, Ranking};
 use loupe_probe::sweep::{sweep, ExactOptions, SweepOptions};
 use loupe_probe::testing::{planted, write_store};
@@ -53,10 +55,27 @@ fn every_ranking_and_the_exact_search_find_the_planted_neuron() {
     assert!(b.held_out_positive > 0 && b.train_negative > 0);
 
     for standardize in [false, true] {
-        let s = standardize.then(|| examples.x.class_moments(&data.train, &data.train_labels).standardization());
+        let s = standardize.then(|| {
+            examples
+                .x
+                .class_moments(&data.train, &data.train_labels)
+                .standardization()
+        });
         for method in Ranking::ALL {
-            let ranked = rank(method, &examples.x, &data.train, &data.train_labels, s.as_ref(), &RankOptions::default());
-            assert_eq!(ranked[0].0, PLANTED, "{method:?} (standardize {standardize}) ranked {:?}", &ranked[..3]);
+            let ranked = rank(
+                method,
+                &examples.x,
+                &data.train,
+                &data.train_labels,
+                s.as_ref(),
+                &RankOptions::default(),
+            );
+            assert_eq!(
+                ranked[0].0,
+                PLANTED,
+                "{method:?} (standardize {standardize}) ranked {:?}",
+                &ranked[..3]
+            );
         }
     }
 
@@ -78,12 +97,25 @@ fn every_ranking_and_the_exact_search_find_the_planted_neuron() {
     for fit in fits.iter().filter(|f| f.k == 1) {
         assert_eq!(fit.neurons, vec![PLANTED], "{}", fit.method);
         // A 2.5σ shift: about 90% of each class falls on its side of the midpoint.
-        assert!(fit.held_out.f1 > 0.8 && fit.held_out.roc_auc > 0.95, "{}: {:?}", fit.method, fit.held_out);
+        assert!(
+            fit.held_out.f1 > 0.8 && fit.held_out.roc_auc > 0.95,
+            "{}: {:?}",
+            fit.method,
+            fit.held_out
+        );
     }
     // The exact search never does worse on the training loss than the greedy top-k.
     let exact3 = fits.iter().find(|f| f.method == "exact" && f.k == 3).unwrap();
     assert!(exact3.neurons.contains(&PLANTED));
-    assert!(exact3.losses.last() <= fits.iter().find(|f| f.method == "mean_diff" && f.k == 1).unwrap().losses.last());
+    assert!(
+        exact3.losses.last()
+            <= fits
+                .iter()
+                .find(|f| f.method == "mean_diff" && f.k == 1)
+                .unwrap()
+                .losses
+                .last()
+    );
 }
 
 #[test]
@@ -110,10 +142,19 @@ fn token_features_digits_and_quotations() {
     };
     let features = resolve_features(&[spec("digit"), spec("quoted")], &store).unwrap();
     let marks = |labels: Vec<Option<bool>>| -> String {
-        labels.iter().map(|l| if l.unwrap() { '^' } else { ' ' }).collect()
+        labels
+            .iter()
+            .map(|l| if l.unwrap() { '^' } else { ' ' })
+            .collect()
     };
-    assert_eq!(marks(token_labels(&features[0], &tokens, &tok)), "            ^^          ");
-    assert_eq!(marks(token_labels(&features[1], &tokens, &tok)), "         ^^^^^^^^^      ");
+    assert_eq!(
+        marks(token_labels(&features[0], &tokens, &tok)),
+        "            ^^          "
+    );
+    assert_eq!(
+        marks(token_labels(&features[1], &tokens, &tok)),
+        "         ^^^^^^^^^      "
+    );
 }
 
 #[derive(Default)]
@@ -127,7 +168,13 @@ impl loupe_data::Progress for Counting {
     }
 }
 impl ProbeObserver for Counting {
-    fn swept(&mut self, _: HookPoint, _: &str, _: &loupe_probe::dataset::ClassBalance, _: &[loupe_probe::sweep::ProbeFit]) {
+    fn swept(
+        &mut self,
+        _: HookPoint,
+        _: &str,
+        _: &loupe_probe::dataset::ClassBalance,
+        _: &[loupe_probe::sweep::ProbeFit],
+    ) {
         self.swept += 1;
     }
 }
@@ -160,15 +207,34 @@ fn train_writes_probes_and_summaries_and_resumes() {
     // A saved probe scores held-out examples as the sweep did: its metrics come back.
     let probe = Probe::load(&sweep_dir(&output, "lang=a", hook()).join("mean_diff-k1.safetensors")).unwrap();
     assert_eq!(probe.neurons, vec![PLANTED as u32]);
-    assert_eq!((probe.info.width, probe.info.model_name.as_str()), (WIDTH, "tiny"));
+    assert_eq!(
+        (probe.info.width, probe.info.model_name.as_str()),
+        (WIDTH, "tiny")
+    );
     let store = Store::open(&store_dir).unwrap();
     let examples = load_examples(&store, hook(), None, &mut NoProgress).unwrap();
     let features = resolve_features(&cfg.features, &store).unwrap();
     let labels = token_labels(&features[0], &examples.tokens, &tok);
-    let data = build_dataset(&features[0], &labels, &examples.tokens, None, cfg.held_out, cfg.seed, &store_dir).unwrap();
-    let scores: Vec<f64> = data.held_out.iter().map(|&r| probe.score(examples.x.row(r))).collect();
+    let data = build_dataset(
+        &features[0],
+        &labels,
+        &examples.tokens,
+        None,
+        cfg.held_out,
+        cfg.seed,
+        &store_dir,
+    )
+    .unwrap();
+    let scores: Vec<f64> = data
+        .held_out
+        .iter()
+        .map(|&r| probe.score(examples.x.row(r)))
+        .collect();
     let again = Metrics::compute(&data.held_out_labels, &scores);
-    assert!((again.f1 - probe.info.held_out.f1).abs() < 1e-9 && (again.roc_auc - probe.info.held_out.roc_auc).abs() < 1e-6);
+    assert!(
+        (again.f1 - probe.info.held_out.f1).abs() < 1e-9
+            && (again.roc_auc - probe.info.held_out.roc_auc).abs() < 1e-6
+    );
 
     // A second run finds both sweeps done and redoes nothing.
     let mut second = Counting::default();
@@ -189,7 +255,12 @@ fn bad_input_gets_a_clear_error() {
     let store_dir = tmp.path().join("store");
     write_store(&store_dir, hook(), &planted(WIDTH, 12, 10, PLANTED, 3), "tiny").unwrap();
     let output = tmp.path().join("out");
-    let error = |cfg: ProbeConfig| train(&cfg, &tok, &mut loupe_probe::NoObserver).err().expect("an error").to_string();
+    let error = |cfg: ProbeConfig| {
+        train(&cfg, &tok, &mut loupe_probe::NoObserver)
+            .err()
+            .expect("an error")
+            .to_string()
+    };
 
     // k larger than the width.
     let mut cfg = config(&store_dir, &output, "");
@@ -201,7 +272,10 @@ fn bad_input_gets_a_clear_error() {
     let mut cfg = config(&store_dir, &output, "");
     cfg.features[0].field = Some("topic".into());
     let e = error(cfg);
-    assert!(e.contains("carries no label 'topic'") && e.contains("lang") && e.contains("store"), "{e}");
+    assert!(
+        e.contains("carries no label 'topic'") && e.contains("lang") && e.contains("store"),
+        "{e}"
+    );
 
     // A value no token has.
     let mut cfg = config(&store_dir, &output, "");
@@ -215,15 +289,24 @@ fn bad_input_gets_a_clear_error() {
     let one_class = tmp.path().join("one-class");
     write_store(&one_class, hook(), &rows, "tiny").unwrap();
     let e = error(config(&one_class, &output, ""));
-    assert!(e.contains("lang=a") && e.contains("0 negative") && e.contains("both classes"), "{e}");
+    assert!(
+        e.contains("lang=a") && e.contains("0 negative") && e.contains("both classes"),
+        "{e}"
+    );
 
     // A document-level digit feature, and an unknown field.
-    let text = format!("stores = [{store_dir:?}]\noutput = \"x\"\n[[feature]]\nkind = \"digit\"\nlevel = \"document\"\n");
+    let text = format!(
+        "stores = [{store_dir:?}]\noutput = \"x\"\n[[feature]]\nkind = \"digit\"\nlevel = \"document\"\n"
+    );
     let cfg = ProbeConfig::from_toml(&text, "t.toml", &[]).unwrap();
     let e = error(cfg);
     assert!(e.contains("feature[0].level"), "{e}");
-    let e = ProbeConfig::from_toml("stores = []\noutput = \"x\"\nkk = 3\n[[feature]]\nkind = \"digit\"\n", "t.toml", &[])
-        .unwrap_err()
-        .to_string();
+    let e = ProbeConfig::from_toml(
+        "stores = []\noutput = \"x\"\nkk = 3\n[[feature]]\nkind = \"digit\"\n",
+        "t.toml",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("t.toml") && e.contains("kk"), "{e}");
 }

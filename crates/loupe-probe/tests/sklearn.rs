@@ -9,16 +9,28 @@ use loupe_probe::rank::f_stat;
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sklearn-probe.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sklearn-probe.json"
+    ))
+    .unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 fn labels(v: &Value) -> Vec<bool> {
-    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap() == 1).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap() == 1)
+        .collect()
 }
 
 fn rows(v: &Value) -> (usize, usize, Vec<f64>) {
@@ -46,7 +58,10 @@ fn metrics_equal_sklearn() {
             ("roc_auc", m.roc_auc),
         ] {
             let theirs = case[what].as_f64().unwrap();
-            assert!((ours - theirs).abs() < 1e-6, "{name} {what}: loupe {ours}, sklearn {theirs}");
+            assert!(
+                (ours - theirs).abs() < 1e-6,
+                "{name} {what}: loupe {ours}, sklearn {theirs}"
+            );
         }
     }
 }
@@ -61,7 +76,11 @@ fn anova_f_equals_sklearn_f_classif() {
         let ours = f_stat(&x, &all, &y);
         for (j, (&o, t)) in ours.iter().zip(floats(&case["f"])).enumerate() {
             // The fixture's x are f64 with 6 decimals; loupe holds activations as f32.
-            assert!((o - t).abs() <= 1e-4 * t.abs().max(1.0), "{} column {j}: loupe {o}, sklearn {t}", case["name"]);
+            assert!(
+                (o - t).abs() <= 1e-4 * t.abs().max(1.0),
+                "{} column {j}: loupe {o}, sklearn {t}",
+                case["name"]
+            );
         }
     }
 }
@@ -75,7 +94,10 @@ fn logistic_regression_reaches_sklearns_optimum() {
         let c = case["c"].as_f64().unwrap();
         let weights = balanced_weights(&y);
         for (ours, theirs) in weights.iter().zip(floats(&case["sample_weight"])) {
-            assert!((ours - theirs).abs() < 1e-12, "{name}: sample weight {ours} vs {theirs}");
+            assert!(
+                (ours - theirs).abs() < 1e-12,
+                "{name}: sample weight {ours} vs {theirs}"
+            );
         }
         let design = Design::new(n, cols, data);
         let result = fit(&design, &y, &weights, c, None).unwrap();
@@ -88,11 +110,22 @@ fn logistic_regression_reaches_sklearns_optimum() {
         );
         // The optimum is unique (L2), so the solutions agree as well.
         for (j, (&w, t)) in result.weights.iter().zip(floats(&case["coef"])).enumerate() {
-            assert!((w - t).abs() < 1e-5 * t.abs().max(1.0), "{name}: coef {j} loupe {w} vs sklearn {t}");
+            assert!(
+                (w - t).abs() < 1e-5 * t.abs().max(1.0),
+                "{name}: coef {j} loupe {w} vs sklearn {t}"
+            );
         }
         let b = case["intercept"].as_f64().unwrap();
-        assert!((result.bias - b).abs() < 1e-5 * b.abs().max(1.0), "{name}: intercept {} vs {b}", result.bias);
+        assert!(
+            (result.bias - b).abs() < 1e-5 * b.abs().max(1.0),
+            "{name}: intercept {} vs {b}",
+            result.bias
+        );
         // The training curve falls monotonically (a line search guards every step).
-        assert!(result.losses.windows(2).all(|w| w[1] <= w[0]), "{name}: {:?}", result.losses);
+        assert!(
+            result.losses.windows(2).all(|w| w[1] <= w[0]),
+            "{name}: {:?}",
+            result.losses
+        );
     }
 }

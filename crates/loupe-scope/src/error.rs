@@ -1,0 +1,37 @@
+/// Everything that can go wrong in loupe-scope; each message names what is wrong and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Model(#[from] loupe_model::Error),
+
+    #[error(transparent)]
+    Sae(#[from] loupe_sae::Error),
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// A setting that cannot work, named.
+    #[error("{field}: {message}")]
+    Config { field: String, message: String },
+
+    /// A feature, SAE or probe that does not fit the site it is used at.
+    #[error("{message}")]
+    Mismatch { message: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn config(field: &str, message: impl std::fmt::Display) -> Self {
+        Error::Config {
+            field: field.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn mismatch(message: impl std::fmt::Display) -> Self {
+        Error::Mismatch {
+            message: message.to_string(),
+        }
+    }
+}
