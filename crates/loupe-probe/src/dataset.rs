@@ -349,15 +349,28 @@ pub fn token_labels(feature: &Feature, tokens: &Tokens, tokenizer: &Tokenizer) -
             out
         }
         FeatureKind::Compound(pairs) => {
+            let same_doc = |a: usize, b: usize| tokens.doc_ids[a] == tokens.doc_ids[b];
             let mut out = Vec::with_capacity(n);
             for row in 0..n {
-                let same_doc = row > 0 && tokens.doc_ids[row] == tokens.doc_ids[row - 1];
                 let second = text(tokens.token_ids[row]);
-                let hit = same_doc && second.starts_with(' ') && {
-                    let first = text(tokens.token_ids[row - 1]).trim().to_lowercase();
-                    pairs.contains(&(first, second.trim().to_lowercase()))
-                };
-                out.push(Some(hit));
+                if row == 0 || !same_doc(row - 1, row) || !second.starts_with(' ') {
+                    out.push(Some(false));
+                    continue;
+                }
+                let first = text(tokens.token_ids[row - 1]);
+                // The first word starts a word (a leading space, the document's start, or
+                // whitespace before it) and the second ends one (no letter or digit follows).
+                let first_starts_word = first.starts_with(' ')
+                    || row < 2
+                    || !same_doc(row - 2, row)
+                    || text(tokens.token_ids[row - 2]).ends_with(char::is_whitespace);
+                let second_ends_word = row + 1 == n
+                    || !same_doc(row, row + 1)
+                    || !text(tokens.token_ids[row + 1]).starts_with(char::is_alphanumeric);
+                let pair = (first.trim().to_lowercase(), second.trim().to_lowercase());
+                out.push(Some(
+                    first_starts_word && second_ends_word && pairs.contains(&pair),
+                ));
             }
             out
         }

@@ -119,7 +119,7 @@ fn every_ranking_and_the_exact_search_find_the_planted_neuron() {
 }
 
 #[test]
-fn token_features_digits_and_quotations() {
+fn token_features_digits_quotations_and_compounds() {
     let tmp = tempfile::tempdir().unwrap();
     let tok = tokenizer(&tmp.path().join("model"));
     // The tiny tokenizer is byte level with one merge (" t"): one token per character otherwise.
@@ -155,6 +155,28 @@ fn token_features_digits_and_quotations() {
         marks(token_labels(&features[1], &tokens, &tok)),
         "         ^^^^^^^^^      "
     );
+
+    // "a t" as a compound: only where both are whole words.
+    let compound = resolve_features(
+        &[FeatureSpec {
+            words: Some(vec!["a t".into()]),
+            ..spec("compound")
+        }],
+        &store,
+    )
+    .unwrap();
+    let ids = tok.encode("a t. xa t. a tt. a t").unwrap();
+    let tokens = loupe_probe::dataset::Tokens {
+        doc_ids: vec![0; ids.len()],
+        token_ids: ids,
+        ..Default::default()
+    };
+    let hits: Vec<usize> = token_labels(&compound[0], &tokens, &tok)
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| l.unwrap().then_some(i))
+        .collect();
+    assert_eq!(hits, vec![1, 15]);
 }
 
 #[derive(Default)]
