@@ -461,7 +461,7 @@ fn probe_train_and_show_on_a_tiny_model() {
     assert!(out.status.success(), "{}", stderr(&out));
     let shown = stdout(&out);
     assert!(
-        shown.contains("'lang=a'") && shown.contains("F1") && shown.contains("top contexts of neuron"),
+        shown.contains("'lang=a'") && shown.contains("F1") && shown.contains("contexts of neuron"),
         "{shown}"
     );
     assert_eq!(shown.lines().filter(|l| l.contains("[[")).count(), 3, "{shown}");

@@ -203,10 +203,13 @@ fn run_show(args: ShowArgs) -> anyhow::Result<()> {
     .load()?;
     let mut bar = Bar::stopping_on_ctrl_c()?;
     let neuron = probe.neurons[0] as usize;
+    // A negative weight means the feature is where the neuron is low: show those contexts.
+    let lowest = probe.weights[0] < 0.0;
     let top = top_contexts(
         &store,
         i.hook,
         neuron,
+        lowest,
         args.examples,
         (12, 4),
         args.tokens,
@@ -214,7 +217,15 @@ fn run_show(args: ShowArgs) -> anyhow::Result<()> {
         &mut bar,
     )?;
     bar.finish();
-    println!("\ntop contexts of neuron {neuron} in {}:", store_dir.display());
+    let which = if lowest {
+        "lowest (its weight is negative)"
+    } else {
+        "top"
+    };
+    println!(
+        "\n{which} contexts of neuron {neuron} in {}:",
+        store_dir.display()
+    );
     for t in top {
         let flat = |s: &str| s.replace('\n', "⏎");
         println!(

@@ -194,7 +194,11 @@ fn exact_search(
         .collect();
     // The sample every candidate is fitted on.
     let mut rng = StdRng::seed_from_u64(options.rank.seed);
-    let picked: Vec<usize> = sample(&mut rng, data.train.len(), e.rows.min(data.train.len())).into_vec();
+    let mut picked: Vec<usize> = sample(&mut rng, data.train.len(), e.rows.min(data.train.len())).into_vec();
+    if picked.iter().all(|&i| data.train_labels[i]) || !picked.iter().any(|&i| data.train_labels[i]) {
+        // A rare class missed by the sample: search on every training example instead.
+        picked = (0..data.train.len()).collect();
+    }
     let sample_rows: Vec<usize> = picked.iter().map(|&i| data.train[i]).collect();
     let sample_labels: Vec<bool> = picked.iter().map(|&i| data.train_labels[i]).collect();
     let sample_weights = balanced_weights(&sample_labels);

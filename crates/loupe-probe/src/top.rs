@@ -21,12 +21,14 @@ pub struct TopContext {
 }
 
 /// The `n` tokens among the first `max_tokens` of the store with the largest activation of
-/// `neuron` at `hook`, each with up to `before` and `after` tokens of its context around it.
+/// `neuron` at `hook` (the smallest, when `lowest`: for a probe that weighs the neuron negatively),
+/// each with up to `before` and `after` tokens of its context around it.
 #[allow(clippy::too_many_arguments)]
 pub fn top_contexts(
     store: &Store,
     hook: HookPoint,
     neuron: usize,
+    lowest: bool,
     n: usize,
     (before, after): (usize, usize),
     max_tokens: Option<usize>,
@@ -68,7 +70,8 @@ pub fn top_contexts(
         let rows = values.len().min(limit - seen);
         for r in 0..rows {
             let v = values[r];
-            if best.len() == n && best.last().is_some_and(|b| b.activation >= v) {
+            let key = |a: f32| if lowest { -a } else { a };
+            if best.len() == n && best.last().is_some_and(|b| key(b.activation) >= key(v)) {
                 continue;
             }
             // The token's context: the rows around it with the same context id.
@@ -96,7 +99,7 @@ pub fn top_contexts(
                 token: text(&s.token_ids[r..r + 1]),
                 after: text(&s.token_ids[r + 1..end]),
             });
-            best.sort_by(|a, b| b.activation.total_cmp(&a.activation));
+            best.sort_by(|a, b| key(b.activation).total_cmp(&key(a.activation)));
             best.truncate(n);
         }
         seen += rows;
