@@ -38,6 +38,8 @@ enum Command {
     Sae(commands::sae::Args),
     /// k-sparse probes: find the neurons that encode a feature (train), and look at one (show).
     Probe(commands::probe::Args),
+    /// Named features (probe directions, SAE latents, mean differences, vectors) of a feature book.
+    Features(commands::features::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Capture(args) => commands::capture::run(args),
         Command::Sae(args) => commands::sae::run(args),
         Command::Probe(args) => commands::probe::run(args),
+        Command::Features(args) => commands::features::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

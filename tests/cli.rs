@@ -34,7 +34,9 @@ fn help_explains_each_command() {
     let out = loupe(&["--help"]);
     assert!(out.status.success());
     let help = stdout(&out);
-    for command in ["generate", "inspect", "hooks", "capture", "sae", "probe"] {
+    for command in [
+        "generate", "inspect", "hooks", "capture", "sae", "probe", "features",
+    ] {
         assert!(help.contains(command), "{help}");
     }
     let out = loupe(&["inspect", "--help"]);
@@ -495,4 +497,45 @@ fn shipped_probe_config_parses() {
     let text = std::fs::read_to_string(&path).unwrap();
     let config = loupe_probe::ProbeConfig::from_toml(&text, "probe-lang.toml", &[]).unwrap();
     assert_eq!(config.features.len(), 4);
+}
+
+#[test]
+fn features_list_and_show_on_a_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    write_tiny_hf_dir(&model, 3).unwrap();
+    let book = dir.path().join("book.toml");
+    std::fs::write(
+        &book,
+        "[[feature]]\nname = \"tees\"\nkind = \"mean_diff\"\nhook = \"blocks.1.hook_resid_post\"\n\
+         positive = [\"tt t\", \"t t\"]\nnegative = [\"xq\", \"zq\"]\nconcepts = [\"t\"]\n",
+    )
+    .unwrap();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        a.extend([
+            "--book".into(),
+            book.display().to_string(),
+            "--model".into(),
+            model.display().to_string(),
+        ]);
+        a
+    };
+    let run = |a: Vec<String>| loupe(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = run(args(&["features", "list"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("tees at blocks.1.hook_resid_post (width 32"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(args(&["features", "show", "tees", "--top", "3"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(
+        shown.contains("concept words: t") && shown.contains("logit lens"),
+        "{shown}"
+    );
+    let out = run(args(&["features", "show", "nope"]));
+    assert_clear_error(&out, &["no feature 'nope'", "tees"]);
 }

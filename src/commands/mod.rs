@@ -1,6 +1,7 @@
 //! One module per `loupe` subcommand: its arguments and what it does.
 
 pub mod capture;
+pub mod features;
 pub mod generate;
 pub mod hooks;
 pub mod inspect;

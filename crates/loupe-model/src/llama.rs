@@ -355,6 +355,12 @@ impl Llama {
         self.rope_cos.device()
     }
 
+    /// Block `layer`'s MLP down projection, `[d_model, d_mlp]`: it maps the neurons
+    /// (`mlp.hook_post`) to the MLP's output (`hook_mlp_out`).
+    pub fn mlp_down_proj(&self, layer: usize) -> Option<&Tensor> {
+        self.blocks.get(layer).map(|b| b.mlp.down_proj.weight())
+    }
+
     /// The width of the activation at `hook`.
     pub fn width(&self, hook: HookPoint) -> usize {
         match hook {

@@ -1,0 +1,368 @@
+//! Named features: a feature book (TOML) maps a name to a direction at a hook point, from
+//!
+//! - `probe`: a k-sparse probe checkpoint, its weights lifted into the hook's space
+//!   (`Probe::direction`); a probe on MLP neurons (`mlp.hook_post`) can also be moved to its
+//!   layer's `hook_mlp_out` or `hook_resid_post` through the down projection (`site = ...`);
+//! - `sae`: an SAE latent (its decoder row), by index;
+//! - `mean_diff`: the difference of the mean activations (at each prompt's last token) of two
+//!   prompt sets;
+//! - `vector`: a safetensors file with a 1-D tensor `direction`.
+//!
+//! ```toml
+//! [[feature]]
+//! name = "spanish"
+//! kind = "probe"
+//! probe = "checkpoints/probe-lang/lang-es-doc/blocks.12.mlp.hook_post/exact-k1.safetensors"
+//! site = "blocks.12.hook_resid_post"
+//! concepts = ["Spanish", "Spain"]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor};
+use loupe_model::{HookPoint, Hooks, Logits, Model};
+use loupe_probe::Probe;
+use loupe_sae::Sae;
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// One `[[feature]]` entry as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureEntry {
+    pub name: String,
+    /// `probe`, `sae`, `mean_diff` or `vector`.
+    pub kind: String,
+    /// `probe`: the probe's `.safetensors` file.
+    #[serde(default)]
+    pub probe: Option<PathBuf>,
+    /// `probe`: the hook to move an MLP-neuron probe to (`hook_mlp_out` or `hook_resid_post` of
+    /// its layer); default the probe's own hook.
+    #[serde(default)]
+    pub site: Option<HookPoint>,
+    /// `sae`: the SAE (a SAELens directory or Gemma Scope `params.npz`).
+    #[serde(default)]
+    pub sae: Option<PathBuf>,
+    /// `sae`: the latent's index.
+    #[serde(default)]
+    pub latent: Option<usize>,
+    /// `mean_diff`, `vector`: the hook the direction lives at.
+    #[serde(default)]
+    pub hook: Option<HookPoint>,
+    /// `mean_diff`: the two prompt sets.
+    #[serde(default)]
+    pub positive: Vec<String>,
+    #[serde(default)]
+    pub negative: Vec<String>,
+    /// `vector`: a safetensors file with a 1-D tensor `direction`.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Words whose appearance in a generation counts as the concept being named.
+    #[serde(default)]
+    pub concepts: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BookFile {
+    #[serde(rename = "feature")]
+    features: Vec<FeatureEntry>,
+}
+
+/// Where a feature's direction came from.
+#[derive(Clone)]
+pub enum Source {
+    Probe { path: PathBuf, probe: Box<Probe> },
+    Sae { sae: Arc<Sae>, latent: usize },
+    MeanDiff { positives: usize, negatives: usize },
+    Vector { path: PathBuf },
+}
+
+/// A feature resolved against a model: a direction at a hook.
+#[derive(Clone)]
+pub struct Feature {
+    pub name: String,
+    pub hook: HookPoint,
+    /// Not normalised: a probe's weights, an SAE's decoder row, a mean difference.
+    pub direction: Vec<f32>,
+    pub source: Source,
+    pub concepts: Vec<String>,
+}
+
+impl Feature {
+    pub fn describe(&self) -> String {
+        let norm = self.direction.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let what = match &self.source {
+            Source::Probe { path, probe } => format!(
+                "probe {} (k={}, {} on {}, held-out F1 {:.3})",
+                path.display(),
+                probe.info.k,
+                probe.info.feature,
+                probe.info.hook,
+                probe.info.held_out.f1
+            ),
+            Source::Sae { latent, sae } => format!(
+                "SAE latent {latent} of {} ({} latents)",
+                sae.metadata.hook_name, sae.d_sae
+            ),
+            Source::MeanDiff { positives, negatives } => {
+                format!("mean difference of {positives} positive and {negatives} negative prompts")
+            }
+            Source::Vector { path } => format!("vector from {}", path.display()),
+        };
+        format!(
+            "{} at {} (width {}, norm {norm:.3}): {what}",
+            self.name,
+            self.hook,
+            self.direction.len()
+        )
+    }
+}
+
+/// Reads a feature book and resolves every feature against `model`: checks that probes and SAEs
+/// belong to this model and fit their hook, and runs the mean-difference prompts.
+pub fn load_book(path: &Path, model: &Model) -> Result<Vec<Feature>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::config(
+            &path.display().to_string(),
+            format!("cannot read the feature book: {e}"),
+        )
+    })?;
+    let book: BookFile = toml::from_str(&text).map_err(|e| Error::config(&path.display().to_string(), e))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let sha = model.source.fingerprint()?;
+    let mut features: Vec<Feature> = Vec::new();
+    for (i, entry) in book.features.iter().enumerate() {
+        if features.iter().any(|f| f.name == entry.name) {
+            return Err(Error::config(
+                &format!("feature[{i}].name"),
+                format!("'{}' is named twice", entry.name),
+            ));
+        }
+        features.push(resolve(entry, i, base, model, &sha)?);
+    }
+    Ok(features)
+}
+
+/// Paths in a book are relative to the working directory, or to the book when not found there.
+fn locate(path: &Path, base: &Path) -> PathBuf {
+    if path.exists() || path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+pub fn resolve(
+    entry: &FeatureEntry,
+    index: usize,
+    base: &Path,
+    model: &Model,
+    model_sha256: &str,
+) -> Result<Feature> {
+    let at = |field: &str| format!("feature[{index}] '{}'.{field}", entry.name);
+    let need = |value: Option<&PathBuf>, field: &str, example: &str| -> Result<PathBuf> {
+        value.map(|p| locate(p, base)).ok_or_else(|| {
+            Error::config(
+                &at(field),
+                format!("a {} feature needs {field} = {example}", entry.kind),
+            )
+        })
+    };
+    let llama = &model.llama;
+    let check_hook = |hook: HookPoint, field: &str| -> Result<()> {
+        hook.check_depth(llama.n_layers())
+            .map_err(|e| Error::config(&at(field), e))
+    };
+    let (hook, direction, source) = match entry.kind.as_str() {
+        "probe" => {
+            let path = need(
+                entry.probe.as_ref(),
+                "probe",
+                "\"checkpoints/…/mean_diff-k1.safetensors\"",
+            )?;
+            let probe = Probe::load(&path).map_err(|e| Error::config(&at("probe"), e))?;
+            if probe.info.model_sha256 != model_sha256 {
+                return Err(Error::mismatch(format!(
+                    "{}: the probe {} was trained on another model ({}, weights sha256 {}…), not {}",
+                    at("probe"),
+                    path.display(),
+                    probe.info.model_name,
+                    &probe.info.model_sha256[..12.min(probe.info.model_sha256.len())],
+                    model.name
+                )));
+            }
+            let (direction, _) = probe.direction();
+            let (hook, direction) = match entry.site {
+                None => (probe.info.hook, direction),
+                Some(site) if site == probe.info.hook => (site, direction),
+                Some(site) => (
+                    site,
+                    lift(llama, probe.info.hook, site, &direction)
+                        .map_err(|m| Error::config(&at("site"), m))?,
+                ),
+            };
+            (
+                hook,
+                direction,
+                Source::Probe {
+                    path,
+                    probe: Box::new(probe),
+                },
+            )
+        }
+        "sae" => {
+            let path = need(entry.sae.as_ref(), "sae", "\"checkpoints/smollm2-l15-topk\"")?;
+            let sae = loupe_sae::saelens::load(&path)?;
+            let latent = entry
+                .latent
+                .ok_or_else(|| Error::config(&at("latent"), "an sae feature needs latent = <index>"))?;
+            if latent >= sae.d_sae {
+                return Err(Error::config(
+                    &at("latent"),
+                    format!("the SAE has {} latents (0 to {})", sae.d_sae, sae.d_sae - 1),
+                ));
+            }
+            let hook: HookPoint = sae.metadata.hook_name.parse().map_err(|e| {
+                Error::config(
+                    &at("sae"),
+                    format!("its cfg.json names hook '{}': {e}", sae.metadata.hook_name),
+                )
+            })?;
+            check_hook(hook, "sae")?;
+            if sae.d_in != llama.width(hook) {
+                return Err(Error::mismatch(format!(
+                    "{}: the SAE reads {} dimensions but {hook} of {} has {}",
+                    at("sae"),
+                    sae.d_in,
+                    model.name,
+                    llama.width(hook)
+                )));
+            }
+            let direction = sae.w_dec.get(latent)?.to_vec1::<f32>()?;
+            (
+                hook,
+                direction,
+                Source::Sae {
+                    sae: Arc::new(sae),
+                    latent,
+                },
+            )
+        }
+        "mean_diff" => {
+            let hook = entry.hook.ok_or_else(|| {
+                Error::config(
+                    &at("hook"),
+                    "a mean_diff feature needs hook = \"blocks.L.hook_resid_post\"",
+                )
+            })?;
+            check_hook(hook, "hook")?;
+            if entry.positive.is_empty() || entry.negative.is_empty() {
+                return Err(Error::config(
+                    &at("positive"),
+                    "a mean_diff feature needs prompts in both positive and negative",
+                ));
+            }
+            let mean = |prompts: &[String], field: &str| -> Result<Vec<f32>> {
+                if let Some(empty) = prompts.iter().position(|p| p.trim().is_empty()) {
+                    return Err(Error::config(&at(field), format!("prompt {empty} is empty")));
+                }
+                let batch = model.batch(prompts)?;
+                let mut hooks = Hooks::new().capture(hook);
+                llama.forward(&batch, &mut hooks, Logits::None)?;
+                let captured = hooks.captured(hook).expect("the hook was captured");
+                // Left-padded: every prompt's last token is the last column.
+                let last = captured.narrow(1, captured.dim(1)? - 1, 1)?.squeeze(1)?;
+                Ok(last.mean(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+            };
+            let (p, n) = (
+                mean(&entry.positive, "positive")?,
+                mean(&entry.negative, "negative")?,
+            );
+            let direction = p.iter().zip(&n).map(|(p, n)| p - n).collect();
+            (
+                hook,
+                direction,
+                Source::MeanDiff {
+                    positives: entry.positive.len(),
+                    negatives: entry.negative.len(),
+                },
+            )
+        }
+        "vector" => {
+            let hook = entry.hook.ok_or_else(|| {
+                Error::config(
+                    &at("hook"),
+                    "a vector feature needs hook = \"blocks.L.hook_resid_post\"",
+                )
+            })?;
+            check_hook(hook, "hook")?;
+            let path = need(entry.file.as_ref(), "file", "\"direction.safetensors\"")?;
+            let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
+                .map_err(|e| Error::config(&at("file"), format!("{}: {e}", path.display())))?;
+            let t = tensors.get("direction").ok_or_else(|| {
+                Error::config(
+                    &at("file"),
+                    format!("{} has no tensor named 'direction'", path.display()),
+                )
+            })?;
+            let direction = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            (hook, direction, Source::Vector { path })
+        }
+        other => {
+            return Err(Error::config(
+                &at("kind"),
+                format!("unknown kind '{other}'; the kinds are probe, sae, mean_diff, vector"),
+            ))
+        }
+    };
+    if direction.len() != llama.width(hook) {
+        return Err(Error::mismatch(format!(
+            "{}: the direction is {} wide but {hook} of {} is {} wide",
+            at("hook"),
+            direction.len(),
+            model.name,
+            llama.width(hook)
+        )));
+    }
+    Ok(Feature {
+        name: entry.name.clone(),
+        hook,
+        direction,
+        source,
+        concepts: entry.concepts.clone(),
+    })
+}
+
+/// Moves a direction over MLP neurons to the MLP's output (or the residual stream it is added
+/// to) of the same layer: `W_down · v`.
+fn lift(
+    llama: &loupe_model::Llama,
+    from: HookPoint,
+    to: HookPoint,
+    v: &[f32],
+) -> std::result::Result<Vec<f32>, String> {
+    let HookPoint::MlpPost(layer) = from else {
+        return Err(format!(
+            "only a probe on mlp.hook_post can move to another hook; this one reads {from}"
+        ));
+    };
+    if to != HookPoint::MlpOut(layer) && to != HookPoint::ResidPost(layer) {
+        return Err(format!(
+            "a probe on {from} moves to blocks.{layer}.hook_mlp_out or blocks.{layer}.hook_resid_post, not {to}"
+        ));
+    }
+    let w = llama
+        .mlp_down_proj(layer)
+        .ok_or_else(|| format!("the model has no layer {layer}"))?;
+    let lifted = (|| -> candle_core::Result<Vec<f32>> {
+        let v = Tensor::from_slice(v, (v.len(), 1), w.device())?;
+        w.to_dtype(DType::F32)?
+            .matmul(&v)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    })();
+    lifted.map_err(|e| e.to_string())
+}

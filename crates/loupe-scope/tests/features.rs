@@ -1,0 +1,206 @@
+//! The feature book on a tiny random-weight model: each kind resolves to the direction it
+//! should, and features that do not fit the model are refused by name.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use loupe_model::{HookPoint, Hooks, Logits, Model, Positions};
+use loupe_probe::dataset::{ClassBalance, Level};
+use loupe_probe::{Metrics, Probe, ProbeInfo};
+use loupe_scope::features::Source;
+use loupe_scope::load_book;
+
+fn tiny_model(dir: &Path) -> Model {
+    loupe_model::testing::write_tiny_hf_dir(dir, 5).unwrap();
+    Model::load(dir.to_str().unwrap(), &Device::Cpu).unwrap()
+}
+
+fn probe(model_sha256: &str, path: &Path) {
+    let info = ProbeInfo {
+        feature: "lang=a".into(),
+        level: Level::Token,
+        hook: "blocks.1.mlp.hook_post".parse().unwrap(),
+        width: 48,
+        model_name: "tiny".into(),
+        model_sha256: model_sha256.into(),
+        store: "store".into(),
+        method: "mean_diff".into(),
+        k: 2,
+        c: 1.0,
+        held_out: Metrics::default(),
+        train: Metrics::default(),
+        balance: ClassBalance {
+            train_positive: 1,
+            train_negative: 1,
+            held_out_positive: 1,
+            held_out_negative: 1,
+        },
+    };
+    Probe {
+        info,
+        neurons: vec![3, 40],
+        weights: vec![2.0, -1.0],
+        bias: 0.5,
+        mean: Some(vec![0.1, 0.2]),
+        std: Some(vec![0.5, 2.0]),
+    }
+    .save(path)
+    .unwrap();
+}
+
+fn book(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("features.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn every_kind_resolves_to_its_direction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("model"));
+    let sha = model.source.fingerprint().unwrap();
+    probe(&sha, &tmp.path().join("p"));
+    let v: Vec<f32> = (0..32).map(|i| i as f32 / 10.0).collect();
+    let mut tensors = std::collections::HashMap::new();
+    tensors.insert(
+        "direction".to_string(),
+        Tensor::from_slice(&v, 32, &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, tmp.path().join("v.safetensors")).unwrap();
+
+    let path = book(
+        tmp.path(),
+        r#"
+[[feature]]
+name = "neurons"
+kind = "probe"
+probe = "p.safetensors"
+
+[[feature]]
+name = "lifted"
+kind = "probe"
+probe = "p.safetensors"
+site = "blocks.1.hook_mlp_out"
+concepts = ["a"]
+
+[[feature]]
+name = "contrast"
+kind = "mean_diff"
+hook = "blocks.2.hook_resid_post"
+positive = ["tt t", "t tt tt"]
+negative = ["xq", "zq zz"]
+
+[[feature]]
+name = "file"
+kind = "vector"
+hook = "blocks.0.hook_resid_post"
+file = "v.safetensors"
+"#,
+    );
+    let features = load_book(&path, &model).unwrap();
+    assert_eq!(features.len(), 4);
+
+    // The probe's direction in neuron space: weights / std at its neurons.
+    let neurons = &features[0];
+    assert_eq!(
+        neurons.hook,
+        "blocks.1.mlp.hook_post".parse::<HookPoint>().unwrap()
+    );
+    assert!(matches!(neurons.source, Source::Probe { .. }));
+    assert_eq!((neurons.direction[3], neurons.direction[40]), (4.0, -0.5));
+
+    // Lifted to the MLP output: adding the neuron direction at mlp.hook_post moves hook_mlp_out by
+    // exactly the lifted direction (the down projection is linear).
+    let lifted = &features[1];
+    assert_eq!(lifted.concepts, vec!["a"]);
+    let out: HookPoint = "blocks.1.hook_mlp_out".parse().unwrap();
+    let batch = model.batch(&["tt t"]).unwrap();
+    let run = |hooks: Hooks| -> Vec<f32> {
+        let mut hooks = hooks.capture(out);
+        model.llama.forward(&batch, &mut hooks, Logits::None).unwrap();
+        let h = hooks.captured(out).unwrap();
+        h.get(0).unwrap().get(0).unwrap().to_vec1().unwrap()
+    };
+    let clean = run(Hooks::new());
+    let v = Tensor::from_slice(&neurons.direction, 48, &Device::Cpu).unwrap();
+    let moved = run(Hooks::new().add(neurons.hook, Positions::All, v));
+    for ((m, c), l) in moved.iter().zip(&clean).zip(&lifted.direction) {
+        assert!((m - c - l).abs() < 1e-4, "{m} - {c} vs {l}");
+    }
+
+    // The mean difference equals last-token activations taken prompt by prompt.
+    let hook: HookPoint = "blocks.2.hook_resid_post".parse().unwrap();
+    let last = |prompt: &str| -> Vec<f32> {
+        let batch = model.batch(&[prompt]).unwrap();
+        let mut hooks = Hooks::new().capture(hook);
+        model.llama.forward(&batch, &mut hooks, Logits::None).unwrap();
+        let h = hooks.captured(hook).unwrap().get(0).unwrap();
+        h.get(h.dim(0).unwrap() - 1).unwrap().to_vec1().unwrap()
+    };
+    let mean = |prompts: &[&str]| -> Vec<f32> {
+        let all: Vec<Vec<f32>> = prompts.iter().map(|p| last(p)).collect();
+        (0..32)
+            .map(|i| all.iter().map(|v| v[i]).sum::<f32>() / all.len() as f32)
+            .collect()
+    };
+    let (p, n) = (mean(&["tt t", "t tt tt"]), mean(&["xq", "zq zz"]));
+    for (i, d) in features[2].direction.iter().enumerate() {
+        assert!((d - (p[i] - n[i])).abs() < 1e-4);
+    }
+
+    assert_eq!(
+        features[3].direction,
+        (0..32).map(|i| i as f32 / 10.0).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn features_that_do_not_fit_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("model"));
+    let error = |text: &str| {
+        load_book(&book(tmp.path(), text), &model)
+            .err()
+            .expect("an error")
+            .to_string()
+    };
+
+    // A probe from another model.
+    probe("0123456789abcdef", &tmp.path().join("other"));
+    let e = error("[[feature]]\nname = \"x\"\nkind = \"probe\"\nprobe = \"other.safetensors\"\n");
+    assert!(e.contains("another model") && e.contains("feature[0] 'x'"), "{e}");
+
+    // A probe moved to a site it cannot reach.
+    probe(&model.source.fingerprint().unwrap(), &tmp.path().join("p"));
+    let e = error("[[feature]]\nname = \"x\"\nkind = \"probe\"\nprobe = \"p.safetensors\"\nsite = \"blocks.2.hook_resid_post\"\n");
+    assert!(e.contains("site") && e.contains("blocks.1.hook_mlp_out"), "{e}");
+
+    // An SAE for another width (its cfg names blocks.15, which the tiny model lacks).
+    let sae = loupe_sae::testing::fixture_sae("relu", 1).unwrap();
+    loupe_sae::saelens::save(&sae, &tmp.path().join("sae")).unwrap();
+    let e = error("[[feature]]\nname = \"x\"\nkind = \"sae\"\nsae = \"sae\"\nlatent = 3\n");
+    assert!(e.contains("feature[0] 'x'.sae") && e.contains("15"), "{e}");
+
+    // A vector of the wrong width, an empty prompt, an unknown kind, a name used twice.
+    let mut tensors = std::collections::HashMap::new();
+    tensors.insert(
+        "direction".to_string(),
+        Tensor::zeros(7, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, tmp.path().join("w.safetensors")).unwrap();
+    let e = error("[[feature]]\nname = \"x\"\nkind = \"vector\"\nhook = \"blocks.0.hook_resid_post\"\nfile = \"w.safetensors\"\n");
+    assert!(e.contains("7 wide") && e.contains("32 wide"), "{e}");
+    let e = error("[[feature]]\nname = \"x\"\nkind = \"mean_diff\"\nhook = \"blocks.0.hook_resid_post\"\npositive = [\" \"]\nnegative = [\"a\"]\n");
+    assert!(e.contains("positive") && e.contains("empty"), "{e}");
+    let e = error("[[feature]]\nname = \"x\"\nkind = \"magic\"\n");
+    assert!(e.contains("unknown kind 'magic'"), "{e}");
+    let mut tensors = std::collections::HashMap::new();
+    tensors.insert(
+        "direction".to_string(),
+        Tensor::zeros(32, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, tmp.path().join("v.safetensors")).unwrap();
+    let twice = "[[feature]]\nname = \"x\"\nkind = \"vector\"\nhook = \"blocks.0.hook_resid_post\"\nfile = \"v.safetensors\"\n";
+    let e = error(&format!("{twice}{twice}"));
+    assert!(e.contains("'x' is named twice"), "{e}");
+}
