@@ -49,6 +49,9 @@ struct SweepKey {
     store_tokens: u64,
     hook: HookPoint,
     feature: String,
+    /// The feature's definition (label value, compound words, ...), so that a changed
+    /// definition under the same name is redone.
+    definition: String,
     level: Level,
     max_tokens: Option<usize>,
     held_out: f64,
@@ -84,6 +87,7 @@ pub fn train(
             store_tokens: job.store.manifest.tokens,
             hook: job.hook,
             feature: f.name.clone(),
+            definition: format!("{:?}", f.kind),
             level: f.level,
             max_tokens: config.max_tokens,
             held_out: config.held_out,
