@@ -14,6 +14,7 @@ use crate::store::Manifest;
 use crate::{Error, Result};
 
 /// An activation store opened for reading.
+#[derive(Clone, Debug)]
 pub struct Store {
     pub dir: PathBuf,
     pub manifest: Manifest,

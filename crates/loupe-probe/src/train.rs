@@ -195,7 +195,7 @@ fn plan(config: &ProbeConfig) -> Result<Vec<Job>> {
             let ks = config.ks_for(hook, width)?;
             seen_hooks.push(hook);
             jobs.push(Job {
-                store: Store::open(dir)?,
+                store: store.clone(),
                 hook,
                 features: features.clone(),
                 ks,

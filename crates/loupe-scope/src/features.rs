@@ -132,7 +132,12 @@ pub fn load_book(path: &Path, model: &Model) -> Result<Vec<Feature>> {
     })?;
     let book: BookFile = toml::from_str(&text).map_err(|e| Error::config(&path.display().to_string(), e))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let sha = model.source.fingerprint()?;
+    // Hashing the weights takes a moment: only probes need it.
+    let sha = if book.features.iter().any(|f| f.kind == "probe") {
+        model.source.fingerprint()?
+    } else {
+        String::new()
+    };
     let mut features: Vec<Feature> = Vec::new();
     for (i, entry) in book.features.iter().enumerate() {
         if features.iter().any(|f| f.name == entry.name) {
@@ -155,7 +160,7 @@ fn locate(path: &Path, base: &Path) -> PathBuf {
     }
 }
 
-pub fn resolve(
+fn resolve(
     entry: &FeatureEntry,
     index: usize,
     base: &Path,
