@@ -46,6 +46,24 @@ impl Batch {
         })
     }
 
+    /// Unpadded sequences of equal length that continue `start_column` tokens already in a KV
+    /// cache (one shared prefix repeated per row, see [`crate::KvCache::repeat_rows`]).
+    pub fn continuing(sequences: &[Vec<u32>], start_column: usize, device: &Device) -> Result<Self> {
+        let columns = sequences.first().map_or(0, Vec::len);
+        if columns == 0 || sequences.iter().any(|s| s.len() != columns) {
+            return Err(Error::Invalid(
+                "a continuing batch needs sequences of one length, at least one token each".into(),
+            ));
+        }
+        let flat: Vec<u32> = sequences.concat();
+        Ok(Batch {
+            ids: Tensor::from_vec(flat, (sequences.len(), columns), device)?,
+            pads: vec![0; sequences.len()],
+            start_column,
+            columns,
+        })
+    }
+
     /// The batch for the next generation step: one new token per row, appended after this batch's
     /// columns (which are then in the KV cache).
     pub fn next_step(&self, tokens: &[u32]) -> Result<Self> {

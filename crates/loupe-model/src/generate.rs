@@ -5,6 +5,8 @@
 
 use candle_transformers::generation::{LogitsProcessor, Sampling as CandleSampling};
 
+use candle_core::{DType, Tensor};
+
 use crate::{Batch, Error, Hooks, KvCache, Llama, Logits, Result};
 
 /// How the next token is chosen.
@@ -52,42 +54,56 @@ pub fn generate(
     hooks: &mut Hooks,
     config: &GenerateConfig,
 ) -> Result<Vec<Generation>> {
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let batch = Batch::left_padded(prompts, pad_id, model.device())?;
+    let mut cache = KvCache::new(model.config());
+    Ok(generate_from(model, &mut cache, batch, hooks, config)?.0)
+}
+
+/// [`generate`] continuing from a KV cache: `batch` holds the prompts' columns after those in
+/// `cache` (for many rows sharing one prefix, [`KvCache::repeat_rows`] and
+/// [`Batch::continuing`]). Also returns the logits of the first new token, `[rows, vocab]` f32,
+/// for judges that score the whole next-token distribution.
+pub fn generate_from(
+    model: &Llama,
+    cache: &mut KvCache,
+    mut batch: Batch,
+    hooks: &mut Hooks,
+    config: &GenerateConfig,
+) -> Result<(Vec<Generation>, Tensor)> {
     let context = model.config().max_position_embeddings;
-    if longest + config.max_new_tokens > context {
+    if batch.max_len() + config.max_new_tokens > context {
         return Err(Error::TooLong {
             what: format!(
-                "a prompt of {longest} tokens plus {} new ones",
+                "a prompt of {} tokens plus {} new ones",
+                batch.max_len(),
                 config.max_new_tokens
             ),
-            len: longest + config.max_new_tokens,
+            len: batch.max_len() + config.max_new_tokens,
             context,
         });
     }
-    let mut batch = Batch::left_padded(prompts, pad_id, model.device())?;
-    let mut processors: Vec<LogitsProcessor> = prompts
-        .iter()
-        .map(|_| logits_processor(&config.sampling))
-        .collect();
-    let mut generations: Vec<Generation> = prompts
-        .iter()
+    let rows = batch.rows();
+    let mut processors: Vec<LogitsProcessor> =
+        (0..rows).map(|_| logits_processor(&config.sampling)).collect();
+    let mut generations: Vec<Generation> = (0..rows)
         .map(|_| Generation {
             tokens: Vec::new(),
             stop: StopReason::MaxTokens,
         })
         .collect();
-    let mut done = vec![false; prompts.len()];
-    if config.max_new_tokens == 0 {
-        return Ok(generations);
-    }
+    let mut done = vec![false; rows];
 
-    let mut cache = KvCache::new(model.config());
     let mut logits = model
-        .forward_cached(&batch, hooks, &mut cache, Logits::Last)?
-        .expect("logits were asked for");
+        .forward_cached(&batch, hooks, cache, Logits::Last)?
+        .expect("logits were asked for")
+        .squeeze(1)?
+        .to_dtype(DType::F32)?;
+    let first_logits = logits.clone();
+    if config.max_new_tokens == 0 {
+        return Ok((generations, first_logits));
+    }
     loop {
-        let logits_f32 = logits.squeeze(1)?.to_dtype(candle_core::DType::F32)?;
-        let mut next = Vec::with_capacity(prompts.len());
+        let mut next = Vec::with_capacity(rows);
         for (row, processor) in processors.iter_mut().enumerate() {
             let generation = &mut generations[row];
             if done[row] {
@@ -95,7 +111,7 @@ pub fn generate(
                 next.push(*generation.tokens.last().expect("a finished row has a token"));
                 continue;
             }
-            let token = processor.sample(&logits_f32.get(row)?)?;
+            let token = processor.sample(&logits.get(row)?)?;
             generation.tokens.push(token);
             if config.stop_tokens.contains(&token) {
                 generation.stop = StopReason::StopToken;
@@ -106,12 +122,14 @@ pub fn generate(
             next.push(token);
         }
         if done.iter().all(|&d| d) {
-            return Ok(generations);
+            return Ok((generations, first_logits));
         }
         batch = batch.next_step(&next)?;
         logits = model
-            .forward_cached(&batch, hooks, &mut cache, Logits::Last)?
-            .expect("logits were asked for");
+            .forward_cached(&batch, hooks, cache, Logits::Last)?
+            .expect("logits were asked for")
+            .squeeze(1)?
+            .to_dtype(DType::F32)?;
     }
 }
 

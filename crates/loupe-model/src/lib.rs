@@ -32,7 +32,7 @@ mod tokenizer;
 
 pub use batch::Batch;
 pub use error::{Error, Result};
-pub use generate::{generate, GenerateConfig, Generation, Sampling, StopReason};
+pub use generate::{generate, generate_from, GenerateConfig, Generation, Sampling, StopReason};
 pub use hook_point::HookPoint;
 pub use hooks::{Edit, Hooks, Intervention, Positions};
 pub use llama::{KvCache, Llama, LlamaConfig, Logits};

@@ -109,6 +109,27 @@ impl KvCache {
     pub fn columns(&self) -> usize {
         self.layers.first().map_or(0, |l| l.current_seq_len())
     }
+
+    /// A cache of `rows` rows, each a copy of this one-row cache: a prompt prefix run once and
+    /// then continued by many rows (patch experiments share the target prompt's prefill so).
+    pub fn repeat_rows(&self, rows: usize) -> Result<KvCache> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let mut copy = layer.clone();
+            copy.reset();
+            if let (Some(k), Some(v)) = (layer.k()?, layer.v()?) {
+                if k.dim(0)? != 1 {
+                    return Err(Error::Invalid(format!(
+                        "repeat_rows needs a one-row cache, this one has {} rows",
+                        k.dim(0)?
+                    )));
+                }
+                copy.append(&k.repeat((rows, 1, 1, 1))?, &v.repeat((rows, 1, 1, 1))?)?;
+            }
+            layers.push(copy);
+        }
+        Ok(KvCache { layers })
+    }
 }
 
 /// `x · Wᵀ` for a projection. With a single row (batch-1 decoding), gemm's matrix-vector path runs

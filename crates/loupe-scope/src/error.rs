@@ -14,6 +14,9 @@ pub enum Error {
     #[error("{field}: {message}")]
     Config { field: String, message: String },
 
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+
     /// A feature, SAE or probe that does not fit the site it is used at.
     #[error("{message}")]
     Mismatch { message: String },
@@ -26,6 +29,13 @@ impl Error {
         Error::Config {
             field: field.to_string(),
             message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn io(path: &std::path::Path, error: impl std::fmt::Display) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            message: error.to_string(),
         }
     }
 

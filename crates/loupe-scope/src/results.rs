@@ -1,0 +1,148 @@
+//! Results of a scope run, one JSON object per patched generation in `results.jsonl`, appended as
+//! each batch finishes so that an interrupted run resumes where it stopped.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// One patched generation and its judgements.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct ScopeRecord {
+    /// Index of the source prompt in the run's list.
+    pub source_index: usize,
+    pub source: String,
+    pub layer: usize,
+    pub target_layer: usize,
+    /// The source hook (the target hook is the same kind at `target_layer`).
+    pub hook: String,
+    /// `none`, `scale`, `cfg`, `sae` or `probe`.
+    pub amplifier: String,
+    /// How the variant reads in reports, e.g. `scale 6`, `cfg 2 (null: bos)`, `sae dog ×8`.
+    pub label: String,
+    /// α, s or c; none for `none`.
+    pub value: Option<f32>,
+    pub feature: Option<String>,
+    pub null: Option<String>,
+    pub generation: String,
+    pub tokens: Vec<u32>,
+    /// Cosine similarity of the source prompt's and the generation's sentence embeddings.
+    pub score: f32,
+    /// Named concept words of the feature found in the generation.
+    pub concept_hits: Vec<String>,
+    /// The source model's own most likely next token at the source position.
+    pub source_next_token: String,
+    /// The patched target's most likely first token.
+    pub patched_next_token: String,
+    pub next_token_match: bool,
+    /// `−ln p(source_next_token)` under the patched target's first-token distribution, in nats.
+    pub surprisal: f32,
+    /// ‖h‖ and ‖h'‖.
+    pub norm: f32,
+    pub amplified_norm: f32,
+}
+
+impl ScopeRecord {
+    pub fn key(&self) -> RecordKey {
+        (self.source.clone(), self.layer, self.label.clone())
+    }
+}
+
+/// What identifies a result within a run: source prompt, source layer, amplifier label.
+pub type RecordKey = (String, usize, String);
+
+/// `results.jsonl`: read what is there, then append.
+pub struct ResultsFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl ResultsFile {
+    /// Opens (or creates) the results file, returning the records already in it. A last line cut
+    /// short by an interruption is dropped (the file is rewritten without it, atomically).
+    pub fn open(path: &Path) -> Result<(Self, Vec<ScopeRecord>)> {
+        let io = |e: std::io::Error| Error::io(path, e);
+        let mut records = Vec::new();
+        let mut dropped = false;
+        if path.exists() {
+            let reader = BufReader::new(File::open(path).map_err(io)?);
+            let lines: Vec<String> = reader.lines().collect::<std::io::Result<_>>().map_err(io)?;
+            let n = lines.len();
+            for (i, line) in lines.iter().enumerate() {
+                match serde_json::from_str::<ScopeRecord>(line) {
+                    Ok(record) => records.push(record),
+                    Err(_) if i + 1 == n => dropped = true,
+                    Err(e) => {
+                        return Err(Error::config(
+                            &path.display().to_string(),
+                            format!(
+                                "line {} is not a scope result ({e}); move the file away to start over",
+                                i + 1
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+        if dropped {
+            let tmp = path.with_extension("jsonl.tmp");
+            let mut out = File::create(&tmp).map_err(io)?;
+            for record in &records {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(record).expect("records serialize")
+                )
+                .map_err(io)?;
+            }
+            out.sync_all().map_err(io)?;
+            std::fs::rename(&tmp, path).map_err(io)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        Ok((
+            ResultsFile {
+                path: path.to_path_buf(),
+                file,
+            },
+            records,
+        ))
+    }
+
+    /// Appends records as whole lines and flushes them to disk.
+    pub fn append(&mut self, records: &[ScopeRecord]) -> Result<()> {
+        let mut text = String::new();
+        for record in records {
+            text.push_str(&serde_json::to_string(record).expect("records serialize"));
+            text.push('\n');
+        }
+        let io = |e: std::io::Error| Error::io(&self.path, e);
+        self.file.write_all(text.as_bytes()).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+}
+
+/// The keys of records already done.
+pub fn done_keys(records: &[ScopeRecord]) -> HashSet<RecordKey> {
+    records.iter().map(ScopeRecord::key).collect()
+}
+
+/// Reads every record of a results file.
+pub fn read_results(path: &Path) -> Result<Vec<ScopeRecord>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| Error::config(&path.display().to_string(), format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
