@@ -40,6 +40,10 @@ enum Command {
     Probe(commands::probe::Args),
     /// Named features (probe directions, SAE latents, mean differences, vectors) of a feature book.
     Features(commands::features::Args),
+    /// Patch experiments: amplify source activations (none, scale, cfg, SAE latents, probe
+    /// directions), patch them into a target prompt, generate, judge, and write a comparison
+    /// report. Resumes an interrupted sweep.
+    Scope(commands::scope::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Sae(args) => commands::sae::run(args),
         Command::Probe(args) => commands::probe::run(args),
         Command::Features(args) => commands::features::run(args),
+        Command::Scope(args) => commands::scope::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod probe;
 pub mod sae;
 pub mod sae_top;
+pub mod scope;
 
 use std::time::Instant;
 

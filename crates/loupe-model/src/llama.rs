@@ -124,7 +124,8 @@ impl KvCache {
                         k.dim(0)?
                     )));
                 }
-                copy.append(&k.repeat((rows, 1, 1, 1))?, &v.repeat((rows, 1, 1, 1))?)?;
+                let (k, v) = (k.repeat((rows, 1, 1, 1))?, v.repeat((rows, 1, 1, 1))?);
+                copy.append(&k.contiguous()?, &v.contiguous()?)?;
             }
             layers.push(copy);
         }

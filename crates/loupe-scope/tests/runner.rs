@@ -1,0 +1,401 @@
+//! The scope runner on a tiny random-weight model: batched generation with the shared target
+//! prefill gives, token for token, what generating each variant alone from the whole target
+//! prompt gives; an interrupted sweep resumes without redoing or losing work; bad settings are
+//! refused before any generation.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use loupe_data::Progress;
+use loupe_model::{generate, GenerateConfig, HookPoint, Hooks, Logits, Model, Positions, Sampling};
+use loupe_scope::amplify::sae::{SaeFeature, SaeMode};
+use loupe_scope::amplify::Amplifier;
+use loupe_scope::judge::embedding::{default_embedder_dir, Embedder};
+use loupe_scope::results::read_results;
+use loupe_scope::{ScopeConfig, ScopePlan};
+
+const TARGET: &str = "the cat sat on the mat and then";
+
+fn tiny_model(dir: &Path) -> Model {
+    loupe_model::testing::write_tiny_hf_dir(dir, 7).unwrap();
+    Model::load(dir.to_str().unwrap(), &Device::Cpu).unwrap()
+}
+
+/// An SAE for the tiny model's `hook` with random weights.
+fn tiny_sae(dir: &Path, hook: &str) -> PathBuf {
+    use loupe_sae::{Activation, Params, Sae, SaeMetadata};
+    let mut params = Params::zeros(32, 64, false);
+    let mut state = 12345u64;
+    for (_, values) in params.fields_mut() {
+        for v in values.iter_mut() {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *v = ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5;
+        }
+    }
+    let metadata = SaeMetadata {
+        model_name: "tiny".into(),
+        hook_name: hook.into(),
+        model_sha256: None,
+        context_size: None,
+        dataset_path: None,
+        trained_architecture: Some("relu".into()),
+        norm_cutoff: None,
+    };
+    let sae = Sae::from_params(&params, Activation::Relu, false, 1.0, metadata).unwrap();
+    let path = dir.join(format!("sae-{hook}"));
+    loupe_sae::saelens::save(&sae, &path).unwrap();
+    path
+}
+
+fn config(dir: &Path, extra: &str) -> ScopeConfig {
+    let sae = tiny_sae(dir, "blocks.1.hook_resid_post");
+    let book = dir.join("features.toml");
+    std::fs::write(
+        &book,
+        format!(
+            "[[feature]]\nname = \"latent5\"\nkind = \"sae\"\nsae = {:?}\nlatent = 5\n",
+            sae.display().to_string()
+        ),
+    )
+    .unwrap();
+    let text = format!(
+        r#"
+out = {out:?}
+features = {book:?}
+[source]
+prompts = ["the dog", "a tall tree by the river", "hello"]
+layers = [0, 1, 2]
+[target]
+prompt = "{TARGET}"
+position = 3
+[null]
+bos = ""
+the = "the"
+[generate]
+max_new_tokens = 6
+batch_rows = 64
+[[amplifier]]
+kind = "none"
+[[amplifier]]
+kind = "scale"
+values = [3]
+[[amplifier]]
+kind = "cfg"
+values = [2]
+[[amplifier]]
+kind = "sae"
+feature = "latent5"
+values = [4]
+{extra}
+"#,
+        out = dir.join("out").display().to_string(),
+        book = book.display().to_string(),
+    );
+    toml::from_str(&text).unwrap()
+}
+
+fn embedder() -> Embedder {
+    Embedder::load(&default_embedder_dir())
+        .unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch-models first)"))
+}
+
+/// Stops after `batches` batches, as Ctrl-C would.
+struct StopAfter {
+    batches: usize,
+    seen: Cell<usize>,
+}
+
+impl Progress for StopAfter {
+    fn advance(&mut self, _: u64) {
+        self.seen.set(self.seen.get() + 1);
+    }
+    fn should_stop(&self) -> bool {
+        self.seen.get() >= self.batches
+    }
+}
+
+/// h at the last token of `prompt`, at `hook`.
+fn activation(model: &Model, prompt: &str, hook: HookPoint) -> Vec<f32> {
+    let batch = model.batch(&[prompt]).unwrap();
+    let mut hooks = Hooks::new().capture(hook);
+    model.llama.forward(&batch, &mut hooks, Logits::None).unwrap();
+    let captured = hooks.captured(hook).unwrap();
+    let last = captured.dim(1).unwrap() - 1;
+    captured
+        .get(0)
+        .unwrap()
+        .get(last)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn batched_generation_equals_generating_each_variant_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("model"));
+    let config = config(tmp.path(), "");
+    let plan = ScopePlan::new(&config, &model).unwrap();
+    // none, scale, cfg × 2 null prompts at each of 3 layers, and the SAE latent at layer 1 only.
+    assert_eq!(plan.total_rows().unwrap(), 3 * (3 * 4 + 1));
+    let summary = plan.run(&embedder(), &mut loupe_data::NoProgress).unwrap();
+    assert_eq!(summary.generated, 39);
+    let records = read_results(&config.out.join("results.jsonl")).unwrap();
+    assert_eq!(records.len(), 39);
+    assert!(records
+        .iter()
+        .filter(|r| r.amplifier == "sae")
+        .all(|r| r.layer == 1));
+
+    let sae = loupe_sae::saelens::load(&tmp.path().join("sae-blocks.1.hook_resid_post")).unwrap();
+    let latent5 = SaeFeature::new("latent5", Arc::new(sae), 5, SaeMode::Scale { alpha: 4.0 }).unwrap();
+    let target_ids = model.encode_prompt(TARGET).unwrap();
+    let generation = GenerateConfig {
+        max_new_tokens: 6,
+        sampling: Sampling::Greedy,
+        stop_tokens: model.stop_tokens(),
+    };
+    let bos = model.tokenizer.bos().unwrap();
+    for record in &records {
+        let hook: HookPoint = record.hook.parse().unwrap();
+        let h = activation(&model, &record.source, hook);
+        // The amplification, written out here from DESIGN.md's formulas.
+        let amplified: Vec<f32> = match (record.amplifier.as_str(), record.null.as_deref()) {
+            ("none", _) => h.clone(),
+            ("scale", _) => h.iter().map(|x| 3.0 * x).collect(),
+            ("cfg", Some(null)) => {
+                let null_ids = if null == "bos" {
+                    vec![bos]
+                } else {
+                    model.encode_prompt("the").unwrap()
+                };
+                let batch =
+                    loupe_model::Batch::left_padded(&[null_ids], model.pad_id(), &Device::Cpu).unwrap();
+                let mut hooks = Hooks::new().capture(hook);
+                model.llama.forward(&batch, &mut hooks, Logits::None).unwrap();
+                let c = hooks.captured(hook).unwrap();
+                let n: Vec<f32> = c
+                    .get(0)
+                    .unwrap()
+                    .get(c.dim(1).unwrap() - 1)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                h.iter().zip(&n).map(|(h, n)| h + 2.0 * (h - n)).collect()
+            }
+            ("sae", _) => latent5.amplify(&h, None).unwrap(),
+            other => panic!("unexpected {other:?}"),
+        };
+        // Alone: the whole target prompt, no shared prefill, one row.
+        let mut hooks = Hooks::new().replace(
+            hook,
+            Positions::Only(vec![3]),
+            Tensor::from_slice(&amplified, amplified.len(), &Device::Cpu).unwrap(),
+        );
+        let alone = generate(
+            &model.llama,
+            &[target_ids.clone()],
+            model.pad_id(),
+            &mut hooks,
+            &generation,
+        )
+        .unwrap();
+        assert_eq!(
+            alone[0].tokens, record.tokens,
+            "{} at layer {} for {:?}",
+            record.label, record.layer, record.source
+        );
+    }
+    // The patch changed something: not every variant says the same.
+    let distinct: std::collections::HashSet<&Vec<u32>> = records.iter().map(|r| &r.tokens).collect();
+    assert!(distinct.len() > 3, "only {} distinct generations", distinct.len());
+
+    // One row per batch gives the same tokens again.
+    let mut one_by_one = config.clone();
+    one_by_one.out = tmp.path().join("out-one");
+    one_by_one.generate.batch_rows = 1;
+    ScopePlan::new(&one_by_one, &model)
+        .unwrap()
+        .run(&embedder(), &mut loupe_data::NoProgress)
+        .unwrap();
+    let single = read_results(&one_by_one.out.join("results.jsonl")).unwrap();
+    assert_eq!(
+        single
+            .iter()
+            .map(|r| (&r.label, r.layer, &r.tokens))
+            .collect::<Vec<_>>(),
+        records
+            .iter()
+            .map(|r| (&r.label, r.layer, &r.tokens))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn an_interrupted_sweep_resumes_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("model"));
+    let mut config = config(tmp.path(), "");
+    config.generate.batch_rows = 5;
+    let plan = ScopePlan::new(&config, &model).unwrap();
+    let embedder = embedder();
+    let first = plan
+        .run(
+            &embedder,
+            &mut StopAfter {
+                batches: 2,
+                seen: Cell::new(0),
+            },
+        )
+        .unwrap();
+    assert!(first.stopped);
+    assert_eq!(first.generated, 10);
+    let results = config.out.join("results.jsonl");
+    assert_eq!(read_results(&results).unwrap().len(), 10);
+    // A line cut short by the interruption is dropped, not fatal.
+    let mut text = std::fs::read_to_string(&results).unwrap();
+    text.push_str("{\"source_index\": 0, \"sour");
+    std::fs::write(&results, text).unwrap();
+
+    let second = plan.run(&embedder, &mut loupe_data::NoProgress).unwrap();
+    assert!(!second.stopped);
+    assert_eq!((second.resumed, second.generated), (10, 29));
+    let records = read_results(&results).unwrap();
+    let keys: std::collections::HashSet<_> = records.iter().map(|r| r.key()).collect();
+    assert_eq!((records.len(), keys.len()), (39, 39));
+
+    // A run with another target prompt does not mix its results into these.
+    let mut other = config.clone();
+    other.target.prompt = "identity".into();
+    let e = ScopePlan::new(&other, &model)
+        .unwrap()
+        .run(&embedder, &mut loupe_data::NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("different run"), "{e}");
+}
+
+fn refused(config: &ScopeConfig, model: &Model) -> String {
+    match ScopePlan::new(config, model) {
+        Ok(_) => panic!("the config was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_settings_are_refused_before_any_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("model"));
+    let base = config(tmp.path(), "");
+
+    // An SAE trained at another layer than the sweep reads.
+    let mut c = base.clone();
+    c.source.layers = vec![0, 2];
+    let e = refused(&c, &model);
+    assert!(
+        e.contains("'latent5'") && e.contains("layer 1") && e.contains("source.layers"),
+        "{e}"
+    );
+
+    // A feature at another kind of hook than the site.
+    let mut c = base.clone();
+    c.source.site = loupe_scope::config::Site::MlpPost;
+    let e = refused(&c, &model);
+    assert!(
+        e.contains("blocks.1.hook_resid_post (32 wide)")
+            && e.contains("48 wide")
+            && e.contains("source.site"),
+        "{e}"
+    );
+
+    // An empty source prompt, and a file of them with an empty line is fine.
+    let mut c = base.clone();
+    c.source.prompts.push("  ".into());
+    let e = refused(&c, &model);
+    assert!(e.contains("source.prompts[3]") && e.contains("empty"), "{e}");
+
+    // A target position outside the target prompt.
+    let mut c = base.clone();
+    c.target.position = loupe_scope::config::TokenPosition::Index(500);
+    let e = refused(&c, &model);
+    assert!(e.contains("target.position") && e.contains("500"), "{e}");
+
+    // A source position outside a source prompt.
+    let mut c = base.clone();
+    c.source.position = loupe_scope::config::TokenPosition::Index(5);
+    let e = refused(&c, &model);
+    assert!(e.contains("source.position") && e.contains("\"hello\""), "{e}");
+
+    // A feature the book does not have, and an unknown amplifier.
+    let mut c = base.clone();
+    c.amplifiers[3].feature = Some("latent6".into());
+    let e = refused(&c, &model);
+    assert!(e.contains("no feature 'latent6'") && e.contains("latent5"), "{e}");
+    let mut c = base.clone();
+    c.amplifiers[0].kind = "steer".into();
+    assert!(refused(&c, &model).contains("unknown amplifier 'steer'"));
+
+    // A layer the model does not have.
+    let mut c = base.clone();
+    c.source.layers = vec![1, 3];
+    assert!(refused(&c, &model).contains("layer 3 does not exist"));
+}
+
+#[test]
+fn a_probe_from_another_model_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("model"));
+    let other_dir = tmp.path().join("other");
+    loupe_model::testing::write_tiny_hf_dir(&other_dir, 8).unwrap();
+    let other = Model::load(other_dir.to_str().unwrap(), &Device::Cpu).unwrap();
+    let probe_path = tmp.path().join("probe.safetensors");
+    loupe_probe::Probe {
+        info: loupe_probe::ProbeInfo {
+            feature: "lang=a".into(),
+            level: loupe_probe::dataset::Level::Token,
+            hook: "blocks.1.hook_resid_post".parse().unwrap(),
+            width: 32,
+            model_name: "other".into(),
+            model_sha256: other.source.fingerprint().unwrap(),
+            store: "store".into(),
+            method: "mean_diff".into(),
+            k: 1,
+            c: 1.0,
+            held_out: Default::default(),
+            train: Default::default(),
+            balance: loupe_probe::dataset::ClassBalance {
+                train_positive: 1,
+                train_negative: 1,
+                held_out_positive: 1,
+                held_out_negative: 1,
+            },
+        },
+        neurons: vec![3],
+        weights: vec![1.0],
+        bias: 0.0,
+        mean: None,
+        std: None,
+    }
+    .save(&probe_path)
+    .unwrap();
+    let mut c = config(tmp.path(), "[[amplifier]]\nkind = \"probe\"\nfeature = \"p\"\n");
+    let book = tmp.path().join("probe-book.toml");
+    std::fs::write(
+        &book,
+        format!(
+            "[[feature]]\nname = \"p\"\nkind = \"probe\"\nprobe = {:?}\n",
+            probe_path.display().to_string()
+        ),
+    )
+    .unwrap();
+    c.features = Some(book);
+    c.amplifiers.retain(|a| a.kind != "sae");
+    let e = refused(&c, &model);
+    assert!(e.contains("trained on another model"), "{e}");
+}
