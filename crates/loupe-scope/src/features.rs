@@ -3,7 +3,9 @@
 //! - `probe`: a k-sparse probe checkpoint, its weights lifted into the hook's space
 //!   (`Probe::direction`); a probe on MLP neurons (`mlp.hook_post`) can also be moved to its
 //!   layer's `hook_mlp_out` or `hook_resid_post` through the down projection (`site = ...`);
-//! - `sae`: an SAE latent (its decoder row), by index;
+//! - `sae`: an SAE latent (its decoder row), by index, or the latent that best tells two prompt
+//!   sets apart (largest mean activation on `positive` minus that on `negative`, at each prompt's
+//!   last token): a way to name a latent of an SAE that is trained afresh;
 //! - `mean_diff`: the difference of the mean activations (at each prompt's last token) of two
 //!   prompt sets;
 //! - `vector`: a safetensors file with a 1-D tensor `direction`.
@@ -51,7 +53,7 @@ pub struct FeatureEntry {
     /// `mean_diff`, `vector`: the hook the direction lives at.
     #[serde(default)]
     pub hook: Option<HookPoint>,
-    /// `mean_diff`: the two prompt sets.
+    /// `mean_diff`, and `sae` without `latent`: the two prompt sets.
     #[serde(default)]
     pub positive: Vec<String>,
     #[serde(default)]
@@ -151,6 +153,23 @@ pub fn load_book(path: &Path, model: &Model) -> Result<Vec<Feature>> {
     Ok(features)
 }
 
+/// The activation at `hook` of each prompt's last token, `[prompts, width]` f32.
+fn last_token_activations(model: &Model, hook: HookPoint, prompts: &[String], field: &str) -> Result<Tensor> {
+    if prompts.is_empty() {
+        return Err(Error::config(field, "give at least one prompt"));
+    }
+    if let Some(empty) = prompts.iter().position(|p| p.trim().is_empty()) {
+        return Err(Error::config(field, format!("prompt {empty} is empty")));
+    }
+    let batch = model.batch(prompts)?;
+    let mut hooks = Hooks::new().capture(hook);
+    model.llama.forward(&batch, &mut hooks, Logits::None)?;
+    let captured = hooks.captured(hook).expect("the hook was captured");
+    // Left-padded: every prompt's last token is the last column.
+    let last = captured.narrow(1, captured.dim(1)? - 1, 1)?.squeeze(1)?;
+    Ok(last.to_dtype(DType::F32)?)
+}
+
 /// Paths in a book are relative to the working directory, or to the book when not found there.
 fn locate(path: &Path, base: &Path) -> PathBuf {
     if path.exists() || path.is_absolute() {
@@ -221,15 +240,6 @@ fn resolve(
         "sae" => {
             let path = need(entry.sae.as_ref(), "sae", "\"checkpoints/smollm2-l15-topk\"")?;
             let sae = loupe_sae::saelens::load(&path)?;
-            let latent = entry
-                .latent
-                .ok_or_else(|| Error::config(&at("latent"), "an sae feature needs latent = <index>"))?;
-            if latent >= sae.d_sae {
-                return Err(Error::config(
-                    &at("latent"),
-                    format!("the SAE has {} latents (0 to {})", sae.d_sae, sae.d_sae - 1),
-                ));
-            }
             let hook: HookPoint = sae.metadata.hook_name.parse().map_err(|e| {
                 Error::config(
                     &at("sae"),
@@ -245,6 +255,27 @@ fn resolve(
                     model.name,
                     llama.width(hook)
                 )));
+            }
+            let latent = match (entry.latent, entry.positive.is_empty()) {
+                (Some(latent), true) => latent,
+                (None, false) => {
+                    let positive = last_token_activations(model, hook, &entry.positive, &at("positive"))?;
+                    let negative = last_token_activations(model, hook, &entry.negative, &at("negative"))?;
+                    let contrast = (sae.encode(&positive)?.mean(0)? - sae.encode(&negative)?.mean(0)?)?;
+                    contrast.argmax(0)?.to_scalar::<u32>()? as usize
+                }
+                _ => {
+                    return Err(Error::config(
+                        &at("latent"),
+                        "an sae feature needs latent = <index>, or positive and negative prompts to choose it (not both)",
+                    ))
+                }
+            };
+            if latent >= sae.d_sae {
+                return Err(Error::config(
+                    &at("latent"),
+                    format!("the SAE has {} latents (0 to {})", sae.d_sae, sae.d_sae - 1),
+                ));
             }
             let direction = sae.w_dec.get(latent)?.to_vec1::<f32>()?;
             (
@@ -271,16 +302,8 @@ fn resolve(
                 ));
             }
             let mean = |prompts: &[String], field: &str| -> Result<Vec<f32>> {
-                if let Some(empty) = prompts.iter().position(|p| p.trim().is_empty()) {
-                    return Err(Error::config(&at(field), format!("prompt {empty} is empty")));
-                }
-                let batch = model.batch(prompts)?;
-                let mut hooks = Hooks::new().capture(hook);
-                llama.forward(&batch, &mut hooks, Logits::None)?;
-                let captured = hooks.captured(hook).expect("the hook was captured");
-                // Left-padded: every prompt's last token is the last column.
-                let last = captured.narrow(1, captured.dim(1)? - 1, 1)?.squeeze(1)?;
-                Ok(last.mean(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+                let rows = last_token_activations(model, hook, prompts, &at(field))?;
+                Ok(rows.mean(0)?.to_vec1::<f32>()?)
             };
             let (p, n) = (
                 mean(&entry.positive, "positive")?,
