@@ -539,3 +539,74 @@ fn features_list_and_show_on_a_tiny_model() {
     let out = run(args(&["features", "show", "nope"]));
     assert_clear_error(&out, &["no feature 'nope'", "tees"]);
 }
+
+#[test]
+fn scope_runs_judges_reports_and_resumes_on_a_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    write_tiny_hf_dir(&model, 3).unwrap();
+    let out_dir = dir.path().join("scope");
+    let config_text = |target_position: &str| {
+        format!(
+            "model = {model:?}\nout = {out:?}\n\
+             [source]\nprompts = [\"the dog\", \"hello\"]\nlayers = [0, 1]\n\
+             [target]\nprompt = \"the cat sat on the mat\"\nposition = {target_position}\n\
+             [generate]\nmax_new_tokens = 4\n\
+             [[amplifier]]\nkind = \"none\"\n[[amplifier]]\nkind = \"scale\"\nvalues = [3]\n\
+             [[amplifier]]\nkind = \"cfg\"\nvalues = [1]\n",
+            model = model.display().to_string(),
+            out = out_dir.display().to_string(),
+        )
+    };
+    let config = dir.path().join("scope.toml");
+
+    // A target position outside the prompt: refused before anything is generated or written.
+    std::fs::write(&config, config_text("500")).unwrap();
+    let out = loupe(&["scope", "--config", config.to_str().unwrap()]);
+    assert_clear_error(&out, &["target.position", "500", "\"last\""]);
+    assert!(!out_dir.join("results.jsonl").exists());
+
+    std::fs::write(&config, config_text("\"last\"")).unwrap();
+    let out = loupe(&["scope", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("report.md"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("12 generated (0 already done)"),
+        "{}",
+        stderr(&out)
+    );
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    for needle in [
+        "## Fraction interpreted",
+        "| scale 3 |",
+        "### the dog",
+        "★",
+        "precision@1",
+    ] {
+        assert!(report.contains(needle), "{needle:?} not in report.md:\n{report}");
+    }
+    let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("class=\"best\""));
+    let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 2 * 3);
+    let events = std::fs::read_dir(out_dir.join("tensorboard")).unwrap().count();
+    assert!(events > 0);
+
+    // Run again: everything is already done.
+    let out = loupe(&["scope", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("0 generated (12 already done)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn shipped_scope_config_parses() {
+    let config =
+        loupe_scope::ScopeConfig::from_file(std::path::Path::new("configs/scope-entities.toml")).unwrap();
+    assert_eq!(config.source_prompts().unwrap().len(), 40);
+    assert_eq!(config.source.layers, (1..=12).collect::<Vec<_>>());
+    assert_eq!(config.generate.max_new_tokens, 10);
+}

@@ -8,6 +8,7 @@ pub mod config;
 mod error;
 pub mod features;
 pub mod judge;
+pub mod patch;
 pub mod report;
 pub mod results;
 pub mod runner;

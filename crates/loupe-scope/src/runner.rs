@@ -4,20 +4,16 @@
 //!
 //! Everything that can be wrong with a config is found by [`ScopePlan::new`] before any forward
 //! pass. Then, per source prompt, every variant (all layers, amplifiers and values) is generated
-//! together, in batches of up to `generate.batch_rows` rows. The target prompt's tokens before the
-//! patched position are run once for the whole sweep and their keys and values shared by every
-//! row ([`KvCache::repeat_rows`]): the patch cannot change them.
+//! together, in batches of up to `generate.batch_rows` rows, from one [`PatchedTarget`]: the
+//! target prompt's tokens before the patched position run once for the whole sweep.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 use loupe_data::Progress;
-use loupe_model::{
-    generate_from, Batch, Edit, GenerateConfig, HookPoint, Hooks, Intervention, KvCache, Logits, Model,
-    Positions, Sampling,
-};
+use loupe_model::{Batch, GenerateConfig, HookPoint, Hooks, Logits, Model, Sampling};
 
 use crate::amplify::{
     cfg::Cfg,
@@ -30,6 +26,7 @@ use crate::amplify::{
 use crate::config::{AmplifierConfig, ScopeConfig, TargetLayer, TokenPosition};
 use crate::features::{load_book, Feature, Source as FeatureSource};
 use crate::judge::{concept_hits, cosine, next_token, Embedder};
+use crate::patch::{Patch, PatchedTarget};
 use crate::results::{done_keys, ResultsFile, ScopeRecord};
 use crate::target::target_prompt_text;
 use crate::{Error, Result};
@@ -453,8 +450,6 @@ impl<'a> ScopePlan<'a> {
         let (mut results, existing) = ResultsFile::open(&out.join("results.jsonl"))?;
         let done = done_keys(&existing);
 
-        let llama = &self.model.llama;
-        let device = llama.device();
         let hooks_read: Vec<HookPoint> = self
             .config
             .source
@@ -473,16 +468,7 @@ impl<'a> ScopePlan<'a> {
         let variants = self.variants(&sigma)?;
 
         // The target prompt before the patched position, run once for every row of the sweep.
-        let p = self.target_position;
-        let prefix_cache = if p > 0 {
-            let mut cache = KvCache::new(llama.config());
-            let prefix = Batch::left_padded(&[self.target_ids[..p].to_vec()], self.model.pad_id(), device)?;
-            llama.forward_cached(&prefix, &mut Hooks::new(), &mut cache, Logits::None)?;
-            Some(cache)
-        } else {
-            None
-        };
-        let suffix = self.target_ids[p..].to_vec();
+        let target = PatchedTarget::new(self.model, &self.target_ids, self.target_position)?;
         let generation = GenerateConfig {
             max_new_tokens: self.config.generate.max_new_tokens,
             sampling: Sampling::Greedy,
@@ -532,27 +518,14 @@ impl<'a> ScopePlan<'a> {
                     return Ok(summary);
                 }
                 let n = chunk.len();
-                let (mut cache, batch) = match &prefix_cache {
-                    Some(prefix) => (
-                        prefix.repeat_rows(n)?,
-                        Batch::continuing(&vec![suffix.clone(); n], p, device)?,
-                    ),
-                    None => (
-                        KvCache::new(llama.config()),
-                        Batch::left_padded(&vec![suffix.clone(); n], self.model.pad_id(), device)?,
-                    ),
-                };
-                let mut hooks = Hooks::new();
-                for (row, (layer, _, amplified)) in chunk.iter().enumerate() {
-                    hooks = hooks.intervene(Intervention {
+                let patches: Vec<Patch> = chunk
+                    .iter()
+                    .map(|(layer, _, amplified)| Patch {
                         hook: self.target_hook(*layer),
-                        positions: Positions::Only(vec![p]),
-                        rows: Some(vec![row]),
-                        edit: Edit::Replace(Tensor::from_slice(amplified, amplified.len(), device)?),
-                    });
-                }
-                let (generations, first_logits) =
-                    generate_from(llama, &mut cache, batch, &mut hooks, &generation)?;
+                        value: amplified,
+                    })
+                    .collect();
+                let (generations, first_logits) = target.generate(self.model, &patches, &generation)?;
                 let first_logits = first_logits.to_vec2::<f32>()?;
                 let texts: Vec<String> = generations
                     .iter()
@@ -562,7 +535,7 @@ impl<'a> ScopePlan<'a> {
                 let mut records = Vec::with_capacity(n);
                 for (i, (layer, variant, amplified)) in chunk.iter().enumerate() {
                     let judged = next_token(&first_logits[i], activations.next_token);
-                    summary.tokens += suffix.len() + generations[i].tokens.len();
+                    summary.tokens += target.suffix_len() + generations[i].tokens.len();
                     records.push(ScopeRecord {
                         source_index: index,
                         source: text.clone(),

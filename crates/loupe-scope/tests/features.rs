@@ -204,3 +204,74 @@ fn features_that_do_not_fit_are_refused() {
     let e = error(&format!("{twice}{twice}"));
     assert!(e.contains("'x' is named twice"), "{e}");
 }
+
+#[test]
+fn an_sae_latent_can_be_named_by_contrasting_prompts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("model"));
+    // A ReLU SAE for the tiny model's layer 1 residual stream.
+    use loupe_sae::{Activation, Params, Sae, SaeMetadata};
+    let mut params = Params::zeros(32, 64, false);
+    for (i, (_, values)) in params.fields_mut().into_iter().enumerate() {
+        for (j, v) in values.iter_mut().enumerate() {
+            *v = (((i * 7919 + j * 104729) % 1000) as f32 / 1000.0) - 0.5;
+        }
+    }
+    let metadata = SaeMetadata {
+        model_name: "tiny".into(),
+        hook_name: "blocks.1.hook_resid_post".into(),
+        model_sha256: None,
+        context_size: None,
+        dataset_path: None,
+        trained_architecture: Some("relu".into()),
+        norm_cutoff: None,
+    };
+    let sae = Sae::from_params(&params, Activation::Relu, false, 1.0, metadata).unwrap();
+    loupe_sae::saelens::save(&sae, &tmp.path().join("sae")).unwrap();
+    let (positive, negative) = (["tt t", "t t"], ["xq", "zq"]);
+    let path = book(
+        tmp.path(),
+        &format!(
+            "[[feature]]\nname = \"tee\"\nkind = \"sae\"\nsae = \"{}\"\npositive = {positive:?}\nnegative = {negative:?}\n",
+            tmp.path().join("sae").display()
+        ),
+    );
+    let features = load_book(&path, &model).unwrap();
+    let Source::Sae { latent, .. } = features[0].source else {
+        panic!("not an SAE feature")
+    };
+    // The latent with the largest difference of mean activations, computed here directly.
+    let hook: HookPoint = "blocks.1.hook_resid_post".parse().unwrap();
+    let mean_code = |prompts: &[&str]| -> Vec<f32> {
+        let mut sum = vec![0f32; 64];
+        for p in prompts {
+            let batch = model.batch(&[*p]).unwrap();
+            let mut hooks = Hooks::new().capture(hook);
+            model.llama.forward(&batch, &mut hooks, Logits::None).unwrap();
+            let c = hooks.captured(hook).unwrap();
+            let last = c
+                .get(0)
+                .unwrap()
+                .get(c.dim(1).unwrap() - 1)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let code: Vec<f32> = sae.encode(&last).unwrap().get(0).unwrap().to_vec1().unwrap();
+            sum.iter_mut()
+                .zip(code)
+                .for_each(|(s, c)| *s += c / prompts.len() as f32);
+        }
+        sum
+    };
+    let (p, n) = (mean_code(&positive), mean_code(&negative));
+    let contrast: Vec<f32> = p.iter().zip(&n).map(|(p, n)| p - n).collect();
+    let best = (0..64)
+        .max_by(|&a, &b| contrast[a].total_cmp(&contrast[b]))
+        .unwrap();
+    assert_eq!(latent, best);
+    assert!(contrast[best] > 0.0);
+    assert_eq!(
+        features[0].direction,
+        sae.w_dec.get(best).unwrap().to_vec1::<f32>().unwrap()
+    );
+}

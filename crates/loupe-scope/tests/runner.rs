@@ -200,7 +200,7 @@ fn batched_generation_equals_generating_each_variant_alone() {
         );
         let alone = generate(
             &model.llama,
-            &[target_ids.clone()],
+            std::slice::from_ref(&target_ids),
             model.pad_id(),
             &mut hooks,
             &generation,

@@ -1,0 +1,86 @@
+//! Patched generation from one target prompt: its tokens before the patched position are run
+//! once and their keys and values shared by every row ([`KvCache::repeat_rows`]), since a patch
+//! cannot change what comes before it; each row then runs the rest of the prompt with its own
+//! activation patched in, and all rows generate together as one batch.
+
+use candle_core::Tensor;
+use loupe_model::{
+    generate_from, Batch, Edit, GenerateConfig, Generation, HookPoint, Hooks, Intervention, KvCache, Logits,
+    Model, Positions,
+};
+
+use crate::Result;
+
+pub struct PatchedTarget {
+    /// Keys and values of the tokens before `position` (none when it is 0).
+    prefix: Option<KvCache>,
+    /// The tokens from `position` on.
+    suffix: Vec<u32>,
+    position: usize,
+}
+
+/// One row: replace the activation at `hook` (at the target position) by `value`.
+pub struct Patch<'a> {
+    pub hook: HookPoint,
+    pub value: &'a [f32],
+}
+
+impl PatchedTarget {
+    /// Runs `target_ids[..position]` through the model once.
+    pub fn new(model: &Model, target_ids: &[u32], position: usize) -> Result<Self> {
+        let llama = &model.llama;
+        let prefix = if position > 0 {
+            let mut cache = KvCache::new(llama.config());
+            let batch =
+                Batch::left_padded(&[target_ids[..position].to_vec()], model.pad_id(), llama.device())?;
+            llama.forward_cached(&batch, &mut Hooks::new(), &mut cache, Logits::None)?;
+            Some(cache)
+        } else {
+            None
+        };
+        Ok(PatchedTarget {
+            prefix,
+            suffix: target_ids[position..].to_vec(),
+            position,
+        })
+    }
+
+    /// The target's tokens each row runs itself (from the patched position on).
+    pub fn suffix_len(&self) -> usize {
+        self.suffix.len()
+    }
+
+    /// Generates once per patch, all rows as one batch, and returns the generations and the
+    /// first new token's logits (`[rows, vocab]`).
+    pub fn generate(
+        &self,
+        model: &Model,
+        patches: &[Patch],
+        config: &GenerateConfig,
+    ) -> Result<(Vec<Generation>, Tensor)> {
+        let llama = &model.llama;
+        let device = llama.device();
+        let rows = patches.len();
+        let sequences = vec![self.suffix.clone(); rows];
+        let (mut cache, batch) = match &self.prefix {
+            Some(prefix) => (
+                prefix.repeat_rows(rows)?,
+                Batch::continuing(&sequences, self.position, device)?,
+            ),
+            None => (
+                KvCache::new(llama.config()),
+                Batch::left_padded(&sequences, model.pad_id(), device)?,
+            ),
+        };
+        let mut hooks = Hooks::new();
+        for (row, patch) in patches.iter().enumerate() {
+            hooks = hooks.intervene(Intervention {
+                hook: patch.hook,
+                positions: Positions::Only(vec![self.position]),
+                rows: Some(vec![row]),
+                edit: Edit::Replace(Tensor::from_slice(patch.value, patch.value.len(), device)?),
+            });
+        }
+        Ok(generate_from(llama, &mut cache, batch, &mut hooks, config)?)
+    }
+}
