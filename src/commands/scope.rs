@@ -74,6 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         target_prompt: target_prompt_text(&config.target.prompt).to_string(),
         site: plan.source_hook(0).to_string().replace("blocks.0.", "blocks.L."),
         threshold: config.judge.threshold,
+        concepts: plan.feature_concepts(),
     };
     let paths = write_report(&config.out, &context, &records)?;
     write_tensorboard(&config.out.join("tensorboard"), &records, config.judge.threshold);

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::judge::concept_hits;
 use crate::results::ScopeRecord;
 use crate::{Error, Result};
 
@@ -17,6 +18,8 @@ pub struct ReportContext {
     pub site: String,
     /// Score above which a generation counts as interpreting its source.
     pub threshold: f32,
+    /// The concept words of each feature the run amplified, by feature name.
+    pub concepts: BTreeMap<String, Vec<String>>,
 }
 
 pub struct ReportPaths {
@@ -275,15 +278,42 @@ fn markdown(context: &ReportContext, summary: &Summary) -> String {
             let _ = writeln!(md, "| {label} | {:.3} | {s:.2} |", p);
         }
     }
-    let concept_records: Vec<&ScopeRecord> = summary.records.iter().filter(|r| r.feature.is_some()).collect();
-    if !concept_records.is_empty() {
-        md.push_str("\n## Concept words\n\nGenerations of feature amplifications that name one of the feature's concept words:\n\n| amplifier | hits |\n| --- | ---: |\n");
+    if !context.concepts.is_empty() {
+        md.push_str(
+            "\n## Concept words\n\nGenerations that use one of the feature's concept words, against \
+             plain patching (`none`) of the same sources at the same layer as the baseline:\n\n\
+             | amplifier | hits | `none`, same layer |\n| --- | ---: | ---: |\n",
+        );
         for label in &summary.labels {
-            let of_label: Vec<&&ScopeRecord> = concept_records.iter().filter(|r| &r.label == label).collect();
-            if !of_label.is_empty() {
-                let hits = of_label.iter().filter(|r| !r.concept_hits.is_empty()).count();
-                let _ = writeln!(md, "| {label} | {hits} / {} |", of_label.len());
-            }
+            let of_label: Vec<&ScopeRecord> = summary.records.iter().filter(|r| &r.label == label).collect();
+            let Some(concepts) = of_label
+                .first()
+                .and_then(|r| r.feature.as_ref())
+                .and_then(|f| context.concepts.get(f))
+            else {
+                continue;
+            };
+            let hits = of_label.iter().filter(|r| !r.concept_hits.is_empty()).count();
+            let baseline: Vec<&ScopeRecord> = summary
+                .records
+                .iter()
+                .filter(|r| {
+                    r.amplifier == "none"
+                        && of_label
+                            .iter()
+                            .any(|f| f.layer == r.layer && f.source == r.source)
+                })
+                .collect();
+            let baseline_hits = baseline
+                .iter()
+                .filter(|r| !concept_hits(&r.generation, concepts).is_empty())
+                .count();
+            let _ = writeln!(
+                md,
+                "| {label} | {hits} / {} | {baseline_hits} / {} |",
+                of_label.len(),
+                baseline.len()
+            );
         }
     }
     md.push_str(

@@ -195,6 +195,17 @@ impl<'a> ScopePlan<'a> {
         Ok(plan)
     }
 
+    /// The concept words of each feature an amplifier names.
+    pub fn feature_concepts(&self) -> BTreeMap<String, Vec<String>> {
+        self.config
+            .amplifiers
+            .iter()
+            .filter_map(|a| a.feature.as_ref())
+            .filter_map(|name| self.features.iter().find(|f| &f.name == name))
+            .map(|f| (f.name.clone(), f.concepts.clone()))
+            .collect()
+    }
+
     /// The hook the sweep reads at `layer`.
     pub fn source_hook(&self, layer: usize) -> HookPoint {
         self.config.source.site.hook(layer)
