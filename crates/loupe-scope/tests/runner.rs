@@ -12,7 +12,7 @@ use loupe_data::Progress;
 use loupe_model::{generate, GenerateConfig, HookPoint, Hooks, Logits, Model, Positions, Sampling};
 use loupe_scope::amplify::sae::{SaeFeature, SaeMode};
 use loupe_scope::amplify::Amplifier;
-use loupe_scope::config::TargetLayer;
+use loupe_scope::config::{Site, TargetLayer};
 use loupe_scope::judge::embedding::{default_embedder_dir, Embedder};
 use loupe_scope::results::read_results;
 use loupe_scope::{ScopeConfig, ScopePlan};
@@ -139,27 +139,39 @@ fn activation(model: &Model, prompt: &str, hook: HookPoint) -> Vec<f32> {
 
 #[test]
 fn batched_generation_equals_generating_each_variant_alone() {
-    check_batched_equals_alone(TargetLayer::Source);
+    check_batched_equals_alone(Site::ResidPost, TargetLayer::Source);
 }
 
 #[test]
 fn batched_generation_equals_alone_with_a_fixed_target_layer() {
     // Layer 1: a patch at the last layer of a mid-prompt position would reach no later token.
-    check_batched_equals_alone(TargetLayer::Fixed(1));
+    check_batched_equals_alone(Site::ResidPost, TargetLayer::Fixed(1));
 }
 
-fn check_batched_equals_alone(target_layer: TargetLayer) {
+#[test]
+fn batched_generation_equals_alone_at_the_mlp_sites() {
+    check_batched_equals_alone(Site::MlpOut, TargetLayer::Source);
+    check_batched_equals_alone(Site::MlpPost, TargetLayer::Source);
+}
+
+fn check_batched_equals_alone(site: Site, target_layer: TargetLayer) {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(&tmp.path().join("model"));
     let mut config = config(tmp.path(), "");
     config.target.layer = target_layer;
+    config.source.site = site;
+    if site != Site::ResidPost {
+        // The SAE reads the residual stream.
+        config.amplifiers.retain(|a| a.kind != "sae");
+    }
     let plan = ScopePlan::new(&config, &model).unwrap();
     // none, scale, cfg × 2 null prompts at each of 3 layers, and the SAE latent at layer 1 only.
-    assert_eq!(plan.total_rows().unwrap(), 3 * (3 * 4 + 1));
+    let rows = 3 * (3 * 4 + usize::from(site == Site::ResidPost));
+    assert_eq!(plan.total_rows().unwrap(), rows);
     let summary = plan.run(&embedder(), &mut loupe_data::NoProgress).unwrap();
-    assert_eq!(summary.generated, 39);
+    assert_eq!(summary.generated, rows);
     let records = read_results(&config.out.join("results.jsonl")).unwrap();
-    assert_eq!(records.len(), 39);
+    assert_eq!(records.len(), rows);
     assert!(records
         .iter()
         .filter(|r| r.amplifier == "sae")
@@ -205,7 +217,8 @@ fn check_batched_equals_alone(target_layer: TargetLayer) {
             other => panic!("unexpected {other:?}"),
         };
         // Alone: the whole target prompt, no shared prefill, one row.
-        let target_hook = HookPoint::ResidPost(record.target_layer);
+        let target_hook = site.hook(record.target_layer);
+        assert_eq!(hook, site.hook(record.layer));
         match target_layer {
             TargetLayer::Source => assert_eq!(record.target_layer, record.layer),
             TargetLayer::Fixed(l) => assert_eq!(record.target_layer, l),
