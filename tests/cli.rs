@@ -596,7 +596,7 @@ fn scope_runs_judges_reports_and_resumes_on_a_tiny_model() {
     let out = loupe(&["scope", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("0 generated (12 already done)"),
+        stderr(&out).contains("nothing to generate: all 12 already done"),
         "{}",
         stderr(&out)
     );

@@ -56,13 +56,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let summary = plan.run(&embedder, &mut bar)?;
         bar.finish();
         let seconds = bar.started.elapsed().as_secs_f64();
-        eprintln!(
-            "{} generated ({} already done) in {seconds:.1}s: {:.1} generations/s, {:.0} patched tokens/s",
-            summary.generated,
-            summary.resumed,
-            summary.generated as f64 / seconds,
-            summary.tokens as f64 / seconds
-        );
+        if summary.generated == 0 {
+            eprintln!("nothing to generate: all {} already done", summary.resumed);
+        } else {
+            eprintln!(
+                "{} generated ({} already done) in {seconds:.1}s: {:.1} generations/s, {:.0} patched tokens/s",
+                summary.generated,
+                summary.resumed,
+                summary.generated as f64 / seconds,
+                summary.tokens as f64 / seconds
+            );
+        }
         if summary.stopped {
             eprintln!("stopped; run the same command again to go on where it stopped");
         }
