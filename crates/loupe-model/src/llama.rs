@@ -113,10 +113,12 @@ impl KvCache {
     /// A cache of `rows` rows, each a copy of this one-row cache: a prompt prefix run once and
     /// then continued by many rows (patch experiments share the target prompt's prefill so).
     pub fn repeat_rows(&self, rows: usize) -> Result<KvCache> {
+        // Room for the prefix and a short continuation; the cache grows by as much again when
+        // it fills. (Many rows at the default 256 columns would allocate gigabytes.)
+        let capacity = self.columns() + 32;
         let mut layers = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let mut copy = layer.clone();
-            copy.reset();
+            let mut copy = candle_nn::kv_cache::KvCache::new(2, capacity);
             if let (Some(k), Some(v)) = (layer.k()?, layer.v()?) {
                 if k.dim(0)? != 1 {
                     return Err(Error::Invalid(format!(
