@@ -270,13 +270,32 @@ fn markdown(context: &ReportContext, summary: &Summary) -> String {
     md.push_str(&fraction_tables(summary));
     md.push_str("\n![fraction interpreted](interpreted.svg)\n\n## Next token (Patchscopes)\n\n");
     md.push_str(
-        "Precision@1: the patched target's first token is the source's own next-token prediction; \
-         surprisal of that token, in nats. Meant for the identity prompt.\n\n| amplifier | precision@1 | surprisal |\n| --- | ---: | ---: |\n",
+        "Precision@1: the fraction of patched targets whose most likely first token is the source's \
+         own next-token prediction, at each source layer; then over all layers, with the mean \
+         surprisal of that token (nats). Meant for the identity prompt.\n\n| amplifier |",
     );
+    for layer in &summary.layers {
+        let _ = write!(md, " L{layer} |");
+    }
+    md.push_str(" all | surprisal |\n| --- |");
+    for _ in &summary.layers {
+        md.push_str(" ---: |");
+    }
+    md.push_str(" ---: | ---: |\n");
     for label in &summary.labels {
-        if let Some((p, s)) = summary.next_token(|r| &r.label == label) {
-            let _ = writeln!(md, "| {label} | {:.3} | {s:.2} |", p);
+        let Some((precision, surprisal)) = summary.next_token(|r| &r.label == label) else {
+            continue;
+        };
+        let _ = write!(md, "| {label} |");
+        for &layer in &summary.layers {
+            match summary.next_token(|r| &r.label == label && r.layer == layer) {
+                Some((p, _)) => {
+                    let _ = write!(md, " {p:.2} |");
+                }
+                None => md.push_str(" – |"),
+            }
         }
+        let _ = writeln!(md, " {precision:.2} | {surprisal:.2} |");
     }
     if !context.concepts.is_empty() {
         md.push_str(
