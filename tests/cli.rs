@@ -581,7 +581,7 @@ fn scope_runs_judges_reports_and_resumes_on_a_tiny_model() {
         "| scale 3 |",
         "### the dog",
         "★",
-        "precision@1",
+        "Precision@1",
     ] {
         assert!(report.contains(needle), "{needle:?} not in report.md:\n{report}");
     }
