@@ -72,7 +72,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    let records = read_results(&config.out.join("results.jsonl"))?;
+    let results = config.out.join("results.jsonl");
+    if !results.exists() {
+        anyhow::bail!(
+            "{} does not exist: nothing to report yet; run `loupe scope --config {}` without --report-only first",
+            results.display(),
+            args.config.display()
+        );
+    }
+    let records = read_results(&results)?;
     let context = ReportContext {
         model: model.name.clone(),
         target_prompt: target_prompt_text(&config.target.prompt).to_string(),
