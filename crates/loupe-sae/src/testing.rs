@@ -186,3 +186,26 @@ pub fn fixture_input(seed: u64) -> Result<Tensor> {
     let x: Vec<f32> = (0..8 * 16).map(|_| 2.0 * gaussian(&mut rng)).collect();
     Ok(Tensor::from_vec(x, (8, 16), &Device::Cpu)?)
 }
+
+/// A ReLU SAE with weights uniform in [-0.5, 0.5), for a model's `hook` of width `d_in`: a stand-in
+/// for a trained SAE in tests that use one (features, amplification).
+pub fn random_relu_sae(d_in: usize, d_sae: usize, hook: &str, seed: u64) -> Result<crate::Sae> {
+    use crate::{Activation, Params, Sae, SaeMetadata};
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut params = Params::zeros(d_in, d_sae, false);
+    for (_, values) in params.fields_mut() {
+        values
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-0.5..0.5f32));
+    }
+    let metadata = SaeMetadata {
+        model_name: "test".into(),
+        hook_name: hook.into(),
+        model_sha256: None,
+        context_size: None,
+        dataset_path: None,
+        trained_architecture: Some("relu".into()),
+        norm_cutoff: None,
+    };
+    Sae::from_params(&params, Activation::Relu, false, 1.0, metadata)
+}

@@ -211,6 +211,16 @@ impl<'a> ScopePlan<'a> {
         self.config.source.site.hook(layer)
     }
 
+    /// The hooks the sweep reads, one per source layer, in the config's order.
+    pub fn source_hooks(&self) -> Vec<HookPoint> {
+        self.config
+            .source
+            .layers
+            .iter()
+            .map(|&l| self.source_hook(l))
+            .collect()
+    }
+
     /// The hook patched for source layer `layer`.
     pub fn target_hook(&self, layer: usize) -> HookPoint {
         match self.config.target.layer {
@@ -241,13 +251,7 @@ impl<'a> ScopePlan<'a> {
     /// `probe` `add` without a σ of its own.
     fn variants(&self, sigma: &BTreeMap<HookPoint, f32>) -> Result<Vec<Variant>> {
         let mut variants = Vec::new();
-        let source_hooks: Vec<HookPoint> = self
-            .config
-            .source
-            .layers
-            .iter()
-            .map(|&l| self.source_hook(l))
-            .collect();
+        let source_hooks: Vec<HookPoint> = self.source_hooks();
         for (i, spec) in self.config.amplifiers.iter().enumerate() {
             let at = |field: &str| format!("amplifier[{i}] ({}).{field}", spec.kind);
             let values = |default: &[f32]| -> Vec<f32> {
@@ -461,13 +465,7 @@ impl<'a> ScopePlan<'a> {
         let (mut results, existing) = ResultsFile::open(&out.join("results.jsonl"))?;
         let done = done_keys(&existing);
 
-        let hooks_read: Vec<HookPoint> = self
-            .config
-            .source
-            .layers
-            .iter()
-            .map(|&l| self.source_hook(l))
-            .collect();
+        let hooks_read: Vec<HookPoint> = self.source_hooks();
         let sources = self.source_activations(&hooks_read)?;
         let nulls = self.null_activations(&hooks_read)?;
         // σ for `probe add`: the mean norm of the source activations at each hook.

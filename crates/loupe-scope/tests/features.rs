@@ -210,23 +210,7 @@ fn an_sae_latent_can_be_named_by_contrasting_prompts() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(&tmp.path().join("model"));
     // A ReLU SAE for the tiny model's layer 1 residual stream.
-    use loupe_sae::{Activation, Params, Sae, SaeMetadata};
-    let mut params = Params::zeros(32, 64, false);
-    for (i, (_, values)) in params.fields_mut().into_iter().enumerate() {
-        for (j, v) in values.iter_mut().enumerate() {
-            *v = (((i * 7919 + j * 104729) % 1000) as f32 / 1000.0) - 0.5;
-        }
-    }
-    let metadata = SaeMetadata {
-        model_name: "tiny".into(),
-        hook_name: "blocks.1.hook_resid_post".into(),
-        model_sha256: None,
-        context_size: None,
-        dataset_path: None,
-        trained_architecture: Some("relu".into()),
-        norm_cutoff: None,
-    };
-    let sae = Sae::from_params(&params, Activation::Relu, false, 1.0, metadata).unwrap();
+    let sae = loupe_sae::testing::random_relu_sae(32, 64, "blocks.1.hook_resid_post", 5).unwrap();
     loupe_sae::saelens::save(&sae, &tmp.path().join("sae")).unwrap();
     let (positive, negative) = (["tt t", "t t"], ["xq", "zq"]);
     let path = book(

@@ -24,29 +24,9 @@ fn tiny_model(dir: &Path) -> Model {
     Model::load(dir.to_str().unwrap(), &Device::Cpu).unwrap()
 }
 
-/// An SAE for the tiny model's `hook` with random weights.
+/// An SAE for the tiny model's `hook` with random weights, saved in `dir`.
 fn tiny_sae(dir: &Path, hook: &str) -> PathBuf {
-    use loupe_sae::{Activation, Params, Sae, SaeMetadata};
-    let mut params = Params::zeros(32, 64, false);
-    let mut state = 12345u64;
-    for (_, values) in params.fields_mut() {
-        for v in values.iter_mut() {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            *v = ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5;
-        }
-    }
-    let metadata = SaeMetadata {
-        model_name: "tiny".into(),
-        hook_name: hook.into(),
-        model_sha256: None,
-        context_size: None,
-        dataset_path: None,
-        trained_architecture: Some("relu".into()),
-        norm_cutoff: None,
-    };
-    let sae = Sae::from_params(&params, Activation::Relu, false, 1.0, metadata).unwrap();
+    let sae = loupe_sae::testing::random_relu_sae(32, 64, hook, 12345).unwrap();
     let path = dir.join(format!("sae-{hook}"));
     loupe_sae::saelens::save(&sae, &path).unwrap();
     path
