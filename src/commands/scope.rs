@@ -86,10 +86,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         target_prompt: target_prompt_text(&config.target.prompt).to_string(),
         site: plan.source_hook(0).to_string().replace("blocks.0.", "blocks.L."),
         threshold: config.judge.threshold,
+        labels: plan.variant_labels()?,
         concepts: plan.feature_concepts(),
     };
     let paths = write_report(&config.out, &context, &records)?;
-    write_tensorboard(&config.out.join("tensorboard"), &records, config.judge.threshold);
+    write_tensorboard(&config.out.join("tensorboard"), &records, &context);
     eprintln!("total {:.1}s", start.elapsed().as_secs_f64());
     println!(
         "report: {} (and {}, {}, {}, {}; TensorBoard: tensorboard --logdir {})",
@@ -105,8 +106,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// The fraction interpreted against layer per amplifier as scalars, and each source prompt's
 /// comparison table as text.
-fn write_tensorboard(dir: &std::path::Path, records: &[loupe_scope::ScopeRecord], threshold: f32) {
-    let summary = Summary::new(records, threshold);
+fn write_tensorboard(dir: &std::path::Path, records: &[loupe_scope::ScopeRecord], context: &ReportContext) {
+    let summary = Summary::new(records, context.threshold, &context.labels);
     let mut tb = TensorBoard::new(dir);
     for name in &summary.families {
         for &layer in &summary.layers {

@@ -76,10 +76,22 @@ struct BookFile {
 /// Where a feature's direction came from.
 #[derive(Clone)]
 pub enum Source {
-    Probe { path: PathBuf, probe: Box<Probe> },
-    Sae { sae: Arc<Sae>, latent: usize },
-    MeanDiff { positives: usize, negatives: usize },
-    Vector { path: PathBuf },
+    Probe {
+        path: PathBuf,
+        probe: Box<Probe>,
+    },
+    Sae {
+        path: PathBuf,
+        sae: Arc<Sae>,
+        latent: usize,
+    },
+    MeanDiff {
+        positives: usize,
+        negatives: usize,
+    },
+    Vector {
+        path: PathBuf,
+    },
 }
 
 /// A feature resolved against a model: a direction at a hook.
@@ -94,6 +106,31 @@ pub struct Feature {
 }
 
 impl Feature {
+    /// For an SAE latent, its largest activation as `loupe sae top` recorded it (in `top/top.json`
+    /// beside the SAE); `None` when that has not been run or this is not an SAE latent.
+    pub fn recorded_max_activation(&self) -> Result<Option<f32>> {
+        let Source::Sae { path, latent, .. } = &self.source else {
+            return Ok(None);
+        };
+        let dir = if path.is_dir() {
+            path.clone()
+        } else {
+            path.with_extension("")
+        };
+        let top = dir.join("top").join("top.json");
+        if !top.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&top).map_err(|e| Error::io(&top, e))?;
+        let report: loupe_sae::top::TopReport =
+            serde_json::from_str(&text).map_err(|e| Error::config(&top.display().to_string(), e))?;
+        Ok(report
+            .latents
+            .iter()
+            .find(|l| l.latent as usize == *latent)
+            .map(|l| l.max_activation))
+    }
+
     pub fn describe(&self) -> String {
         let norm = self.direction.iter().map(|v| v * v).sum::<f32>().sqrt();
         let what = match &self.source {
@@ -105,7 +142,7 @@ impl Feature {
                 probe.info.hook,
                 probe.info.held_out.f1
             ),
-            Source::Sae { latent, sae } => format!(
+            Source::Sae { latent, sae, .. } => format!(
                 "SAE latent {latent} of {} ({} latents)",
                 sae.metadata.hook_name, sae.d_sae
             ),
@@ -282,6 +319,7 @@ fn resolve(
                 hook,
                 direction,
                 Source::Sae {
+                    path,
                     sae: Arc::new(sae),
                     latent,
                 },

@@ -18,6 +18,8 @@ pub struct ReportContext {
     pub site: String,
     /// Score above which a generation counts as interpreting its source.
     pub threshold: f32,
+    /// The run's amplifier labels in config order (the order of rows and lines).
+    pub labels: Vec<String>,
     /// The concept words of each feature the run amplified, by feature name.
     pub concepts: BTreeMap<String, Vec<String>>,
 }
@@ -58,17 +60,24 @@ fn push_unique(list: &mut Vec<String>, item: &str) {
 }
 
 impl<'a> Summary<'a> {
-    pub fn new(records: &'a [ScopeRecord], threshold: f32) -> Self {
+    /// `label_order`: the run's variants in config order; labels not in it follow in the order
+    /// the records have them.
+    pub fn new(records: &'a [ScopeRecord], threshold: f32, label_order: &[String]) -> Self {
         let mut sorted: Vec<&ScopeRecord> = records.iter().collect();
         sorted.sort_by_key(|r| r.source_index);
         let (mut labels, mut families, mut sources) = (Vec::new(), Vec::new(), Vec::new());
         let mut layers: Vec<usize> = records.iter().map(|r| r.layer).collect();
         layers.sort_unstable();
         layers.dedup();
-        for r in sorted {
+        for r in &sorted {
             push_unique(&mut labels, &r.label);
-            push_unique(&mut families, &family(r));
             push_unique(&mut sources, &r.source);
+        }
+        labels.sort_by_key(|l| label_order.iter().position(|o| o == l).unwrap_or(usize::MAX));
+        for label in &labels {
+            if let Some(r) = sorted.iter().find(|r| &r.label == label) {
+                push_unique(&mut families, &family(r));
+            }
         }
         Summary {
             records,
@@ -133,7 +142,7 @@ impl<'a> Summary<'a> {
 
 /// Writes every report file into `out`.
 pub fn write_report(out: &Path, context: &ReportContext, records: &[ScopeRecord]) -> Result<ReportPaths> {
-    let summary = Summary::new(records, context.threshold);
+    let summary = Summary::new(records, context.threshold, &context.labels);
     let paths = ReportPaths {
         markdown: out.join("report.md"),
         html: out.join("report.html"),

@@ -195,6 +195,15 @@ impl<'a> ScopePlan<'a> {
         Ok(plan)
     }
 
+    /// The label of every variant, in config order.
+    pub fn variant_labels(&self) -> Result<Vec<String>> {
+        Ok(self
+            .variants(&BTreeMap::new())?
+            .iter()
+            .map(|v| v.amplifier.label())
+            .collect())
+    }
+
     /// The concept words of each feature an amplifier names.
     pub fn feature_concepts(&self) -> BTreeMap<String, Vec<String>> {
         self.config
@@ -316,18 +325,24 @@ impl<'a> ScopePlan<'a> {
                     let mode = spec.mode.as_deref().unwrap_or("scale");
                     for value in values(&[4.0, 8.0]) {
                         let amplifier: Box<dyn Amplifier> = match (spec.kind.as_str(), mode, &feature.source) {
-                            ("sae", "scale", FeatureSource::Sae { sae, latent }) => Box::new(SaeFeature::new(
+                            ("sae", "scale", FeatureSource::Sae { sae, latent, .. }) => Box::new(SaeFeature::new(
                                 &feature.name,
                                 Arc::clone(sae),
                                 *latent,
                                 SaeMode::Scale { alpha: value },
                             )?),
-                            ("sae", "clamp", FeatureSource::Sae { sae, latent }) => {
-                                let max_activation = spec.max_activation.ok_or_else(|| {
+                            ("sae", "clamp", FeatureSource::Sae { sae, latent, path }) => {
+                                let recorded = match spec.max_activation {
+                                    Some(_) => None,
+                                    None => feature.recorded_max_activation()?,
+                                };
+                                let max_activation = spec.max_activation.or(recorded).ok_or_else(|| {
                                     Error::config(
                                         &at("max_activation"),
                                         format!(
-                                            "clamping needs the latent's largest activation: `loupe sae top` on the SAE shows latent {latent}'s"
+                                            "clamping needs latent {latent}'s largest activation: run `loupe sae top --sae {} --store <its store>` \
+                                             (it is then read from top/top.json), or give max_activation = <value>",
+                                            path.display()
                                         ),
                                     )
                                 })?;

@@ -409,3 +409,30 @@ fn a_probe_from_another_model_is_refused() {
     let e = refused(&c, &model);
     assert!(e.contains("trained on another model"), "{e}");
 }
+
+#[test]
+fn clamping_reads_the_latents_maximum_that_sae_top_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("model"));
+    let mut c = config(tmp.path(), "");
+    c.amplifiers[3].mode = Some("clamp".into());
+    let e = refused(&c, &model);
+    assert!(
+        e.contains("max_activation") && e.contains("loupe sae top --sae"),
+        "{e}"
+    );
+
+    // What `loupe sae top` writes beside the SAE.
+    let top = tmp.path().join("sae-blocks.1.hook_resid_post").join("top");
+    std::fs::create_dir_all(&top).unwrap();
+    let latent = |i: u32, max: f32| {
+        serde_json::json!({"latent": i, "fired": 3, "frequency": 0.1, "max_activation": max,
+                           "mean_activation": 1.0, "examples": []})
+    };
+    let report = serde_json::json!({"tokens": 30, "latents": [latent(4, 9.0), latent(5, 2.5)]});
+    std::fs::write(top.join("top.json"), report.to_string()).unwrap();
+    let plan = ScopePlan::new(&c, &model).unwrap();
+    assert_eq!(plan.total_rows().unwrap(), 39);
+    let book = loupe_scope::load_book(c.features.as_ref().unwrap(), &model).unwrap();
+    assert_eq!(book[0].recorded_max_activation().unwrap(), Some(2.5));
+}
