@@ -92,29 +92,24 @@ impl<'a> ScopePlan<'a> {
                 "give at least one layer, e.g. [1, 2, 3]",
             ));
         }
-        for &layer in &config.source.layers {
-            if layer >= n_layers {
-                return Err(Error::config(
-                    "source.layers",
-                    format!(
-                        "layer {layer} does not exist: {} has layers 0 to {}",
-                        model.name,
-                        n_layers - 1
-                    ),
-                ));
+        let check_layer = |layer: usize, field: &str| -> Result<()> {
+            if layer < n_layers {
+                return Ok(());
             }
+            Err(Error::config(
+                field,
+                format!(
+                    "layer {layer} does not exist: {} has layers 0 to {}",
+                    model.name,
+                    n_layers - 1
+                ),
+            ))
+        };
+        for &layer in &config.source.layers {
+            check_layer(layer, "source.layers")?;
         }
         if let TargetLayer::Fixed(layer) = config.target.layer {
-            if layer >= n_layers {
-                return Err(Error::config(
-                    "target.layer",
-                    format!(
-                        "layer {layer} does not exist: {} has layers 0 to {}",
-                        model.name,
-                        n_layers - 1
-                    ),
-                ));
-            }
+            check_layer(layer, "target.layer")?;
         }
         if config.generate.max_new_tokens == 0 || config.generate.batch_rows == 0 {
             return Err(Error::config(
