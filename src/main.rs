@@ -44,9 +44,18 @@ enum Command {
     /// directions), patch them into a target prompt, generate, judge, and write a comparison
     /// report. Resumes an interrupted sweep.
     Scope(commands::scope::Args),
+    /// Check stores and run directories for damage: every shard and run file against the
+    /// checksum recorded when it was written, tensors against their promised shapes, activations
+    /// finite. Exits 1 if anything is damaged.
+    Verify(commands::verify::Args),
 }
 
 fn main() -> ExitCode {
+    // Errors are sentences for the user. candle appends a backtrace to its errors whenever
+    // RUST_BACKTRACE is set, which lands mid-sentence; developers get it back with LOUPE_DEBUG=1.
+    if std::env::var_os("LOUPE_DEBUG").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => commands::generate::run(args),
@@ -57,9 +66,22 @@ fn main() -> ExitCode {
         Command::Probe(args) => commands::probe::run(args),
         Command::Features(args) => commands::features::run(args),
         Command::Scope(args) => commands::scope::run(args),
+        Command::Verify(args) => commands::verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Ctrl-C before anything could be saved: the shell's code for an interrupt.
+        Err(e)
+            if e.chain()
+                .any(|c| matches!(c.downcast_ref(), Some(loupe_sae::Error::Stopped { .. }))) =>
+        {
+            eprintln!("{e:#}");
+            ExitCode::from(130)
+        }
+        Err(e) if std::env::var_os("LOUPE_DEBUG").is_some() => {
+            eprintln!("error: {e:?}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -1,29 +1,104 @@
 //! Training curves for TensorBoard: scalars, histograms and text through tensorboard-rs, written
 //! into the run directory so that `tensorboard --logdir checkpoints` shows every run.
+//!
+//! Events go through tensorboard-rs's `RecordWriter` on this thread rather than its `FileWriter`,
+//! whose background thread panics (and then aborts the process) when a write fails, as on a full
+//! disk. Here the first failed write is kept as an error, later events are dropped, and the
+//! command says so; training itself goes on and its checkpoint reports its own errors.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use protobuf::RepeatedField;
+use tensorboard_proto::event::Event;
 use tensorboard_proto::summary::{Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Value};
 use tensorboard_proto::tensor::TensorProto;
 use tensorboard_proto::types::DataType;
-use tensorboard_rs::summary_writer::FileWriter;
+use tensorboard_rs::record_writer::RecordWriter;
 
 pub struct TensorBoard {
-    writer: FileWriter,
+    path: PathBuf,
+    /// `None` once a write has failed.
+    writer: Option<RecordWriter<BufWriter<File>>>,
+    /// The first failure, to report once.
+    failure: Option<String>,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl TensorBoard {
     /// Event files go into `dir` (one new file per run; a resumed run adds one beside the old).
-    pub fn new(dir: &Path) -> Self {
-        TensorBoard {
-            writer: FileWriter::new(dir),
+    /// A directory that cannot be written is an error here, before any work starts.
+    pub fn new(dir: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+        let name = format!(
+            "events.out.tfevents.{:010}.loupe.{}",
+            now() as u64,
+            std::process::id()
+        );
+        let path = dir.join(name);
+        let file = File::create(&path).with_context(|| format!("{}: cannot create", path.display()))?;
+        let mut board = TensorBoard {
+            path,
+            writer: Some(RecordWriter::new(BufWriter::new(file))),
+            failure: None,
+        };
+        let mut version = Event::new();
+        version.set_wall_time(now());
+        version.set_file_version("brain.Event:2".to_string());
+        board.write(version);
+        board.flush();
+        if let Some(failure) = board.failure.take() {
+            anyhow::bail!("{failure}");
+        }
+        Ok(board)
+    }
+
+    fn write(&mut self, event: Event) {
+        use protobuf::Message;
+        let Some(writer) = &mut self.writer else {
+            return;
+        };
+        let result = event
+            .write_to_bytes()
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| writer.write(&bytes));
+        if let Err(e) = result {
+            self.fail(e);
         }
     }
 
+    fn fail(&mut self, e: std::io::Error) {
+        self.writer = None;
+        self.failure = Some(format!(
+            "{}: cannot write TensorBoard events ({e}); later events of this run are not recorded",
+            self.path.display()
+        ));
+    }
+
+    fn summary(&mut self, summary: Summary, step: u64) {
+        let mut event = Event::new();
+        event.set_wall_time(now());
+        event.set_step(step as i64);
+        event.set_summary(summary);
+        self.write(event);
+    }
+
+    /// The first write that failed, once (the caller tells the user).
+    pub fn take_failure(&mut self) -> Option<String> {
+        self.failure.take()
+    }
+
     pub fn scalar(&mut self, tag: &str, value: f64, step: u64) {
-        self.writer
-            .add_summary(tensorboard_rs::summary::scalar(tag, value as f32), step as usize);
+        self.summary(tensorboard_rs::summary::scalar(tag, value as f32), step);
     }
 
     /// A histogram of `values` over buckets ending at each of `limits` (the last bucket also takes
@@ -51,7 +126,7 @@ impl TensorBoard {
             limits,
             &counts,
         );
-        self.writer.add_summary(summary, step as usize);
+        self.summary(summary, step);
     }
 
     /// Text (Markdown) under `tag`, shown in TensorBoard's Text tab.
@@ -69,10 +144,14 @@ impl TensorBoard {
         value.set_tensor(tensor);
         let mut summary = Summary::new();
         summary.set_value(RepeatedField::from_vec(vec![value]));
-        self.writer.add_summary(summary, step as usize);
+        self.summary(summary, step);
     }
 
     pub fn flush(&mut self) {
-        self.writer.flush();
+        if let Some(writer) = &mut self.writer {
+            if let Err(e) = writer.flush() {
+                self.fail(e);
+            }
+        }
     }
 }

@@ -91,7 +91,14 @@ impl Progress for Observer {
 
 impl ProbeObserver for Observer {
     fn swept(&mut self, hook: HookPoint, feature: &str, _: &ClassBalance, fits: &[ProbeFit]) {
-        let mut tb = TensorBoard::new(&sweep_dir(&self.output.join("tensorboard"), feature, hook));
+        let mut tb = match TensorBoard::new(&sweep_dir(&self.output.join("tensorboard"), feature, hook)) {
+            Ok(tb) => tb,
+            Err(e) => {
+                self.bar
+                    .note(&format!("warning: {e:#}; this sweep's curves are not recorded"));
+                return;
+            }
+        };
         for fit in fits {
             tb.scalar(&format!("f1/{}", fit.method), fit.held_out.f1, fit.k as u64);
             tb.scalar(&format!("mcc/{}", fit.method), fit.held_out.mcc, fit.k as u64);
@@ -109,6 +116,9 @@ impl ProbeObserver for Observer {
             }
         }
         tb.flush();
+        if let Some(failure) = tb.take_failure() {
+            self.bar.note(&format!("warning: {failure}"));
+        }
         let best = fits.iter().max_by(|a, b| a.held_out.f1.total_cmp(&b.held_out.f1));
         if let Some(b) = best {
             self.bar.note(&format!(

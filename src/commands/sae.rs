@@ -80,20 +80,17 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 
     let mut observer = TrainReport {
         bar: Bar::stopping_on_ctrl_c()?,
-        board: TensorBoard::new(&config.output),
+        board: None,
+        config: config.clone(),
     };
-    let start_step = Checkpoint::load(&config.output)
-        .ok()
-        .flatten()
-        .map_or(0, |c| c.info.step);
-    observer.board.text(
-        "config",
-        &format!("```toml\n{}\n```", config.to_toml()),
-        start_step,
-    );
     let outcome = train(&config, &mut observer);
     observer.bar.finish();
-    observer.board.flush();
+    if let Some(board) = &mut observer.board {
+        board.flush();
+        if let Some(failure) = board.take_failure() {
+            eprintln!("warning: {failure}");
+        }
+    }
     let outcome = outcome?;
     let seconds = observer.bar.started.elapsed().as_secs_f64();
     eprintln!(
@@ -102,6 +99,9 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         seconds,
         observer.bar.tokens as f64 / seconds
     );
+    if outcome.metrics.is_none() && !outcome.stopped {
+        println!("step {}: no held-out metrics (held_out = 0)", outcome.steps);
+    }
     if let Some(m) = &outcome.metrics {
         println!(
             "step {}: held-out explained variance {:.3}, FVU {:.3}, MSE {:.4}, L0 {:.1}, dead {:.1}%, dense {:.1}%",
@@ -128,11 +128,37 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 /// The bar shows tokens/s, loss and L0; everything else goes to TensorBoard.
 struct TrainReport {
     bar: Bar,
-    board: TensorBoard,
+    /// Opened when training starts, once the run directory is locked for this process.
+    board: Option<TensorBoard>,
+    config: TrainConfig,
+}
+
+impl TrainReport {
+    fn board(&mut self) -> Option<&mut TensorBoard> {
+        let board = self.board.as_mut()?;
+        if let Some(failure) = board.take_failure() {
+            self.bar.note(&format!("warning: {failure}"));
+        }
+        Some(board)
+    }
 }
 
 impl Progress for TrainReport {
     fn start(&mut self, what: &str, total: u64, done: u64) {
+        match TensorBoard::new(&self.config.output) {
+            Ok(mut board) => {
+                let start_step = done / self.config.batch_size as u64;
+                board.text(
+                    "config",
+                    &format!("```toml\n{}\n```", self.config.to_toml()),
+                    start_step,
+                );
+                self.board = Some(board);
+            }
+            Err(e) => self.bar.note(&format!(
+                "warning: {e:#}; training goes on without TensorBoard events"
+            )),
+        }
         self.bar.start(what, total, done)
     }
     fn advance(&mut self, n: u64) {
@@ -148,8 +174,10 @@ impl Progress for TrainReport {
 
 impl TrainObserver for TrainReport {
     fn scalars(&mut self, step: u64, scalars: &[(String, f64)]) {
-        for (tag, value) in scalars {
-            self.board.scalar(tag, *value, step);
+        if let Some(board) = self.board() {
+            for (tag, value) in scalars {
+                board.scalar(tag, *value, step);
+            }
         }
         let get = |tag: &str| scalars.iter().find(|(t, _)| t == tag).map(|(_, v)| *v);
         if let (Some(loss), Some(l0)) = (get("losses/total"), get("train/l0")) {
@@ -160,8 +188,10 @@ impl TrainObserver for TrainReport {
     fn histogram(&mut self, step: u64, tag: &str, values: &[f64]) {
         // log10 densities: −10 (never fired) up to 0 (fires on every token).
         let limits: Vec<f64> = (0..=40).map(|i| -10.0 + 0.25 * i as f64).collect();
-        self.board.histogram(tag, values, &limits, step);
-        self.board.flush();
+        if let Some(board) = self.board() {
+            board.histogram(tag, values, &limits, step);
+            board.flush();
+        }
     }
 }
 
@@ -221,7 +251,19 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     } else {
         args.sae.parent().unwrap_or(Path::new(".")).to_path_buf()
     };
-    let trained = Checkpoint::load(&sae_dir).ok().flatten().map(|c| c.info.config);
+    // The training run's split, so that evaluation never reads its training documents. A damaged
+    // checkpoint is not guessed around: the user names the split instead.
+    let trained = match Checkpoint::load(&sae_dir) {
+        Ok(checkpoint) => checkpoint.map(|c| c.info.config),
+        Err(e) if args.held_out.is_some() && args.seed.is_some() => {
+            eprintln!("warning: {e}; evaluating on the split --held-out and --seed name");
+            None
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(
+            "the training run's held-out split is recorded in this checkpoint; pass --held-out and --seed \
+                 (the values of the training config) to evaluate without it",
+        )),
+    };
     let store_dir = args
         .store
         .clone()
@@ -275,7 +317,7 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     };
     print_table(&report);
     let out = args.output.unwrap_or_else(|| sae_dir.join("eval.json"));
-    loupe_data::store::write_atomically(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    loupe_io::write_atomically(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
     println!("wrote {}", out.display());
     Ok(())
 }

@@ -35,11 +35,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(out) = args.out {
         config.out = out;
     }
+    anyhow::ensure!(
+        !config.out.as_os_str().is_empty(),
+        "out: is empty; name the directory for results and reports (in {} or with --out)",
+        args.config.display()
+    );
     let start = Instant::now();
     let model = Model::load(&config.model, &Device::Cpu)
         .with_context(|| format!("loading model '{}'", config.model))?;
     // Every setting is checked, and the judge loaded, before any generation.
     let plan = ScopePlan::new(&config, &model)?;
+    // One writer per run directory, for the whole command: the sweep and the reports.
+    let _lock = loupe_io::DirLock::acquire(&config.out, "loupe scope")?;
+    let mut stopped = false;
     if !args.report_only {
         let embedder_dir = config.judge.embedder.clone().unwrap_or_else(default_embedder_dir);
         let embedder = Embedder::load(&embedder_dir)?;
@@ -67,9 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 summary.tokens as f64 / seconds
             );
         }
-        if summary.stopped {
-            eprintln!("stopped; run the same command again to go on where it stopped");
-        }
+        stopped = summary.stopped;
     }
 
     let results = config.out.join("results.jsonl");
@@ -88,9 +94,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         threshold: config.judge.threshold,
         labels: plan.variant_labels()?,
         concepts: plan.feature_concepts(),
+        expected_generations: plan.total_rows()?,
     };
     let paths = write_report(&config.out, &context, &records)?;
-    write_tensorboard(&config.out.join("tensorboard"), &records, &context);
+    write_tensorboard(&config.out.join("tensorboard"), &records, &context)?;
     eprintln!("total {:.1}s", start.elapsed().as_secs_f64());
     println!(
         "report: {} (and {}, {}, {}, {}; TensorBoard: tensorboard --logdir {})",
@@ -101,14 +108,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         paths.csv.display(),
         config.out.join("tensorboard").display()
     );
+    if stopped {
+        eprintln!(
+            "stopped: the reports above are from partial results ({} of {}) and say so; run the same command again to finish",
+            records.len(),
+            context.expected_generations
+        );
+        std::process::exit(130);
+    }
     Ok(())
 }
 
 /// The fraction interpreted against layer per amplifier as scalars, and each source prompt's
 /// comparison table as text.
-fn write_tensorboard(dir: &std::path::Path, records: &[loupe_scope::ScopeRecord], context: &ReportContext) {
+fn write_tensorboard(
+    dir: &std::path::Path,
+    records: &[loupe_scope::ScopeRecord],
+    context: &ReportContext,
+) -> anyhow::Result<()> {
     let summary = Summary::new(records, context.threshold, &context.labels);
-    let mut tb = TensorBoard::new(dir);
+    let mut tb = TensorBoard::new(dir)?;
     for name in &summary.families {
         for &layer in &summary.layers {
             if let Some(f) = summary.fraction_interpreted(layer, |r| &family(r) == name) {
@@ -124,4 +143,8 @@ fn write_tensorboard(dir: &std::path::Path, records: &[loupe_scope::ScopeRecord]
         );
     }
     tb.flush();
+    match tb.take_failure() {
+        Some(failure) => anyhow::bail!("{failure}"),
+        None => Ok(()),
+    }
 }

@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::corpus::{expand_path, interleave, CorpusSpec};
 use crate::packing::{Context, Packer};
-use crate::store::{
-    file_info, shard_file, tmp_path, CorpusInfo, HookInfo, Manifest, ModelInfo, ShardInfo, StoreDType,
-};
+use crate::store::{file_info, write_shard, CorpusInfo, HookInfo, Manifest, ModelInfo, StoreDType};
 use crate::{Error, Progress, Result};
 
 /// One capture run: every field can be set in a TOML config and overridden on the command line.
@@ -67,6 +65,18 @@ fn default_shard_contexts() -> usize {
 impl CaptureConfig {
     /// Checks everything that can be checked before the model runs.
     pub fn validate(&self, model: &Model) -> Result<()> {
+        if self.output.trim().is_empty() {
+            return Err(Error::config(
+                "output",
+                "is empty: name the store directory to write",
+            ));
+        }
+        if self.max_tokens == Some(0) {
+            return Err(Error::config(
+                "max_tokens",
+                "is 0: set at least 1, or leave it out to capture the whole corpus",
+            ));
+        }
         if self.hooks.is_empty() {
             return Err(Error::config(
                 "hooks",
@@ -136,6 +146,8 @@ impl CaptureConfig {
 pub fn capture(model: &Model, config: &CaptureConfig, progress: &mut dyn Progress) -> Result<Manifest> {
     config.validate(model)?;
     let dir = expand_path(&config.output);
+    // One writer per store: a second capture into the same directory stops here.
+    let _lock = loupe_io::DirLock::acquire(&dir, "loupe capture")?;
     prepare_output_dir(&dir)?;
 
     let corpus = config
@@ -255,19 +267,8 @@ pub fn capture(model: &Model, config: &CaptureConfig, progress: &mut dyn Progres
             return Ok(manifest); // stopped on request; the store holds every finished shard
         };
         let index = manifest.shards.len();
-        let file = shard_file(index);
-        let path = dir.join(&file);
-        let tmp = tmp_path(&path);
-        candle_core::safetensors::save(&shard.tensors, &tmp)
-            .map_err(|e| Error::file(&tmp, format!("cannot write shard: {e}")))?;
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| Error::file(&path, format!("cannot move shard into place: {e}")))?;
-        manifest.shards.push(ShardInfo {
-            file,
-            tokens: shard.rows as u64,
-            first_context,
-            contexts: contexts.len() as u64,
-        });
+        let info = write_shard(&dir, index, &shard.tensors, first_context, contexts.len() as u64)?;
+        manifest.shards.push(info);
         manifest.tokens += shard.rows as u64;
         manifest.contexts += contexts.len() as u64;
         manifest.labels = packer.vocab.clone();
@@ -295,6 +296,9 @@ fn prepare_output_dir(dir: &Path) -> Result<()> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     for entry in &entries {
+        if entry.file_name().is_some_and(|n| n == loupe_io::LOCK_FILE) {
+            continue;
+        }
         if entry.extension().is_some_and(|x| x == "tmp") {
             std::fs::remove_file(entry)
                 .map_err(|e| Error::file(entry, format!("cannot remove a stale temp file: {e}")))?;
@@ -368,7 +372,9 @@ fn run_shard(
             let captured = hooks.captured(*hook).expect("captured");
             let (b, t, width) = captured.dims3()?;
             let kept = captured.reshape((b * t, width))?.index_select(&rows, 0)?;
-            activations[h].push(kept.to_dtype(config.dtype.dtype())?);
+            let stored = kept.to_dtype(config.dtype.dtype())?;
+            check_finite(&kept, &stored, *hook, &doc_ids[doc_ids.len() - n_rows..])?;
+            activations[h].push(stored);
         }
         progress.advance(n_rows as u64);
     }
@@ -390,4 +396,42 @@ fn run_shard(
         tensors.insert(format!("labels.{field}"), Tensor::from_vec(values, n, device)?);
     }
     Ok(Some(Shard { tensors, rows: n }))
+}
+
+/// Refuses activations that are NaN or infinite, as the model computed them (`kept`, f32) or as
+/// they would be stored (f16 overflows past 65504), naming the first document that produced one,
+/// so that no store holds them.
+fn check_finite(kept: &Tensor, stored: &Tensor, hook: HookPoint, doc_ids: &[u32]) -> Result<()> {
+    // A sum is finite exactly when every term is (activations are far from f32's range).
+    let finite = |t: &Tensor| -> Result<bool> {
+        Ok(t.to_dtype(candle_core::DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()?
+            .is_finite())
+    };
+    if finite(stored)? {
+        return Ok(());
+    }
+    let (bad, why) = if finite(kept)? {
+        (
+            stored,
+            "exceeds the range of f16 (65504): capture with dtype = \"bf16\" or \"f32\"",
+        )
+    } else {
+        (
+            kept,
+            "is NaN or infinite as the model computed it: check the model with `loupe verify`, or leave this document out",
+        )
+    };
+    let as_f32 = bad.to_dtype(candle_core::DType::F32)?;
+    let width = as_f32.dim(1)?;
+    let values = as_f32.flatten_all()?.to_vec1::<f32>()?;
+    let row = values.iter().position(|v| !v.is_finite()).unwrap_or(0) / width;
+    let doc = doc_ids.get(row).copied().unwrap_or(crate::packing::NO_DOC);
+    Err(Error::config(
+        "corpus",
+        format!(
+            "document {doc} (counting from 0 in the order the capture reads the corpora) gives an activation at {hook} that {why}; its shard was not written"
+        ),
+    ))
 }

@@ -10,7 +10,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::store::Manifest;
+use loupe_io::SafetensorsFile;
+
+use crate::store::{Manifest, ShardInfo};
 use crate::{Error, Result};
 
 /// An activation store opened for reading.
@@ -69,7 +71,8 @@ fn is_held_out(doc: u32, fraction: f64, seed: u64) -> bool {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64 <= fraction
+    // `<`, so that a fraction of 0 holds out nothing (a hash can be exactly 0).
+    ((z >> 11) as f64 / (1u64 << 53) as f64) < fraction
 }
 
 impl Store {
@@ -113,24 +116,55 @@ impl Store {
         Ok(())
     }
 
-    /// Reads shard `index` for `hook`, activations converted to f32.
+    /// Reads shard `index` for `hook`, activations converted to f32. The shard is verified first:
+    /// its length and checksum against the manifest's, every tensor's dtype and shape against what
+    /// the manifest promises, and every activation finite.
     pub fn read_shard(&self, index: usize, hook: HookPoint) -> Result<ShardData> {
         let info = self
             .manifest
             .shards
             .get(index)
             .ok_or_else(|| Error::file(&self.dir, format!("has no shard {index}")))?;
+        let width = self
+            .manifest
+            .hook(hook)
+            .ok_or_else(|| Error::file(&self.dir, format!("holds no activations for {hook}")))?
+            .width;
         let path = self.dir.join(&info.file);
-        let bad = |e: candle_core::Error| Error::file(&path, format!("cannot read shard: {e}"));
-        // SAFETY: shards are written once (through a rename) and never modified in place.
-        let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::new(&path) }.map_err(bad)?;
-        let cpu = Device::Cpu;
-        let u32s =
-            |name: &str| -> Result<Vec<u32>> { Ok(tensors.load(name, &cpu).map_err(bad)?.to_vec1::<u32>()?) };
-        let activations = tensors
-            .load(&hook.to_string(), &cpu)
-            .map_err(bad)?
-            .to_dtype(DType::F32)?;
+        let file = SafetensorsFile::open(&path)?;
+        check_against_manifest(&file, info)?;
+        let rows = info.tokens as usize;
+        let dtype = self.manifest.dtype.dtype();
+        let view = file.tensor(
+            &hook.to_string(),
+            safetensors_dtype(dtype),
+            &[Some(rows), Some(width)],
+        )?;
+        let values = Tensor::from_raw_buffer(view.data(), dtype, &[rows, width], &Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let u32s = |name: &str| -> Result<Vec<u32>> {
+            let view = file.tensor(name, safetensors::Dtype::U32, &[Some(rows)])?;
+            Ok(view
+                .data()
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect())
+        };
+        let doc_ids = u32s("doc_ids")?;
+        let token_ids = u32s("token_ids")?;
+        if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+            let row = bad / width;
+            return Err(Error::file(
+                &path,
+                format!(
+                    "row {row} of {hook} (token {} of document {}) is NaN or infinite; training or probing on it \
+                     would give wrong results without a warning. Capture the store again",
+                    token_ids[row], doc_ids[row]
+                ),
+            ));
+        }
         let labels = self
             .manifest
             .labels
@@ -139,9 +173,9 @@ impl Store {
             .map(|f| u32s(&format!("labels.{f}")))
             .collect::<Result<_>>()?;
         Ok(ShardData {
-            activations,
-            token_ids: u32s("token_ids")?,
-            doc_ids: u32s("doc_ids")?,
+            activations: Tensor::from_vec(values, (rows, width), &Device::Cpu)?,
+            token_ids,
+            doc_ids,
             context_ids: u32s("context_ids")?,
             positions: u32s("positions")?,
             labels,
@@ -246,5 +280,43 @@ impl Iterator for Batches<'_> {
             self.buffer.truncate(last * w);
         }
         Some(Tensor::from_vec(batch, (n, w), &Device::Cpu).map_err(Into::into))
+    }
+}
+
+/// Checks a shard file against what the manifest recorded when it was written.
+fn check_against_manifest(file: &SafetensorsFile, info: &ShardInfo) -> Result<()> {
+    let damaged = |message: String| Error::Disk(loupe_io::Error::damaged(file.path(), message));
+    if let Some(bytes) = info.bytes {
+        if file.len() != bytes {
+            return Err(damaged(format!(
+                "it is {} bytes long, but the manifest recorded {bytes}; it was cut short or replaced: capture the store again",
+                file.len()
+            )));
+        }
+    }
+    if let Some(recorded) = &info.xxh3 {
+        match file.digest() {
+            Some(digest) if digest.to_string() == *recorded => {}
+            Some(digest) => {
+                return Err(damaged(format!(
+                    "its checksum is {digest}, but the manifest recorded {recorded}: it is another shard's file, \
+                     or another capture's. Capture the store again"
+                )))
+            }
+            None => {
+                return Err(damaged(format!(
+                    "it carries no checksum, but the manifest recorded {recorded}: it was replaced. Capture the store again"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn safetensors_dtype(dtype: DType) -> safetensors::Dtype {
+    match dtype {
+        DType::F16 => safetensors::Dtype::F16,
+        DType::BF16 => safetensors::Dtype::BF16,
+        _ => safetensors::Dtype::F32,
     }
 }

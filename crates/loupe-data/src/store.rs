@@ -5,11 +5,15 @@
 //! and per token `token_ids`, `doc_ids`, `context_ids`, `positions` (in the context) and
 //! `labels.<field>` (u32 ids into the manifest's label values; u32::MAX for none). Files are
 //! written atomically (a temp file, then a rename), shards before the manifest that lists them,
-//! so a store is always readable and an interrupted capture resumes where it stopped.
+//! so a store is always readable and an interrupted capture resumes where it stopped. Each shard
+//! is sealed with an xxh3 checksum (see `loupe_io::digest`) that the manifest also records with
+//! the shard's length, so a changed byte, a truncated shard or one swapped for another is refused
+//! by the reader with the file named.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 use loupe_model::HookPoint;
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +79,12 @@ pub struct ShardInfo {
     pub tokens: u64,
     pub first_context: u64,
     pub contexts: u64,
+    /// The file's length in bytes (absent in stores written before loupe recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// The file's xxh3 checksum, as its header also records it (absent in older stores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xxh3: Option<String>,
 }
 
 /// What a store holds and where it came from.
@@ -104,13 +114,50 @@ impl Manifest {
         let path = dir.join(MANIFEST);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error::file(&path, format!("cannot read: {e}; is this an activation store?")))?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::file(&path, format!("not a valid store manifest: {e}")))
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| Error::file(&path, format!("not a valid store manifest: {e}")))?;
+        manifest
+            .check_totals()
+            .map_err(|message| Error::file(&path, format!("{message}; the manifest is damaged")))?;
+        Ok(manifest)
+    }
+
+    /// Checks that the manifest agrees with itself: shard files named as loupe names them (so a
+    /// damaged manifest cannot point outside the store), totals that add up, contexts in order.
+    fn check_totals(&self) -> std::result::Result<(), String> {
+        let mut contexts = 0;
+        for (index, shard) in self.shards.iter().enumerate() {
+            if shard.file != shard_file(index) {
+                return Err(format!(
+                    "shard {index} is named '{}', not {}",
+                    shard.file,
+                    shard_file(index)
+                ));
+            }
+            if shard.first_context != contexts {
+                return Err(format!(
+                    "{} starts at context {}, but the shards before it end at {contexts}",
+                    shard.file, shard.first_context
+                ));
+            }
+            contexts += shard.contexts;
+        }
+        let tokens: u64 = self.shards.iter().map(|s| s.tokens).sum();
+        if (tokens, contexts) != (self.tokens, self.contexts) {
+            return Err(format!(
+                "it lists {} tokens in {} contexts, but its shards add up to {tokens} in {contexts}",
+                self.tokens, self.contexts
+            ));
+        }
+        if self.hooks.iter().any(|h| h.width == 0) || self.context_length == 0 {
+            return Err("a hook width or the context length is 0".into());
+        }
+        Ok(())
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self).expect("a manifest serializes");
-        write_atomically(&dir.join(MANIFEST), json.as_bytes())
+        Ok(loupe_io::write_atomically(&dir.join(MANIFEST), json.as_bytes())?)
     }
 
     pub fn hook(&self, hook: HookPoint) -> Option<&HookInfo> {
@@ -167,20 +214,34 @@ impl Manifest {
     }
 }
 
-/// Writes `bytes` to `path` through a temp file in the same directory and a rename, so that
-/// `path` is either the old file or the new one, never half of one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::file(path, format!("cannot move {} into place: {e}", tmp.display())))
-}
-
-/// The temp file a file is written through.
-pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
+/// Writes a shard (its tensors as built by a capture) sealed with its checksum, atomically, and
+/// returns its manifest entry.
+pub fn write_shard(
+    dir: &Path,
+    index: usize,
+    tensors: &HashMap<String, Tensor>,
+    first_context: u64,
+    contexts: u64,
+) -> Result<ShardInfo> {
+    let file = shard_file(index);
+    let path = dir.join(&file);
+    let rows = tensors
+        .get("token_ids")
+        .ok_or_else(|| Error::file(&path, "a shard needs token_ids"))?
+        .dim(0)?;
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by_key(|(name, _)| *name);
+    let (bytes, digest) = loupe_io::digest::seal(sorted, HashMap::new())
+        .map_err(|e| Error::file(&path, format!("cannot serialize the shard: {e}")))?;
+    loupe_io::write_atomically(&path, &bytes)?;
+    Ok(ShardInfo {
+        file,
+        tokens: rows as u64,
+        first_context,
+        contexts,
+        bytes: Some(bytes.len() as u64),
+        xxh3: Some(digest.to_string()),
+    })
 }
 
 pub fn shard_file(index: usize) -> String {

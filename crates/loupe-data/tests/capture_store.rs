@@ -348,7 +348,7 @@ fn bad_input_is_a_clear_error() {
         output: blocker.join("store").to_str().unwrap().into(),
         ..cfg.clone()
     });
-    assert!(e.contains("cannot create the output directory"), "{e}");
+    assert!(e.contains("a-file/store: cannot create the directory"), "{e}");
 
     let e = err(CaptureConfig {
         hooks: vec![HookPoint::ResidPost(9)],

@@ -112,6 +112,12 @@ impl ProbeConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        if self.output.as_os_str().is_empty() {
+            return Err(Error::config(
+                "output",
+                "is empty: name the run directory to write",
+            ));
+        }
         if self.stores.is_empty() {
             return Err(Error::config("stores", "name at least one activation store"));
         }
@@ -124,7 +130,7 @@ impl ProbeConfig {
                 format!("{} is not a fraction between 0 and 1", self.held_out),
             ));
         }
-        if self.c <= 0.0 {
+        if !(self.c > 0.0 && self.c.is_finite()) {
             return Err(Error::config(
                 "c",
                 "the inverse regularisation strength must be positive",

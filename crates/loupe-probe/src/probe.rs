@@ -9,9 +9,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use loupe_io::SafetensorsFile;
 use loupe_model::HookPoint;
 use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{ClassBalance, Level};
@@ -120,46 +121,48 @@ impl Probe {
             .collect::<Result<Vec<_>>>()?;
         let info = serde_json::to_string(&self.info).expect("probe info serializes");
         let metadata = HashMap::from([(METADATA_KEY.to_string(), info)]);
-        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::file(&path, e))?;
-        loupe_data::store::write_atomically(&path, &bytes)?;
+        let (bytes, _) = loupe_io::digest::seal(views, metadata).map_err(|e| Error::file(&path, e))?;
+        loupe_io::write_atomically(&path, &bytes)?;
         let json = serde_json::to_string_pretty(self).expect("a probe serializes");
-        loupe_data::store::write_atomically(&stem.with_extension("json"), json.as_bytes())?;
+        loupe_io::write_atomically(&stem.with_extension("json"), json.as_bytes())?;
         Ok(())
     }
 
-    /// Reads a probe from its `.safetensors` file (or the stem, or the `.json` beside it).
+    /// Reads a probe from its `.safetensors` file (or the stem, or the `.json` beside it), its
+    /// checksum and every tensor's shape checked first.
     pub fn load(path: &Path) -> Result<Probe> {
         let path = path.with_extension("safetensors");
-        let bytes = std::fs::read(&path)
-            .map_err(|e| Error::file(&path, format!("cannot read: {e}; is this a probe file?")))?;
+        if !path.is_file() {
+            return Err(Error::file(&path, "no such file; is this a probe file?"));
+        }
+        let file = SafetensorsFile::open(&path)?;
         let bad = |what: String| Error::file(&path, format!("not a loupe probe: {what}"));
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-        let info_json = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(METADATA_KEY))
+        let info_json = file
+            .metadata(METADATA_KEY)?
             .ok_or_else(|| bad(format!("no '{METADATA_KEY}' metadata")))?;
-        let info: ProbeInfo = serde_json::from_str(info_json).map_err(|e| bad(e.to_string()))?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        let words = |name: &str| -> Result<Option<Vec<[u8; 4]>>> {
-            if !file.names().contains(&name) {
+        let info: ProbeInfo = serde_json::from_str(&info_json).map_err(|e| bad(e.to_string()))?;
+        let names = file.names()?;
+        let words = |name: &str, dtype: Dtype, len: usize| -> Result<Option<Vec<[u8; 4]>>> {
+            if !names.iter().any(|n| n == name) {
                 return Ok(None);
             }
-            let t = file.tensor(name).map_err(|e| bad(format!("{name}: {e}")))?;
-            if t.shape() != [info.k] && name != "bias" {
-                return Err(bad(format!(
-                    "{name} has shape {:?}, expected [{}]",
-                    t.shape(),
-                    info.k
-                )));
-            }
+            let t = file.tensor(name, dtype, &[Some(len)])?;
             Ok(Some(
-                t.data().chunks_exact(4).map(|b| b.try_into().unwrap()).collect(),
+                t.data()
+                    .chunks_exact(4)
+                    .map(|b| b.try_into().expect("4 bytes"))
+                    .collect(),
             ))
         };
-        let required = |name: &str| words(name)?.ok_or_else(|| bad(format!("no '{name}' tensor")));
+        let required = |name: &str, dtype: Dtype, len: usize| {
+            words(name, dtype, len)?.ok_or_else(|| bad(format!("no '{name}' tensor")))
+        };
         let f32s = |w: Vec<[u8; 4]>| w.into_iter().map(f32::from_le_bytes).collect::<Vec<_>>();
-        let neurons: Vec<u32> = required("neurons")?.into_iter().map(u32::from_le_bytes).collect();
+        let k = info.k;
+        let neurons: Vec<u32> = required("neurons", Dtype::U32, k)?
+            .into_iter()
+            .map(u32::from_le_bytes)
+            .collect();
         if let Some(&n) = neurons.iter().find(|&&n| n as usize >= info.width) {
             return Err(bad(format!(
                 "neuron {n} is outside the hook's width {}",
@@ -168,10 +171,10 @@ impl Probe {
         }
         Ok(Probe {
             neurons,
-            weights: f32s(required("weights")?),
-            bias: f32s(required("bias")?)[0],
-            mean: words("mean")?.map(f32s),
-            std: words("std")?.map(f32s),
+            weights: f32s(required("weights", Dtype::F32, k)?),
+            bias: f32s(required("bias", Dtype::F32, 1)?)[0],
+            mean: words("mean", Dtype::F32, k)?.map(f32s),
+            std: words("std", Dtype::F32, k)?.map(f32s),
             info,
         })
     }

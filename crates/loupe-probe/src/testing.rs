@@ -6,7 +6,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use loupe_data::packing::LabelVocab;
-use loupe_data::store::{HookInfo, Manifest, ModelInfo, ShardInfo, StoreDType};
+use loupe_data::store::{HookInfo, Manifest, ModelInfo, StoreDType};
 use loupe_model::HookPoint;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -129,16 +129,12 @@ pub fn write_store(dir: &Path, hook: HookPoint, rows: &LabelledRows, model_name:
         tensors.insert("context_ids".to_string(), u32s(&rows.doc_ids)?);
         tensors.insert("positions".to_string(), u32s(&positions)?);
         tensors.insert(format!("labels.{}", rows.field), u32s(&label_ids)?);
-        let file = loupe_data::store::shard_file(index);
-        candle_core::safetensors::save(&tensors, dir.join(&file))?;
-        let first = rows.doc_ids[start] as u64;
-        let contexts = rows.doc_ids[end - 1] as u64 - first + 1;
-        manifest.shards.push(ShardInfo {
-            file,
-            tokens: m as u64,
-            first_context: first,
-            contexts,
-        });
+        // Contexts are counted per shard (as a capture's are), whichever documents they hold.
+        let first = manifest.contexts;
+        let contexts = (rows.doc_ids[end - 1] - rows.doc_ids[start]) as u64 + 1;
+        manifest.shards.push(loupe_data::store::write_shard(
+            dir, index, &tensors, first, contexts,
+        )?);
         manifest.tokens += m as u64;
         manifest.contexts += contexts;
         start = end;

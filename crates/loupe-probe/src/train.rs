@@ -79,6 +79,8 @@ pub fn train(
     let jobs = plan(config)?;
     std::fs::create_dir_all(&config.output)
         .map_err(|e| Error::file(&config.output, format!("cannot create the output directory: {e}")))?;
+    // One writer per run directory: a second `probe train` into it stops here.
+    let _lock = loupe_io::DirLock::acquire(&config.output, "loupe probe train")?;
     let mut rows = Vec::new();
     for job in &jobs {
         let width = job.store.manifest.hook(job.hook).map_or(0, |h| h.width);
@@ -164,7 +166,7 @@ pub fn train(
                 rows: done.clone(),
             };
             let json = serde_json::to_string_pretty(&record).expect("a sweep record serializes");
-            loupe_data::store::write_atomically(&dir.join(SWEEP_RECORD), json.as_bytes())?;
+            loupe_io::write_atomically(&dir.join(SWEEP_RECORD), json.as_bytes())?;
             rows.extend(done);
             observer.swept(job.hook, &feature.name, &balance, &fits);
             if observer.should_stop() {

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use loupe_io::SafetensorsFile;
 use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
 use crate::{Adam, Error, Params, Result, TrainConfig};
@@ -89,44 +90,53 @@ impl Checkpoint {
             .collect::<Result<_>>()?;
         let info = serde_json::to_string(&self.info).map_err(|e| Error::file(&path, e))?;
         let metadata = HashMap::from([("loupe_trainer_state".to_string(), info)]);
-        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::file(&path, e))?;
-        loupe_data::store::write_atomically(&path, &bytes)?;
+        let (bytes, _) = loupe_io::digest::seal(views, metadata).map_err(|e| Error::file(&path, e))?;
+        loupe_io::write_atomically(&path, &bytes)?;
         Ok(())
     }
 
-    /// The checkpoint in `dir`, if there is one.
+    /// The checkpoint in `dir`, if there is one. Its checksum, and every tensor's dtype and shape,
+    /// are checked before it is used; a damaged checkpoint is an error, never a silent restart.
     pub fn load(dir: &Path) -> Result<Option<Self>> {
         let path = Self::path(dir);
         if !path.exists() {
             return Ok(None);
         }
-        let bytes = std::fs::read(&path).map_err(|e| Error::file(&path, format!("cannot read: {e}")))?;
-        let corrupt = |what: String| {
-            Error::file(
-                &path,
-                format!("{what}; the checkpoint is damaged: delete it to start the run again"),
-            )
-        };
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let info_json = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("loupe_trainer_state"))
+        let advice = "delete it to start the run again (or restore it from a copy)";
+        let file = SafetensorsFile::open(&path)?;
+        let corrupt =
+            |what: String| Error::file(&path, format!("{what}; the checkpoint is damaged: {advice}"));
+        let info_json = file
+            .metadata("loupe_trainer_state")?
             .ok_or_else(|| corrupt("no loupe_trainer_state metadata".into()))?;
-        let info: CheckpointInfo = serde_json::from_str(info_json).map_err(|e| corrupt(e.to_string()))?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let f32s = |name: &str| -> Result<Vec<f32>> {
-            let t = file.tensor(name).map_err(|e| corrupt(format!("{name}: {e}")))?;
+        let info: CheckpointInfo = serde_json::from_str(&info_json).map_err(|e| corrupt(e.to_string()))?;
+        if info.d_in == 0 || info.d_sae == 0 {
+            return Err(corrupt(format!(
+                "it records d_in {} and d_sae {}",
+                info.d_in, info.d_sae
+            )));
+        }
+        let (d_in, d_sae) = (info.d_in, info.d_sae);
+        let f32s = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let shape: Vec<Option<usize>> = shape.iter().map(|&d| Some(d)).collect();
+            let t = file
+                .tensor(name, Dtype::F32, &shape)
+                .map_err(|e| corrupt(e.to_string()))?;
             Ok(t.data()
                 .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
                 .collect())
         };
-        let with_threshold = file.names().contains(&"params.log_threshold");
+        let with_threshold = file.names()?.iter().any(|n| n == "params.log_threshold");
         let read_params = |prefix: &str| -> Result<Params> {
-            let mut p = Params::zeros(info.d_in, info.d_sae, with_threshold);
+            let mut p = Params::zeros(d_in, d_sae, with_threshold);
             for (name, values) in p.fields_mut() {
-                *values = f32s(&format!("{prefix}.{name}"))?;
+                let shape = match name {
+                    "enc" | "dec" => vec![d_sae, d_in],
+                    "b_dec" => vec![d_in],
+                    _ => vec![d_sae],
+                };
+                *values = f32s(&format!("{prefix}.{name}"), &shape)?;
             }
             Ok(p)
         };
@@ -140,13 +150,16 @@ impl Checkpoint {
             v: read_params("adam_v")?,
         };
         let since = file
-            .tensor("since_fired")
-            .map_err(|e| corrupt(format!("since_fired: {e}")))?;
+            .tensor("since_fired", Dtype::U64, &[Some(d_sae)])
+            .map_err(|e| corrupt(e.to_string()))?;
         let since_fired = since
             .data()
             .chunks_exact(8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
             .collect();
+        if !params.all_finite() || !adam.m.all_finite() || !adam.v.all_finite() {
+            return Err(corrupt("it holds NaN or infinite parameters".into()));
+        }
         Ok(Some(Checkpoint {
             info,
             params,

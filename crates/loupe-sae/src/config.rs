@@ -266,7 +266,88 @@ impl TrainConfig {
                 ))
             }
         };
+        let in_range =
+            |field: &str, v: f64, range: std::ops::RangeInclusive<f64>, open_end: bool, what: &str| {
+                let inside = range.contains(&v) && !(open_end && v == *range.end());
+                if inside {
+                    Ok(())
+                } else {
+                    Err(Error::config(field, format!("is {v}; it must be {what}")))
+                }
+            };
+        if self.output.as_os_str().is_empty() {
+            return Err(Error::config(
+                "output",
+                "is empty: name the run directory to write",
+            ));
+        }
         positive("lr", self.lr)?;
+        positive("adam_eps", self.adam_eps)?;
+        // β = 1 makes Adam's bias correction divide by zero on the first step.
+        in_range(
+            "adam_beta1",
+            self.adam_beta1,
+            0.0..=1.0,
+            true,
+            "at least 0 and below 1 (0.9 is usual)",
+        )?;
+        in_range(
+            "adam_beta2",
+            self.adam_beta2,
+            0.0..=1.0,
+            true,
+            "at least 0 and below 1 (0.999 is usual)",
+        )?;
+        in_range(
+            "grad_clip",
+            self.grad_clip,
+            0.0..=f64::MAX,
+            false,
+            "0 (off) or a positive norm",
+        )?;
+        in_range(
+            "max_norm_factor",
+            self.max_norm_factor,
+            0.0..=f64::MAX,
+            false,
+            "0 (keep every activation) or a positive factor",
+        )?;
+        in_range(
+            "sparsity_warmup_fraction",
+            self.sparsity_warmup_fraction,
+            0.0..=1.0,
+            false,
+            "a fraction of training between 0 and 1",
+        )?;
+        in_range(
+            "dense_threshold",
+            self.dense_threshold,
+            0.0..=1.0,
+            false,
+            "a fraction of tokens between 0 and 1",
+        )?;
+        if self.d_sae == Some(0) || (self.d_sae.is_none() && self.expansion == 0) {
+            return Err(Error::config(
+                if self.d_sae.is_some() {
+                    "d_sae"
+                } else {
+                    "expansion"
+                },
+                "is 0: an SAE needs at least one latent (expansion 8 is usual)",
+            ));
+        }
+        if self.init_tokens == 0 {
+            return Err(Error::config(
+                "init_tokens",
+                "is 0: the normalisation and b_dec are estimated from a sample of at least 1 token (4096 or more is usual)",
+            ));
+        }
+        if self.eval_tokens == 0 {
+            return Err(Error::config(
+                "eval_tokens",
+                "is 0: evaluate on at least 1 held-out token",
+            ));
+        }
         positive("decoder_init_norm", self.decoder_init_norm)?;
         positive("threshold_bandwidth", self.threshold_bandwidth)?;
         positive("initial_threshold", self.initial_threshold)?;
@@ -282,9 +363,13 @@ impl TrainConfig {
                 ),
             ));
         }
-        if !(0.0..1.0).contains(&self.held_out) {
-            return Err(Error::config("held_out", "must be in [0, 1)"));
-        }
+        in_range(
+            "held_out",
+            self.held_out,
+            0.0..=1.0,
+            true,
+            "a fraction of documents, at least 0 (no held-out metrics) and below 1 (0.05 is usual)",
+        )?;
         if !(0.0..=1.0).contains(&self.lr_decay_fraction) {
             return Err(Error::config("lr_decay_fraction", "must be in [0, 1]"));
         }

@@ -9,6 +9,10 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] loupe_model::Error),
 
+    /// A file that cannot be written, is damaged, or is locked by another writer.
+    #[error(transparent)]
+    Disk(#[from] loupe_io::Error),
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
@@ -23,6 +27,10 @@ pub enum Error {
     /// An SAE and a store (or model) that do not belong together.
     #[error("{message}")]
     Mismatch { message: String },
+
+    /// The user asked to stop (Ctrl-C) before the work was done.
+    #[error("stopped on request: {what}")]
+    Stopped { what: String },
 
     /// Training diverged; the last good checkpoint is left as it was.
     #[error("{message}")]

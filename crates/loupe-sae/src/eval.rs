@@ -107,6 +107,15 @@ pub fn reconstruction(
             break;
         }
     }
+    if seen == 0 {
+        return Err(Error::Mismatch {
+            message: format!(
+                "store {}: the held-out split holds no activations of {hook}, so there is nothing to measure \
+                 (a metric from no data would read as perfect); raise --held-out, or pass another --store",
+                store.dir.display()
+            ),
+        });
+    }
     Ok(tally.metrics(dense_threshold))
 }
 
@@ -196,8 +205,8 @@ pub fn spliced(
         let mut log_probs = Vec::new();
         for mut hooks in [Hooks::new(), with_sae, zeroed] {
             if progress.should_stop() {
-                return Err(Error::Mismatch {
-                    message: "evaluation stopped on request".into(),
+                return Err(Error::Stopped {
+                    what: "the evaluation was not finished and its report not written".into(),
                 });
             }
             let logits = model

@@ -32,13 +32,12 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
         ));
     }
     let weights = dir.join(WEIGHTS_FILE);
-    let tmp = loupe_data::store::tmp_path(&weights);
-    let map: HashMap<String, Tensor> = tensors.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    candle_core::safetensors::save(&map, &tmp).map_err(|e| Error::file(&tmp, e))?;
-    std::fs::rename(&tmp, &weights).map_err(|e| Error::file(&weights, e))?;
+    // Sealed with a checksum in the header metadata, which SAELens ignores.
+    let (bytes, _) = loupe_io::digest::seal(tensors, HashMap::new()).map_err(|e| Error::file(&weights, e))?;
+    loupe_io::write_atomically(&weights, &bytes)?;
 
     let cfg = serde_json::to_string_pretty(&cfg_json(sae)).map_err(|e| Error::file(dir, e))?;
-    loupe_data::store::write_atomically(&dir.join(CFG_FILE), cfg.as_bytes())?;
+    loupe_io::write_atomically(&dir.join(CFG_FILE), cfg.as_bytes())?;
     Ok(())
 }
 
@@ -123,6 +122,8 @@ pub fn load(path: &Path) -> Result<Sae> {
     }
 
     let weights_path = path.join(WEIGHTS_FILE);
+    // Verified against its checksum (when loupe wrote it) before any tensor is built.
+    loupe_io::SafetensorsFile::open(&weights_path)?;
     let mut tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
         .map_err(|e| Error::file(&weights_path, format!("cannot read SAE weights: {e}")))?;
     let mut take = |name: &str| -> Result<Tensor> {

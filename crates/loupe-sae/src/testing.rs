@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use loupe_data::store::{HookInfo, Manifest, ModelInfo, ShardInfo, StoreDType};
+use loupe_data::store::{HookInfo, Manifest, ModelInfo, StoreDType};
 use loupe_model::HookPoint;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -127,15 +127,14 @@ pub fn write_store(
             "positions".into(),
             ids(&|r| ((first_row + r) % rows_per_context) as u32 + 1)?,
         );
-        let file = loupe_data::store::shard_file(index);
-        candle_core::safetensors::save(&tensors, dir.join(&file))?;
         let contexts = m.div_ceil(rows_per_context) as u64;
-        manifest.shards.push(ShardInfo {
-            file,
-            tokens: m as u64,
+        manifest.shards.push(loupe_data::store::write_shard(
+            dir,
+            index,
+            &tensors,
             first_context,
             contexts,
-        });
+        )?);
         manifest.tokens += m as u64;
         manifest.contexts += contexts;
     }

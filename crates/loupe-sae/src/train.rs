@@ -48,6 +48,8 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
     let mut arch = arch::build(config, d_in)?;
     let out = &config.output;
     prepare_output(out)?;
+    // One writer per run directory: a second `sae train` into it stops here.
+    let _lock = loupe_io::DirLock::acquire(out, "loupe sae train")?;
 
     let mut run = match Checkpoint::load(out)? {
         Some(checkpoint) => {
@@ -98,6 +100,18 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
             }
             let step = run.info.step;
             let x = (keep_in_range(&x, run.info.norm_cutoff)? * run.info.scale as f64)?;
+            if !x.sum_all()?.to_scalar::<f32>()?.is_finite() {
+                // The reader refuses non-finite rows, so only scaling can overflow here.
+                return Err(Error::Diverged {
+                    step,
+                    message: format!(
+                        "step {step}: an input batch from {} overflows once scaled by {} (the normalisation); \
+                         the store holds activations too large for f32 arithmetic: set max_norm_factor to leave them out",
+                        config.store.display(),
+                        run.info.scale
+                    ),
+                });
+            }
             let rows = x.dim(0)?;
             let dead: Vec<u32> = (0..run.params.d_sae as u32)
                 .filter(|&i| run.since_fired[i as usize] >= config.dead_window_tokens)
@@ -152,7 +166,8 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
                 ));
                 observer.scalars(run.info.step, &scalars);
             }
-            if run.info.step % config.eval_every == 0 || run.info.step == total_steps {
+            let eval_due = run.info.step % config.eval_every == 0 || run.info.step == total_steps;
+            if eval_due && !eval_rows.is_empty() {
                 let sae = inference_sae(&run, arch.as_ref(), &metadata)?;
                 let metrics = evaluate_rows(&sae, &eval_rows, config.dense_threshold)?;
                 let density = Density::new(&window_fired, window_tokens);
@@ -394,8 +409,12 @@ fn save(run: &mut Checkpoint, arch: &dyn Architecture, metadata: &SaeMetadata, o
     saelens::save(&inference_sae(run, arch, metadata)?, out)
 }
 
-/// Up to `eval_tokens` rows of the held-out split, read once.
+/// Up to `eval_tokens` rows of the held-out split, read once; none when `held_out` is 0 (then
+/// training reports no held-out metrics rather than numbers computed from nothing).
 fn held_out_rows(store: &Store, config: &TrainConfig, cutoff: Option<f32>) -> Result<Vec<Tensor>> {
+    if config.held_out == 0.0 {
+        return Ok(Vec::new());
+    }
     let split = Split::HeldOut {
         held_out: config.held_out,
         seed: config.seed,
@@ -409,6 +428,17 @@ fn held_out_rows(store: &Store, config: &TrainConfig, cutoff: Option<f32>) -> Re
         if n >= config.eval_tokens {
             break;
         }
+    }
+    if n == 0 {
+        return Err(Error::Mismatch {
+            message: format!(
+                "store {}: held_out = {} selects no documents of its {} contexts, so there is nothing to measure the SAE on; \
+                 raise held_out, capture more documents, or set held_out = 0 to train without held-out metrics",
+                config.store.display(),
+                config.held_out,
+                store.manifest.contexts
+            ),
+        });
     }
     Ok(rows)
 }
@@ -431,8 +461,15 @@ fn sparsity_scale(config: &TrainConfig, step: u64) -> f64 {
     }
 }
 
+/// Training went non-finite on finite input (the caller checked it): say what is kept, and what
+/// to change. Input and checkpoint are checked when read, so the hyperparameters are the suspect.
 fn diverged(step: u64, loss: f64, grad_norm: f64, config: &TrainConfig, out: &Path) -> Error {
     let kept = match Checkpoint::load(out) {
+        Ok(Some(c)) if c.info.step == step => format!(
+            "it happened on the first step after resuming from the checkpoint in {}, which loaded as valid: \
+             the settings changed since (if any) are the likely cause",
+            out.display()
+        ),
         Ok(Some(c)) => format!(
             "the last checkpoint (step {}) in {} is kept as it was",
             c.info.step,
@@ -443,7 +480,8 @@ fn diverged(step: u64, loss: f64, grad_norm: f64, config: &TrainConfig, out: &Pa
     Error::Diverged {
         step,
         message: format!(
-            "training diverged at step {step}: loss {loss}, gradient norm {grad_norm}; {kept}. Lower `lr` (now {}) or `grad_clip` (now {}) and resume",
+            "training diverged at step {step} on finite input: loss {loss}, gradient norm {grad_norm}; {kept}. \
+             Lower `lr` (now {}) or set `grad_clip` (now {}, 0 = off) and resume",
             config.lr, config.grad_clip
         ),
     }

@@ -7,6 +7,10 @@ pub enum Error {
     #[error(transparent)]
     Sae(#[from] loupe_sae::Error),
 
+    /// A file that cannot be written, is damaged, or is locked by another writer.
+    #[error(transparent)]
+    Disk(#[from] loupe_io::Error),
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 

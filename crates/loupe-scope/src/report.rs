@@ -22,6 +22,22 @@ pub struct ReportContext {
     pub labels: Vec<String>,
     /// The concept words of each feature the run amplified, by feature name.
     pub concepts: BTreeMap<String, Vec<String>>,
+    /// Generations the whole run makes; a report from fewer says at its top that it is partial.
+    pub expected_generations: usize,
+}
+
+impl ReportContext {
+    /// The warning a report from an unfinished run opens with.
+    fn partial_note(&self, summary: &Summary) -> Option<String> {
+        let done = summary.records.len();
+        (done < self.expected_generations).then(|| {
+            format!(
+                "PARTIAL RESULTS: {done} of {} generations are done (the run was stopped). \
+                 Fractions below count only what is done; run the same command again to finish.",
+                self.expected_generations
+            )
+        })
+    }
 }
 
 pub struct ReportPaths {
@@ -264,6 +280,9 @@ pub fn source_section(summary: &Summary, source: &str) -> String {
 fn markdown(context: &ReportContext, summary: &Summary) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Scope report: {}\n", context.model);
+    if let Some(note) = context.partial_note(summary) {
+        let _ = writeln!(md, "> **{note}**\n");
+    }
     let _ = writeln!(
         md,
         "Target prompt: `{}`  \nSite: {} · {} source prompts · layers {:?} · {} patched generations  \n\
@@ -386,6 +405,16 @@ fn html(context: &ReportContext, summary: &Summary, plot: &str) -> String {
         n = summary.records.len(),
         threshold = context.threshold,
     );
+    if let Some(note) = context.partial_note(summary) {
+        let at = h.find("<h2>Fraction interpreted</h2>").unwrap_or(h.len());
+        h.insert_str(
+            at,
+            &format!(
+                "<p style=\"background:#fdd;padding:.5em\"><b>{}</b></p>",
+                escape(&note)
+            ),
+        );
+    }
     h.push_str("<table><tr><th>amplifier</th>");
     for layer in &summary.layers {
         let _ = write!(h, "<th>L{layer}</th>");

@@ -1,0 +1,23 @@
+//! Files that survive a crash and say when they are damaged, shared by every loupe crate that
+//! writes runs and stores:
+//!
+//! - [`atomic`]: a file is replaced through a temp file and a rename, so a reader (or a resumed
+//!   run) sees the old version or the new one, never half of one.
+//! - [`lock`]: one writer per directory. A command that writes a store or a run directory holds
+//!   an exclusive advisory lock on it for its lifetime; the OS releases it when the process dies,
+//!   so a killed run never leaves a stale lock behind.
+//! - [`digest`]: xxh3-64 checksums of files and of safetensors contents, recorded when a file is
+//!   written and verified before it is used.
+#![warn(missing_docs)]
+
+pub mod atomic;
+pub mod digest;
+mod error;
+pub mod lock;
+mod safetensors_file;
+
+pub use atomic::{tmp_path, write_atomically};
+pub use digest::{Digest, CONTENT_DIGEST_KEY};
+pub use error::{Error, Result};
+pub use lock::{DirLock, LOCK_FILE};
+pub use safetensors_file::SafetensorsFile;
