@@ -67,7 +67,9 @@ fn is_held_out(doc: u32, fraction: f64, seed: u64) -> bool {
         return false;
     }
     // splitmix64 of (seed, doc): a stable pseudo-random number per document.
-    let mut z = seed ^ (doc as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // The added constant keeps (seed 0, document 0) from hashing to exactly 0, which would
+    // put document 0 in every held-out split however small.
+    let mut z = (seed ^ (doc as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
@@ -318,5 +320,26 @@ fn safetensors_dtype(dtype: DType) -> safetensors::Dtype {
         DType::F16 => safetensors::Dtype::F16,
         DType::BF16 => safetensors::Dtype::BF16,
         _ => safetensors::Dtype::F32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_out_fraction_of_0_holds_out_nothing_and_document_0_is_not_special() {
+        assert!((0..10_000).all(|doc| Split::Train {
+            held_out: 0.0,
+            seed: 0
+        }
+        .contains(doc)));
+        let small = Split::HeldOut {
+            held_out: 0.001,
+            seed: 0,
+        };
+        assert!(!small.contains(0));
+        let held = (0..100_000).filter(|&doc| small.contains(doc)).count();
+        assert!((50..150).contains(&held), "{held}");
     }
 }

@@ -104,9 +104,21 @@ impl ProbeConfig {
             }
             section.insert(last.to_string(), parsed);
         }
-        // Deserializing from text makes toml's errors quote the offending line.
-        let merged = toml::to_string(&table).map_err(|e| Error::file(origin, e))?;
-        let config: ProbeConfig = toml::from_str(&merged).map_err(|e| Error::file(origin, e))?;
+        // Deserializing from text makes toml's errors quote the offending line: the user's own
+        // text when nothing is overridden, else the merged config (and the message says so).
+        let config: ProbeConfig = if overrides.is_empty() {
+            toml::from_str(text).map_err(|e| Error::file(origin, e))?
+        } else {
+            let merged = toml::to_string(&table).map_err(|e| Error::file(origin, e))?;
+            toml::from_str(&merged).map_err(|e| {
+                Error::file(
+                    origin,
+                    format!(
+                        "with the --set overrides applied (line numbers count in the merged config):\n{e}"
+                    ),
+                )
+            })?
+        };
         config.validate()?;
         Ok(config)
     }

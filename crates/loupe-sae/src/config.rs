@@ -246,9 +246,22 @@ impl TrainConfig {
         }
         // Deserializing from text (not from the table) makes toml's error quote the offending
         // line, which names the field.
-        let merged = toml::to_string(&table).map_err(|e| Error::file(origin, e))?;
-        let config: TrainConfig =
-            toml::from_str(&merged).map_err(|e| Error::file(origin, format!("{}\n{e}", describe(&e))))?;
+        // The user's own text when nothing is overridden, else the merged config (and the
+        // message says so).
+        let config: TrainConfig = if overrides.is_empty() {
+            toml::from_str(text).map_err(|e| Error::file(origin, format!("{}\n{e}", describe(&e))))?
+        } else {
+            let merged = toml::to_string(&table).map_err(|e| Error::file(origin, e))?;
+            toml::from_str(&merged).map_err(|e| {
+                Error::file(
+                    origin,
+                    format!(
+                        "{}, with the --set overrides applied (line numbers count in the merged config):\n{e}",
+                        describe(&e)
+                    ),
+                )
+            })?
+        };
         config.validate()?;
         Ok(config)
     }
