@@ -78,6 +78,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         dir.join("top")
     });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let _lock = loupe_io::DirLock::acquire(&out, "loupe sae top")?;
     loupe_io::write_atomically(&out.join("top.json"), serde_json::to_string(&report)?.as_bytes())?;
     let title = format!(
         "{} · {} · {}",

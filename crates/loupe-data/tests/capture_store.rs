@@ -456,3 +456,35 @@ fn labelled_spans_become_token_labels() {
     }
     assert!(context.labels[0].contains(&0) && context.labels[0].contains(&NO_LABEL));
 }
+
+#[test]
+fn activations_f16_cannot_hold_stop_the_capture_with_the_document_named() {
+    let s = setup(12);
+    // The same tiny model with embeddings 10^6 times larger: its residual stream overflows f16.
+    let big = s.dir.path().join("big-model");
+    write_tiny_hf_dir(&big, 5).unwrap();
+    let weights = big.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+    let embed = tensors["model.embed_tokens.weight"].clone();
+    tensors.insert("model.embed_tokens.weight".into(), (embed * 1e6).unwrap());
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let model = Model::load(big.to_str().unwrap(), &Device::Cpu).unwrap();
+    let config = CaptureConfig {
+        dtype: StoreDType::F16,
+        ..config(&s, "overflow")
+    };
+    let e = match capture(&model, &config, &mut NoProgress) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a store of infinities was written"),
+    };
+    assert!(e.contains("document 0") && e.contains("range of f16"), "{e}");
+    let store = s.dir.path().join("overflow");
+    assert!(!store.join("shard-00000.safetensors").exists());
+    // In f32 the same activations are stored.
+    let config = CaptureConfig {
+        dtype: StoreDType::F32,
+        output: s.dir.path().join("f32").to_str().unwrap().into(),
+        ..config
+    };
+    capture(&model, &config, &mut NoProgress).unwrap();
+}

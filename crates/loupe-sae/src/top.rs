@@ -127,6 +127,12 @@ pub fn top_activations(
             progress.advance(chunk.len() as u64);
         }
     }
+    if progress.should_stop() {
+        // Maxima from part of the store would be read as the latents' maxima (clamping uses them).
+        return Err(crate::Error::Stopped {
+            what: "the top contexts were not written, since they would cover only part of the store".into(),
+        });
+    }
 
     // Second pass: the context around each example, with the latent's activation on each token.
     let mut wanted: BTreeMap<u32, Vec<(usize, u32, f32)>> = BTreeMap::new(); // shard -> (latent, row, act)

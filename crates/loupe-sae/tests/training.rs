@@ -189,3 +189,57 @@ fn bad_input_is_refused_before_training() {
     // Longer training of the same run is a resume.
     train(&c, &mut NoObserver).unwrap();
 }
+
+#[test]
+fn non_finite_rows_and_short_shards_are_named_not_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = synthetic(D, 32, 6000, 3.0, 1);
+    // Row 77 (shard 0, which holds 16 contexts of 50 rows) gets a NaN.
+    data.rows[77 * D + 3] = f32::NAN;
+    write_store(&dir.path().join("store"), HOOK, D, &data.rows, 50, "synthetic").unwrap();
+    let c = config(dir.path(), "topk", "k = 3");
+    let e = train(&c, &mut NoObserver).unwrap_err().to_string();
+    assert!(
+        e.contains("shard-00000.safetensors") && e.contains("row 77") && e.contains("NaN"),
+        "{e}"
+    );
+
+    // A manifest that promises more rows than the shard's tensors hold (and adds up).
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    let manifest_path = dir.path().join("store/manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let tokens = manifest["shards"][1]["tokens"].as_u64().unwrap();
+    manifest["shards"][1]["tokens"] = (tokens + 5).into();
+    manifest["tokens"] = (manifest["tokens"].as_u64().unwrap() + 5).into();
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let c = config(dir.path(), "topk", "k = 3");
+    let e = train(&c, &mut NoObserver).unwrap_err().to_string();
+    assert!(
+        e.contains("shard-00001.safetensors") && e.contains(&format!("[{}, {D}]", tokens + 5)),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_checkpoint_whose_tensors_do_not_fit_its_record_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    let mut c = config(dir.path(), "topk", "k = 3");
+    c.train_tokens = 256 * 2;
+    train(&c, &mut NoObserver).unwrap();
+    let mut checkpoint = Checkpoint::load(&c.output).unwrap().unwrap();
+    checkpoint.info.d_sae += 1;
+    checkpoint.save(&c.output).unwrap();
+    let e = match Checkpoint::load(&c.output) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a checkpoint of the wrong size loaded"),
+    };
+    assert!(
+        e.contains("trainer_state.safetensors") && e.contains("params.") && e.contains("is expected"),
+        "{e}"
+    );
+    c.train_tokens = 256 * 4;
+    assert!(train(&c, &mut NoObserver).is_err());
+}
