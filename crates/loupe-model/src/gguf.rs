@@ -37,6 +37,8 @@ pub(crate) struct GgufTokenizerFields {
 }
 
 pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
+    // candle allocates whatever the header claims; a corrupt count must be an error, not an abort.
+    crate::gguf_check::check(path)?;
     let file = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
     let mut reader = BufReader::new(file);
     let content = Content::read(&mut reader).map_err(|e| {
@@ -67,7 +69,19 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
         max_position_embeddings: meta.u64("llama.context_length")? as usize,
         tie_word_embeddings: !has_output,
     };
-    config.validate().map_err(|e| Error::file(path, e))?;
+    config
+        .validate_named(gguf_key)
+        .map_err(|e| Error::file(path, e))?;
+    if tokens.len() > config.vocab_size {
+        return Err(Error::file(
+            path,
+            format!(
+                "tokenizer.ggml.tokens has {} tokens but llama.vocab_size is {}; the file is corrupt: delete it and fetch it again",
+                tokens.len(),
+                config.vocab_size
+            ),
+        ));
+    }
     if meta.map.contains_key("llama.rope.scaling.type")
         || content.tensor_infos.contains_key("rope_freqs.weight")
     {
@@ -91,12 +105,13 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
                 )
             })?;
         let tensor = if name.ends_with("attn_q.weight") {
-            unpermute_rope_rows(&tensor, n_heads)?
+            unpermute_rope_rows(&tensor, n_heads)
         } else if name.ends_with("attn_k.weight") {
-            unpermute_rope_rows(&tensor, n_kv_heads)?
+            unpermute_rope_rows(&tensor, n_kv_heads)
         } else {
-            tensor
-        };
+            Ok(tensor)
+        }
+        .map_err(|e| Error::file(path, format!("tensor '{name}' does not split into heads: {e}")))?;
         tensors.insert(hf_name, tensor);
     }
 
@@ -110,10 +125,9 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
         tokens,
         token_types: match meta.map.get("tokenizer.ggml.token_type") {
             Some(v) => v
-                .to_vec()?
-                .iter()
-                .map(|t| t.to_i32())
-                .collect::<candle_core::Result<_>>()?,
+                .to_vec()
+                .and_then(|types| types.iter().map(|t| t.to_i32()).collect())
+                .map_err(|e| meta.bad("tokenizer.ggml.token_type", e))?,
             None => Vec::new(),
         },
         merges: match meta.map.get("tokenizer.ggml.merges") {
@@ -126,7 +140,8 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
             .map
             .get("tokenizer.ggml.add_bos_token")
             .map(|v| v.to_bool())
-            .transpose()?
+            .transpose()
+            .map_err(|e| meta.bad("tokenizer.ggml.add_bos_token", e))?
             .unwrap_or(false),
         chat_template: meta
             .map
@@ -139,6 +154,22 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
         tensors,
         tokenizer,
     })
+}
+
+/// The GGUF metadata key a [`LlamaConfig`] field is read from, for error messages.
+fn gguf_key(field: &'static str) -> &'static str {
+    match field {
+        "hidden_size" => "llama.embedding_length",
+        "intermediate_size" => "llama.feed_forward_length",
+        "vocab_size" => "llama.vocab_size (or the length of tokenizer.ggml.tokens)",
+        "num_hidden_layers" => "llama.block_count",
+        "num_attention_heads" => "llama.attention.head_count",
+        "num_key_value_heads" => "llama.attention.head_count_kv",
+        "max_position_embeddings" => "llama.context_length",
+        "rms_norm_eps" => "llama.attention.layer_norm_rms_epsilon",
+        "rope_theta" => "llama.rope.freq_base",
+        other => other,
+    }
 }
 
 /// The Hugging Face name of a llama.cpp tensor.

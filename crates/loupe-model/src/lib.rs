@@ -22,6 +22,7 @@ mod batch;
 mod error;
 mod generate;
 mod gguf;
+mod gguf_check;
 mod hook_point;
 mod hooks;
 mod llama;

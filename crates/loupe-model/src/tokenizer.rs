@@ -93,7 +93,9 @@ impl Tokenizer {
             .iter()
             .enumerate()
             .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
-            .map(|(i, _)| AddedToken::from(fields.tokens[i].clone(), true))
+            // A corrupt file may list more types than tokens; those types name no token.
+            .filter_map(|(i, _)| fields.tokens.get(i))
+            .map(|token| AddedToken::from(token.clone(), true))
             .collect();
         inner.add_special_tokens(&special);
         if fields.add_bos {
