@@ -27,6 +27,7 @@ mod hook_point;
 mod hooks;
 mod llama;
 mod model;
+mod sha_cache;
 mod source;
 pub mod testing;
 mod tokenizer;
