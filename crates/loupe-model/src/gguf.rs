@@ -115,6 +115,7 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
         tensors.insert(hf_name, tensor);
     }
 
+    let n_tokens = tokens.len();
     let tokenizer = GgufTokenizerFields {
         model: meta.string("tokenizer.ggml.model")?,
         pre: meta
@@ -134,8 +135,8 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
             Some(_) => meta.strings("tokenizer.ggml.merges")?,
             None => Vec::new(),
         },
-        bos: meta.opt_u32("tokenizer.ggml.bos_token_id")?,
-        eos: meta.opt_u32("tokenizer.ggml.eos_token_id")?,
+        bos: meta.token_id("tokenizer.ggml.bos_token_id", n_tokens)?,
+        eos: meta.token_id("tokenizer.ggml.eos_token_id", n_tokens)?,
         add_bos: meta
             .map
             .get("tokenizer.ggml.add_bos_token")
@@ -260,11 +261,18 @@ impl Metadata<'_> {
         }
     }
 
-    fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
-        if self.map.contains_key(key) {
-            Ok(Some(self.u64(key)? as u32))
-        } else {
-            Ok(None)
+    /// A token id, which must be one of the `n_tokens` tokens.
+    fn token_id(&self, key: &str, n_tokens: usize) -> Result<Option<u32>> {
+        if !self.map.contains_key(key) {
+            return Ok(None);
+        }
+        let id = self.u64(key)?;
+        match u32::try_from(id) {
+            Ok(id) if (id as usize) < n_tokens => Ok(Some(id)),
+            _ => Err(Error::file(
+                self.path,
+                format!("GGUF metadata '{key}' is {id}, past the vocabulary of {n_tokens} tokens"),
+            )),
         }
     }
 
