@@ -2,7 +2,7 @@
 //! abort. The tiny models of `loupe_model::testing` are written here, then damaged: bytes flipped
 //! in their headers, cut short at random lengths, and huge counts, lengths, dims and offsets
 //! planted in them. Every case is seeded; a failure names its family, seed and case (set
-//! LOUPE_DAMAGE_SEED to run other seeds).
+//! LOUPE_DAMAGE_SEED to run other seeds, LOUPE_DAMAGE_VERBOSE to print every error).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -93,10 +93,18 @@ impl Cases {
         eprintln!("{} seed {}: {case}", self.family, self.seed);
         let name = target.to_str().unwrap();
         match catch_unwind(AssertUnwindSafe(|| Model::load(name, &Device::Cpu))) {
-            Ok(Ok(_)) => self.loaded += 1,
+            Ok(Ok(_)) => {
+                self.loaded += 1;
+                if std::env::var_os("LOUPE_DAMAGE_VERBOSE").is_some() {
+                    eprintln!("  loaded");
+                }
+            }
             Ok(Err(e)) => {
                 self.refused += 1;
                 let message = e.to_string();
+                if std::env::var_os("LOUPE_DAMAGE_VERBOSE").is_some() {
+                    eprintln!("  {message}");
+                }
                 if !message.contains(names.to_str().unwrap()) {
                     self.failures.push(format!(
                         "{case}: the error does not name {}: {message}",
@@ -187,13 +195,31 @@ fn gguf_layout(bytes: &[u8]) -> GgufLayout {
         *pos += 8 + len;
         s
     };
-    fn value(bytes: &[u8], pos: usize, value_type: u32, key: &str, spots: &mut Vec<Spot>) -> usize {
+    fn value(
+        bytes: &[u8],
+        pos: usize,
+        value_type: u32,
+        key: &str,
+        in_array: bool,
+        spots: &mut Vec<Spot>,
+    ) -> usize {
         let u32_at = |p: usize| u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());
         let u64_at = |p: usize| u64::from_le_bytes(bytes[p..p + 8].try_into().unwrap()) as usize;
         match value_type {
             0 | 1 | 7 => pos + 1,
             2 | 3 => pos + 2,
-            4..=6 => pos + 4,
+            4..=6 => {
+                // Top-level numbers are the config (sizes, token ids, eps, theta); the elements
+                // of arrays (token types) would crowd them out.
+                if !in_array {
+                    spots.push(Spot {
+                        pos,
+                        width: 4,
+                        what: format!("value of '{key}'"),
+                    });
+                }
+                pos + 4
+            }
             10..=12 => pos + 8,
             8 => {
                 spots.push(Spot {
@@ -217,7 +243,7 @@ fn gguf_layout(bytes: &[u8]) -> GgufLayout {
                 let (element_type, len) = (u32_at(pos), u64_at(pos + 4));
                 let mut p = pos + 12;
                 for _ in 0..len {
-                    p = value(bytes, p, element_type, key, spots);
+                    p = value(bytes, p, element_type, key, true, spots);
                 }
                 p
             }
@@ -234,7 +260,7 @@ fn gguf_layout(bytes: &[u8]) -> GgufLayout {
         let value_type = u32_at(pos);
         pos += 4;
         values.insert(key.clone(), pos);
-        pos = value(bytes, pos, value_type, &key, &mut spots);
+        pos = value(bytes, pos, value_type, &key, false, &mut spots);
     }
     for i in 0..n_tensors {
         let name = string(&mut pos, &mut spots, format!("tensor name {i}"));
@@ -480,6 +506,28 @@ fn damaged_safetensors_weights_are_errors() {
         .enumerate()
     {
         std::fs::write(&weights, &original[..len]).unwrap();
+        cases.load(&format!("truncated {i}: to {len} bytes"), dir.path(), dir.path());
+    }
+    cases.finish();
+}
+
+#[test]
+fn damaged_tokenizer_json_files_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_hf_dir(dir.path(), 11).unwrap();
+    let tokenizer = dir.path().join("tokenizer.json");
+    let original = std::fs::read(&tokenizer).unwrap();
+    let mut cases = Cases::new("tokenizer.json", 0x746f_6b65);
+    let mut rng = cases.rng();
+    for i in 0..300 {
+        let mut bytes = original.clone();
+        let what = flip(&mut bytes, 0..original.len(), &mut rng);
+        std::fs::write(&tokenizer, &bytes).unwrap();
+        cases.load(&format!("flipped {i}: {what}"), dir.path(), dir.path());
+    }
+    for i in 0..100 {
+        let len = rng.random_range(0..original.len());
+        std::fs::write(&tokenizer, &original[..len]).unwrap();
         cases.load(&format!("truncated {i}: to {len} bytes"), dir.path(), dir.path());
     }
     cases.finish();
