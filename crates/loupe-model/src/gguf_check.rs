@@ -443,6 +443,141 @@ impl Reader {
 mod tests {
     use super::*;
 
+    /// Builds a GGUF file by hand: `wide` for version 3 (u64 lengths), else version 1 (u32).
+    struct Builder {
+        bytes: Vec<u8>,
+        wide: bool,
+    }
+
+    impl Builder {
+        fn new(wide: bool, tensors: u64, kvs: u64) -> Self {
+            let mut b = Builder {
+                bytes: b"GGUF".to_vec(),
+                wide,
+            };
+            b.u32(if wide { 3 } else { 1 });
+            b.len(tensors);
+            b.len(kvs);
+            b
+        }
+        fn u32(&mut self, v: u32) -> &mut Self {
+            self.bytes.extend(v.to_le_bytes());
+            self
+        }
+        fn u64(&mut self, v: u64) -> &mut Self {
+            self.bytes.extend(v.to_le_bytes());
+            self
+        }
+        fn len(&mut self, v: u64) -> &mut Self {
+            if self.wide {
+                self.u64(v)
+            } else {
+                self.u32(v as u32)
+            }
+        }
+        fn string(&mut self, s: &str) -> &mut Self {
+            self.len(s.len() as u64);
+            self.bytes.extend(s.as_bytes());
+            self
+        }
+        /// One f32 tensor of `n` elements at `offset`.
+        fn tensor(&mut self, name: &str, n: u64, offset: u64) -> &mut Self {
+            self.string(name).u32(1).len(n).u32(0).u64(offset)
+        }
+        /// Pads to `alignment` and appends `n` bytes of tensor data.
+        fn data(&mut self, alignment: usize, n: usize) -> Vec<u8> {
+            let mut bytes = self.bytes.clone();
+            bytes.resize(bytes.len().div_ceil(alignment) * alignment + n, 0);
+            bytes
+        }
+    }
+
+    fn check_bytes(bytes: &[u8]) -> std::result::Result<(), String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.gguf");
+        std::fs::write(&path, bytes).unwrap();
+        check(&path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn versions_1_and_3_are_walked() {
+        for wide in [false, true] {
+            let mut b = Builder::new(wide, 1, 2);
+            b.string("general.name").u32(8).string("tiny");
+            b.string("tokenizer.ggml.tokens").u32(9).u32(8).len(2);
+            b.string("a").string("b");
+            b.tensor("w", 8, 0);
+            let bytes = b.data(32, 32);
+            assert_eq!(
+                check_bytes(&bytes),
+                Ok(()),
+                "version {}",
+                if wide { 3 } else { 1 }
+            );
+            let err = check_bytes(&bytes[..bytes.len() - 1]).unwrap_err();
+            assert!(err.contains("tensor 'w' claims 32 bytes at offset 0"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_alignment_is_read_as_candle_reads_it() {
+        let mut b = Builder::new(true, 1, 1);
+        b.string("general.alignment").u32(4).u32(64);
+        b.tensor("w", 8, 0);
+        // 32 bytes of data after padding to 64: the file must reach that far.
+        let bytes = b.data(64, 32);
+        assert_eq!(check_bytes(&bytes), Ok(()));
+        let short = b.data(32, 32);
+        assert!(check_bytes(&short).is_err());
+
+        let mut b = Builder::new(true, 0, 1);
+        b.string("general.alignment").u32(4).u32(0);
+        let err = check_bytes(&b.data(1, 0)).unwrap_err();
+        assert!(err.contains("general.alignment is 0"), "{err}");
+    }
+
+    #[test]
+    fn deeply_nested_arrays_are_refused() {
+        let mut b = Builder::new(true, 0, 1);
+        b.string("deep").u32(9);
+        for _ in 0..100 {
+            b.u32(9).len(1);
+        }
+        b.u32(4).len(0);
+        let err = check_bytes(&b.data(1, 0)).unwrap_err();
+        assert!(err.contains("nests arrays more than 8 deep"), "{err}");
+    }
+
+    #[test]
+    fn tensors_that_overlap_beyond_the_data_are_refused() {
+        let mut b = Builder::new(true, 2, 0);
+        b.tensor("a", 8, 0).tensor("b", 8, 0);
+        let err = check_bytes(&b.data(32, 32)).unwrap_err();
+        assert!(
+            err.contains("the tensors claim 64 bytes of data together"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shapes_are_checked() {
+        let mut b = Builder::new(true, 1, 0);
+        b.string("w").u32(5);
+        let err = check_bytes(&b.data(1, 64)).unwrap_err();
+        assert!(err.contains("claims 5 dimensions"), "{err}");
+
+        let mut b = Builder::new(true, 1, 0);
+        b.string("w").u32(2).u64(1 << 40).u64(1 << 40).u32(0).u64(0);
+        let err = check_bytes(&b.data(32, 0)).unwrap_err();
+        assert!(err.contains("more than 2^64 elements"), "{err}");
+
+        // 33 elements of Q4_0 (blocks of 32).
+        let mut b = Builder::new(true, 1, 0);
+        b.string("w").u32(1).u64(33).u32(2).u64(0);
+        let err = check_bytes(&b.data(32, 64)).unwrap_err();
+        assert!(err.contains("not a whole number of Q4_0 blocks of 32"), "{err}");
+    }
+
     #[test]
     fn numbers_read_well() {
         assert_eq!(number(0), "0");
