@@ -37,6 +37,8 @@ pub(crate) struct GgufTokenizerFields {
 }
 
 pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
+    // candle allocates whatever the header claims; a corrupt count must be an error, not an abort.
+    crate::gguf_check::check(path)?;
     let file = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
     let mut reader = BufReader::new(file);
     let content = Content::read(&mut reader).map_err(|e| {
@@ -67,7 +69,19 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
         max_position_embeddings: meta.u64("llama.context_length")? as usize,
         tie_word_embeddings: !has_output,
     };
-    config.validate().map_err(|e| Error::file(path, e))?;
+    config
+        .validate_named(gguf_key)
+        .map_err(|e| Error::file(path, e))?;
+    if tokens.len() > config.vocab_size {
+        return Err(Error::file(
+            path,
+            format!(
+                "tokenizer.ggml.tokens has {} tokens but llama.vocab_size is {}; the file is corrupt: delete it and fetch it again",
+                tokens.len(),
+                config.vocab_size
+            ),
+        ));
+    }
     if meta.map.contains_key("llama.rope.scaling.type")
         || content.tensor_infos.contains_key("rope_freqs.weight")
     {
@@ -91,15 +105,17 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
                 )
             })?;
         let tensor = if name.ends_with("attn_q.weight") {
-            unpermute_rope_rows(&tensor, n_heads)?
+            unpermute_rope_rows(&tensor, n_heads)
         } else if name.ends_with("attn_k.weight") {
-            unpermute_rope_rows(&tensor, n_kv_heads)?
+            unpermute_rope_rows(&tensor, n_kv_heads)
         } else {
-            tensor
-        };
+            Ok(tensor)
+        }
+        .map_err(|e| Error::file(path, format!("tensor '{name}' does not split into heads: {e}")))?;
         tensors.insert(hf_name, tensor);
     }
 
+    let n_tokens = tokens.len();
     let tokenizer = GgufTokenizerFields {
         model: meta.string("tokenizer.ggml.model")?,
         pre: meta
@@ -110,23 +126,23 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
         tokens,
         token_types: match meta.map.get("tokenizer.ggml.token_type") {
             Some(v) => v
-                .to_vec()?
-                .iter()
-                .map(|t| t.to_i32())
-                .collect::<candle_core::Result<_>>()?,
+                .to_vec()
+                .and_then(|types| types.iter().map(|t| t.to_i32()).collect())
+                .map_err(|e| meta.bad("tokenizer.ggml.token_type", e))?,
             None => Vec::new(),
         },
         merges: match meta.map.get("tokenizer.ggml.merges") {
             Some(_) => meta.strings("tokenizer.ggml.merges")?,
             None => Vec::new(),
         },
-        bos: meta.opt_u32("tokenizer.ggml.bos_token_id")?,
-        eos: meta.opt_u32("tokenizer.ggml.eos_token_id")?,
+        bos: meta.token_id("tokenizer.ggml.bos_token_id", n_tokens)?,
+        eos: meta.token_id("tokenizer.ggml.eos_token_id", n_tokens)?,
         add_bos: meta
             .map
             .get("tokenizer.ggml.add_bos_token")
             .map(|v| v.to_bool())
-            .transpose()?
+            .transpose()
+            .map_err(|e| meta.bad("tokenizer.ggml.add_bos_token", e))?
             .unwrap_or(false),
         chat_template: meta
             .map
@@ -139,6 +155,22 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
         tensors,
         tokenizer,
     })
+}
+
+/// The GGUF metadata key a [`LlamaConfig`] field is read from, for error messages.
+fn gguf_key(field: &'static str) -> &'static str {
+    match field {
+        "hidden_size" => "llama.embedding_length",
+        "intermediate_size" => "llama.feed_forward_length",
+        "vocab_size" => "llama.vocab_size (or the length of tokenizer.ggml.tokens)",
+        "num_hidden_layers" => "llama.block_count",
+        "num_attention_heads" => "llama.attention.head_count",
+        "num_key_value_heads" => "llama.attention.head_count_kv",
+        "max_position_embeddings" => "llama.context_length",
+        "rms_norm_eps" => "llama.attention.layer_norm_rms_epsilon",
+        "rope_theta" => "llama.rope.freq_base",
+        other => other,
+    }
 }
 
 /// The Hugging Face name of a llama.cpp tensor.
@@ -229,11 +261,18 @@ impl Metadata<'_> {
         }
     }
 
-    fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
-        if self.map.contains_key(key) {
-            Ok(Some(self.u64(key)? as u32))
-        } else {
-            Ok(None)
+    /// A token id, which must be one of the `n_tokens` tokens.
+    fn token_id(&self, key: &str, n_tokens: usize) -> Result<Option<u32>> {
+        if !self.map.contains_key(key) {
+            return Ok(None);
+        }
+        let id = self.u64(key)?;
+        match u32::try_from(id) {
+            Ok(id) if (id as usize) < n_tokens => Ok(Some(id)),
+            _ => Err(Error::file(
+                self.path,
+                format!("GGUF metadata '{key}' is {id}, past the vocabulary of {n_tokens} tokens"),
+            )),
         }
     }
 

