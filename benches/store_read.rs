@@ -44,7 +44,11 @@ fn write_store(dir: &std::path::Path, megabytes: usize) -> Store {
         complete: true,
     };
     let ids = |f: &dyn Fn(usize) -> u32| {
-        Tensor::from_vec((0..ROWS_PER_SHARD).map(f).collect::<Vec<u32>>(), ROWS_PER_SHARD, &Device::Cpu)
+        Tensor::from_vec(
+            (0..ROWS_PER_SHARD).map(f).collect::<Vec<u32>>(),
+            ROWS_PER_SHARD,
+            &Device::Cpu,
+        )
     };
     for index in 0..shards {
         let activations = Tensor::randn(0f32, 1.0, (ROWS_PER_SHARD, WIDTH), &Device::Cpu)
@@ -55,7 +59,10 @@ fn write_store(dir: &std::path::Path, megabytes: usize) -> Store {
             (HOOK.to_string(), activations),
             ("token_ids".to_string(), ids(&|r| (r % 1000) as u32).unwrap()),
             ("doc_ids".to_string(), ids(&|r| first + (r / 127) as u32).unwrap()),
-            ("context_ids".to_string(), ids(&|r| first + (r / 127) as u32).unwrap()),
+            (
+                "context_ids".to_string(),
+                ids(&|r| first + (r / 127) as u32).unwrap(),
+            ),
             ("positions".to_string(), ids(&|r| (r % 127) as u32 + 1).unwrap()),
         ]);
         let info = write_shard(dir, index, &tensors, manifest.contexts, 256).unwrap();
