@@ -374,3 +374,14 @@ fn an_interrupted_scope_exits_130_and_its_report_says_it_is_partial() {
     let html = std::fs::read_to_string(dir.path().join("scope/report.html")).unwrap();
     assert!(html.contains("PARTIAL RESULTS"));
 }
+
+#[test]
+fn capture_settings_that_cannot_work_are_named() {
+    let (dir, config) = tiny_capture_setup(5);
+    let config = config.to_str().unwrap();
+    let out = loupe(&["capture", "--config", config, "--max-tokens", "0"]);
+    assert_clear_error(&out, &["max_tokens", "is 0"]);
+    let out = loupe(&["capture", "--config", config, "--output", ""]);
+    assert_clear_error(&out, &["output", "empty"]);
+    assert!(!dir.path().join("store").exists(), "nothing was written");
+}
