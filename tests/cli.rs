@@ -556,8 +556,56 @@ fn scope_runs_judges_reports_and_resumes_on_a_tiny_model() {
 #[test]
 fn shipped_scope_config_parses() {
     let config =
-        loupe_scope::ScopeConfig::from_file(std::path::Path::new("configs/scope-entities.toml")).unwrap();
+        loupe_scope::ScopeConfig::from_file(std::path::Path::new("configs/scope-entities.toml"), &[])
+            .unwrap();
     assert_eq!(config.source_prompts().unwrap().len(), 40);
     assert_eq!(config.source.layers, (1..=12).collect::<Vec<_>>());
     assert_eq!(config.generate.max_new_tokens, 10);
+}
+
+#[test]
+fn every_command_with_a_config_takes_set_overrides() {
+    let (dir, config) = tiny_capture_setup(20);
+    let config = config.to_str().unwrap();
+    let out = loupe(&[
+        "capture",
+        "--config",
+        config,
+        "--set",
+        "max_tokens=30",
+        "--set",
+        "shard_contexts=1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("store/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["contexts"], manifest["shards"].as_array().unwrap().len());
+    let out = loupe(&["capture", "--config", config, "--set", "context_length=long"]);
+    assert_clear_error(&out, &["--set context_length=long", "wrong type"]);
+
+    let scope = dir.path().join("scope.toml");
+    std::fs::write(
+        &scope,
+        format!(
+            "model = \"{0}/model\"\nout = \"{0}/scope\"\n[source]\nprompts = [\"a\"]\nlayers = [0]\n[[amplifier]]\nkind = \"none\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = loupe(&[
+        "scope",
+        "--config",
+        scope.to_str().unwrap(),
+        "--set",
+        "generate.max_new_tokens=many",
+    ]);
+    assert_clear_error(&out, &["--set generate.max_new_tokens=many"]);
+    let out = loupe(&[
+        "scope",
+        "--config",
+        scope.to_str().unwrap(),
+        "--set",
+        "generate.max_tokens=3",
+    ]);
+    assert_clear_error(&out, &["max_tokens", "not known"]);
 }

@@ -1,6 +1,5 @@
 use std::path::PathBuf;
 
-use anyhow::Context;
 use loupe_data::capture::{capture, CaptureConfig};
 use loupe_data::store::StoreDType;
 use loupe_model::HookPoint;
@@ -44,6 +43,9 @@ pub struct Args {
     /// A corpus path, replacing the config's corpora (JSONL with a `text` field, text files, or a directory).
     #[arg(long)]
     pub corpus: Option<String>,
+    /// Override any config field: `--set context_length=256` (TOML value; repeatable).
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    pub set: Vec<String>,
 }
 
 fn parse_dtype(s: &str) -> Result<StoreDType, String> {
@@ -56,31 +58,20 @@ fn parse_dtype(s: &str) -> Result<StoreDType, String> {
 }
 
 impl Args {
-    /// The config file with the flags applied on top.
+    /// The config file with the flags and `--set` overrides applied on top (flags are shorthand
+    /// for `--set`; both win over the file).
     fn resolve(&self) -> anyhow::Result<CaptureConfig> {
-        let mut table = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                text.parse::<toml::Table>()
-                    .with_context(|| format!("{} is not valid TOML", path.display()))?
-            }
-            None => toml::Table::new(),
-        };
-        let mut set = |key: &str, value: toml::Value| {
-            table.insert(key.to_string(), value);
-        };
+        let string = |v: &str| toml::Value::String(v.to_string()).to_string();
+        let mut overrides = Vec::new();
         if let Some(v) = &self.model {
-            set("model", v.clone().into());
+            overrides.push(format!("model={}", string(v)));
         }
         if let Some(v) = &self.hooks {
-            set(
-                "hooks",
-                toml::Value::Array(v.iter().map(|h| h.to_string().into()).collect()),
-            );
+            let hooks = toml::Value::Array(v.iter().map(|h| h.to_string().into()).collect());
+            overrides.push(format!("hooks={hooks}"));
         }
         if let Some(v) = &self.output {
-            set("output", v.clone().into());
+            overrides.push(format!("output={}", string(v)));
         }
         for (key, value) in [
             ("context_length", self.context_length),
@@ -88,30 +79,23 @@ impl Args {
             ("shard_contexts", self.shard_contexts),
         ] {
             if let Some(v) = value {
-                set(key, (v as i64).into());
+                overrides.push(format!("{key}={v}"));
             }
         }
         if let Some(v) = self.max_tokens {
-            set("max_tokens", (v as i64).into());
+            overrides.push(format!("max_tokens={v}"));
         }
         if let Some(v) = self.dtype {
-            set("dtype", toml::Value::try_from(v)?);
+            overrides.push(format!("dtype={}", toml::Value::try_from(v)?));
         }
         if let Some(v) = self.include_separators {
-            set("include_separators", v.into());
+            overrides.push(format!("include_separators={v}"));
         }
         if let Some(v) = &self.corpus {
-            let mut corpus = toml::Table::new();
-            corpus.insert("path".into(), v.clone().into());
-            set("corpus", toml::Value::Array(vec![corpus.into()]));
+            overrides.push(format!("corpus=[{{ path = {} }}]", string(v)));
         }
-        let source = self
-            .config
-            .as_ref()
-            .map_or("the command line".to_string(), |p| p.display().to_string());
-        toml::Value::Table(table)
-            .try_into()
-            .with_context(|| format!("invalid capture config in {source}"))
+        overrides.extend(self.set.iter().cloned());
+        Ok(loupe_io::config::load(self.config.as_deref(), &overrides)?)
     }
 }
 

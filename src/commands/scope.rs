@@ -28,13 +28,17 @@ pub struct Args {
     /// Only rewrite the reports from the results already in `out`.
     #[arg(long)]
     report_only: bool,
+    /// Override a config field: `--set generate.max_new_tokens=20` (TOML value; repeatable).
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    set: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut config = ScopeConfig::from_file(&args.config)?;
-    if let Some(out) = args.out {
-        config.out = out;
+    let mut overrides = args.set.clone();
+    if let Some(out) = &args.out {
+        overrides.push(format!("out={}", toml::Value::String(out.display().to_string())));
     }
+    let config = ScopeConfig::from_file(&args.config, &overrides)?;
     anyhow::ensure!(
         !config.out.as_os_str().is_empty(),
         "out: is empty; name the directory for results and reports (in {} or with --out)",

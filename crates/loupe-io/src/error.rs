@@ -24,6 +24,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A config that cannot be read into its struct; the message quotes the line at fault.
+    #[error("{origin}: {message}")]
+    Config {
+        /// The config file (and the overrides, when they are at fault).
+        origin: String,
+        /// toml's message, which quotes the line.
+        message: String,
+    },
+
     /// Another process holds the directory's write lock.
     #[error(
         "{} is being written by another loupe process ({holder}); wait for it to finish, or write to another directory",

@@ -6,11 +6,14 @@
 //! - [`lock`]: one writer per directory. A command that writes a store or a run directory holds
 //!   an exclusive advisory lock on it for its lifetime; the OS releases it when the process dies,
 //!   so a killed run never leaves a stale lock behind.
+//! - [`config`]: every command's TOML config read one way, with `--set` overrides, errors
+//!   quoting the user's own line.
 //! - [`digest`]: xxh3-64 checksums of files and of safetensors contents, recorded when a file is
 //!   written and verified before it is used.
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod config;
 pub mod digest;
 mod error;
 pub mod lock;

@@ -50,7 +50,7 @@ fn tokenizer_matches_the_reference_on_mixed_text() {
             "{text:?}"
         );
     }
-    // The case DESIGN.md names: two spaces before a digit.
+    // The case docs/design.md names ("Facts about the SmolLM2 file"): two spaces before a digit.
     assert_eq!(model().tokenizer.encode("a  1").unwrap(), vec![81, 256, 33]);
 }
 

@@ -74,51 +74,10 @@ fn default_l1_path_neurons() -> usize {
 }
 
 impl ProbeConfig {
+    /// Parses a TOML config with `overrides` (`field=value`, dotted for a section's field:
+    /// `exact.max_k=2`) applied on top; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| Error::file(origin, format!("not valid TOML: {e}")))?;
-        for item in overrides {
-            let (key, value) = item.split_once('=').ok_or_else(|| {
-                Error::config(
-                    item,
-                    "an override is written field=value, for example max_tokens=5000 or exact.max_k=2",
-                )
-            })?;
-            let value = value.trim();
-            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| toml::Value::String(value.to_string()));
-            // A dotted key (`exact.max_k`) sets a field of a section.
-            let key = key.trim().replace('-', "_");
-            let mut path: Vec<&str> = key.split('.').collect();
-            let last = path.pop().expect("split yields at least one part");
-            let mut section = &mut table;
-            for part in path {
-                let entry = section
-                    .entry(part)
-                    .or_insert_with(|| toml::Value::Table(Default::default()));
-                section = entry
-                    .as_table_mut()
-                    .ok_or_else(|| Error::config(item, format!("'{part}' is not a section")))?;
-            }
-            section.insert(last.to_string(), parsed);
-        }
-        // Deserializing from text makes toml's errors quote the offending line: the user's own
-        // text when nothing is overridden, else the merged config (and the message says so).
-        let config: ProbeConfig = if overrides.is_empty() {
-            toml::from_str(text).map_err(|e| Error::file(origin, e))?
-        } else {
-            let merged = toml::to_string(&table).map_err(|e| Error::file(origin, e))?;
-            toml::from_str(&merged).map_err(|e| {
-                Error::file(
-                    origin,
-                    format!(
-                        "with the --set overrides applied (line numbers count in the merged config):\n{e}"
-                    ),
-                )
-            })?
-        };
+        let config: ProbeConfig = loupe_io::config::parse(text, origin, overrides)?;
         config.validate()?;
         Ok(config)
     }

@@ -230,38 +230,7 @@ impl TrainConfig {
     /// Parses a TOML config, with `overrides` (`field=value`, the value in TOML syntax; a bare
     /// word is taken as a string) applied on top. `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| Error::file(origin, format!("not valid TOML: {e}")))?;
-        for item in overrides {
-            let (key, value) = item
-                .split_once('=')
-                .ok_or_else(|| Error::config(item, "an override is written field=value, for example k=32"))?;
-            let key = key.trim().replace('-', "_");
-            let value = value.trim();
-            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| toml::Value::String(value.to_string()));
-            table.insert(key, parsed);
-        }
-        // Deserializing from text (not from the table) makes toml's error quote the offending
-        // line, which names the field.
-        // The user's own text when nothing is overridden, else the merged config (and the
-        // message says so).
-        let config: TrainConfig = if overrides.is_empty() {
-            toml::from_str(text).map_err(|e| Error::file(origin, format!("{}\n{e}", describe(&e))))?
-        } else {
-            let merged = toml::to_string(&table).map_err(|e| Error::file(origin, e))?;
-            toml::from_str(&merged).map_err(|e| {
-                Error::file(
-                    origin,
-                    format!(
-                        "{}, with the --set overrides applied (line numbers count in the merged config):\n{e}",
-                        describe(&e)
-                    ),
-                )
-            })?
-        };
+        let config: TrainConfig = loupe_io::config::parse(text, origin, overrides)?;
         config.validate()?;
         Ok(config)
     }
@@ -439,17 +408,5 @@ impl TrainConfig {
 
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
-    }
-}
-
-/// One line saying what to fix.
-fn describe(e: &toml::de::Error) -> &'static str {
-    let message = e.message();
-    if message.contains("missing field") {
-        "a required field is missing"
-    } else if message.contains("unknown field") {
-        "a field is not known (misspelled?)"
-    } else {
-        "a field has the wrong type (numbers unquoted, names and paths in quotes)"
     }
 }

@@ -155,7 +155,7 @@ fn bad_input_is_refused_before_training() {
     let e = parse("architecture = \"topk\"", &["lr=fast"])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("lr = \"fast\""), "{e}");
+    assert!(e.contains("--set lr=fast") && e.contains("expected f64"), "{e}");
     let e = parse("architecture = \"topk\"\nlearning_rate = 1.0", &[])
         .unwrap_err()
         .to_string();

@@ -56,7 +56,7 @@ pub struct SourceConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
-    /// `identity`, `entity_description` (DESIGN.md) or any other text, used as it is.
+    /// `identity`, `entity_description` (docs/design.md, "Target prompts") or any other text, used as it is.
     #[serde(default = "default_target_prompt")]
     pub prompt: String,
     /// The layer patched: the source layer (`"source"`, default) or a fixed one.
@@ -247,10 +247,10 @@ fixed_string!(last, "last");
 fixed_string!(same_as_source, "source");
 
 impl ScopeConfig {
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(&path.display().to_string(), format!("cannot read: {e}")))?;
-        toml::from_str(&text).map_err(|e| Error::config(&path.display().to_string(), e))
+    /// Reads a config file with `overrides` (`field=value`, dotted for a section's field:
+    /// `generate.max_new_tokens=20`) applied on top.
+    pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self> {
+        Ok(loupe_io::config::load(Some(path), overrides)?)
     }
 
     /// The source prompts: inline ones, then the file's lines.

@@ -1,5 +1,5 @@
 //! Patch experiments: take an activation from a source prompt, amplify it in each of the ways
-//! DESIGN.md defines ([`amplify`]), possibly along a named feature's direction ([`features`]),
+//! docs/design.md defines ([`amplify`]), possibly along a named feature's direction ([`features`]),
 //! patch every variant into the same target prompt ([`target`]), let the model generate
 //! ([`runner`]), judge the generations ([`judge`]) and write the comparison ([`report`]).
 

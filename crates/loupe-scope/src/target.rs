@@ -1,4 +1,4 @@
-//! Target prompts from the papers, by name (DESIGN.md, "Amplification, exactly"). Any other
+//! Target prompts from the papers, by name (docs/design.md, "Target prompts"). Any other
 //! text in a config is used as it is.
 
 /// Patchscopes' identity prompt: the model is shown a few `x -> x` pairs, so that the patched

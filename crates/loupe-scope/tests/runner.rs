@@ -169,7 +169,7 @@ fn check_batched_equals_alone(site: Site, target_layer: TargetLayer) {
     for record in &records {
         let hook: HookPoint = record.hook.parse().unwrap();
         let h = activation(&model, &record.source, hook);
-        // The amplification, written out here from DESIGN.md's formulas.
+        // The amplification, written out here from docs/design.md's formulas ("Amplification, exactly").
         let amplified: Vec<f32> = match (record.amplifier.as_str(), record.null.as_deref()) {
             ("none", _) => h.clone(),
             ("scale", _) => h.iter().map(|x| 3.0 * x).collect(),

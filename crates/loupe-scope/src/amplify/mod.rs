@@ -1,5 +1,5 @@
 //! Amplifiers: each turns the source activation `h` (one position of one hook) into the `h'` that
-//! is patched into the target prompt, exactly as DESIGN.md's "Amplification, exactly" defines:
+//! is patched into the target prompt, exactly as docs/design.md's "Amplification, exactly" defines:
 //!
 //! | amplifier | `h'` |
 //! | --- | --- |

@@ -1,4 +1,4 @@
-//! Judges of a patched generation (DESIGN.md): embedding similarity with the source prompt
+//! Judges of a patched generation (docs/design.md, "Judges"): embedding similarity with the source prompt
 //! ([`embedding`]), named concept words, and Patchscopes' next-token agreement and surprisal.
 
 pub mod embedding;
