@@ -313,7 +313,13 @@ fn sae_train_eval_and_top_on_a_tiny_model() {
 
     // Bad input, each refused before any training.
     let out = loupe(&["sae", "train", "--config", config, "--architecture", "gated"]);
-    assert_clear_error(&out, &["unknown architecture", "relu, topk, batchtopk, jumprelu"]);
+    assert_clear_error(
+        &out,
+        &[
+            "unknown variant `gated`",
+            "`relu`, `topk`, `batchtopk`, `jumprelu`",
+        ],
+    );
     let out = loupe(&["sae", "train", "--config", config, "--set", "batch_size=\"big\""]);
     assert_clear_error(&out, &["sae.toml", "batch_size"]);
     let out = loupe(&[

@@ -56,6 +56,24 @@ pub fn parse<T: DeserializeOwned>(text: &str, origin: &str, overrides: &[String]
     }
 }
 
+/// Adds to an "unknown field" error which kinds the field belongs to, from `owners` (field,
+/// kinds): a field written for another variant of a tagged config is then named as such.
+pub fn name_owner(error: Error, owners: &[(&str, &str)]) -> Error {
+    let Error::Config { origin, message } = error else {
+        return error;
+    };
+    let owner = owners
+        .iter()
+        .find(|(field, _)| message.contains(&format!("unknown field `{field}`")));
+    match owner {
+        Some((field, kinds)) => Error::Config {
+            origin,
+            message: format!("{message}\n`{field}` belongs to kind {kinds}"),
+        },
+        None => Error::Config { origin, message },
+    }
+}
+
 /// Sets `key=value` in `table`; returns the key's last part (the field it sets).
 fn apply_override(table: &mut toml::Table, item: &str) -> std::result::Result<String, String> {
     let (key, value) = item

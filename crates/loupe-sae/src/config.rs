@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use loupe_model::HookPoint;
 use serde::{Deserialize, Serialize};
 
+use crate::arch::ArchitectureName;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -19,7 +20,7 @@ pub struct TrainConfig {
     /// The run directory: SAELens files, the trainer checkpoint and TensorBoard event files.
     pub output: PathBuf,
     /// `relu`, `topk`, `batchtopk` or `jumprelu`.
-    pub architecture: String,
+    pub architecture: ArchitectureName,
     /// Latents per input dimension (d_sae = expansion × d_in), unless `d_sae` is given.
     #[serde(default = "default_expansion")]
     pub expansion: usize,
@@ -87,8 +88,8 @@ pub struct TrainConfig {
     #[serde(default = "default_decoder_init_norm")]
     pub decoder_init_norm: f64,
     /// `geometric_median`, `mean` or `zeros`.
-    #[serde(default = "default_b_dec_init")]
-    pub b_dec_init: String,
+    #[serde(default)]
+    pub b_dec_init: BDecInit,
     /// Scale activations to a mean squared norm of d_in during training (folded into the weights
     /// on save).
     #[serde(default = "default_true")]
@@ -181,9 +182,6 @@ fn default_grad_clip() -> f64 {
 fn default_decoder_init_norm() -> f64 {
     0.1
 }
-fn default_b_dec_init() -> String {
-    "geometric_median".into()
-}
 fn default_true() -> bool {
     true
 }
@@ -219,8 +217,10 @@ fn default_log_every() -> u64 {
 }
 
 /// How b_dec starts.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BDecInit {
+    #[default]
     GeometricMedian,
     Mean,
     Zeros,
@@ -237,7 +237,6 @@ impl TrainConfig {
 
     /// Checks what can be checked without the store.
     pub fn validate(&self) -> Result<()> {
-        crate::arch::check_name(&self.architecture)?;
         let positive = |field: &str, v: f64| {
             if v > 0.0 && v.is_finite() {
                 Ok(())
@@ -364,20 +363,33 @@ impl TrainConfig {
                 return Err(Error::config(field, "must be at least 1"));
             }
         }
-        self.b_dec_init()?;
+        self.check_architecture_fields()?;
         Ok(())
     }
 
-    pub fn b_dec_init(&self) -> Result<BDecInit> {
-        match self.b_dec_init.as_str() {
-            "geometric_median" => Ok(BDecInit::GeometricMedian),
-            "mean" => Ok(BDecInit::Mean),
-            "zeros" => Ok(BDecInit::Zeros),
-            other => Err(Error::config(
-                "b_dec_init",
-                format!("unknown value {other:?}; use geometric_median, mean or zeros"),
-            )),
+    /// Refuses a field that only other architectures use (it would be silently ignored).
+    fn check_architecture_fields(&self) -> Result<()> {
+        use ArchitectureName::*;
+        let fields: [(&str, bool, &[ArchitectureName]); 4] = [
+            ("k", self.k.is_some(), &[Topk, Batchtopk]),
+            ("aux_k", self.aux_k.is_some(), &[Topk, Batchtopk]),
+            ("l1_coefficient", self.l1_coefficient.is_some(), &[Relu]),
+            ("target_l0", self.target_l0.is_some(), &[Jumprelu]),
+        ];
+        for (field, set, users) in fields {
+            if set && !users.contains(&self.architecture) {
+                let users: Vec<&str> = users.iter().map(|a| a.as_str()).collect();
+                return Err(Error::config(
+                    field,
+                    format!(
+                        "belongs to architecture {}; architecture {} does not use it: remove it",
+                        users.join(" and "),
+                        self.architecture
+                    ),
+                ));
+            }
         }
+        Ok(())
     }
 
     pub fn d_sae(&self, d_in: usize) -> usize {

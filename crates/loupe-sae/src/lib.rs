@@ -22,6 +22,7 @@ pub mod top;
 mod train;
 
 pub use adam::Adam;
+pub use arch::ArchitectureName;
 pub use checkpoint::{Checkpoint, CheckpointInfo, CHECKPOINT_FILE};
 pub use config::{BDecInit, TrainConfig};
 pub use error::{Error, Result};

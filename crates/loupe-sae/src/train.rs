@@ -276,7 +276,7 @@ fn start(config: &TrainConfig, store: &Store, d_in: usize, arch: &dyn Architectu
     let sample: Vec<f32> = sample.iter().map(|v| v * scale).collect();
 
     let mut params = Params::zeros(d_in, d_sae, arch.has_thresholds());
-    params.b_dec = match config.b_dec_init()? {
+    params.b_dec = match config.b_dec_init {
         BDecInit::GeometricMedian => geometric_median(&sample, d_in),
         BDecInit::Mean => mean_row(&sample, d_in),
         BDecInit::Zeros => vec![0.0; d_in],
@@ -366,7 +366,7 @@ fn metadata_for(config: &TrainConfig, store: &Store) -> SaeMetadata {
         model_sha256: Some(store.manifest.model.sha256.clone()),
         context_size: Some(store.manifest.context_length),
         dataset_path: Some(config.store.display().to_string()),
-        trained_architecture: Some(config.architecture.clone()),
+        trained_architecture: Some(config.architecture.to_string()),
         norm_cutoff: None,
     }
 }

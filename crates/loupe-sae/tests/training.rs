@@ -141,7 +141,22 @@ fn bad_input_is_refused_before_training() {
 
     let e = parse("architecture = \"gated\"", &[]).unwrap_err().to_string();
     assert!(
-        e.contains("architecture") && e.contains("relu, topk, batchtopk, jumprelu"),
+        e.contains("architecture = \"gated\"") && e.contains("`relu`, `topk`, `batchtopk`, `jumprelu`"),
+        "{e}"
+    );
+    // A field of another architecture is named as such, not ignored.
+    let e = parse("architecture = \"relu\"\nl1_coefficient = 1.0\nk = 32", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("k: belongs to architecture topk and batchtopk") && e.contains("relu"),
+        "{e}"
+    );
+    let e = parse("architecture = \"topk\"\nk = 3\nb_dec_init = \"median\"", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("b_dec_init") && e.contains("`geometric_median`"),
         "{e}"
     );
 

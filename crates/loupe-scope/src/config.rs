@@ -132,32 +132,135 @@ pub enum TargetLayer {
     Fixed(usize),
 }
 
-/// One `[[amplifier]]`: a kind and the values it sweeps.
+/// One `[[amplifier]]`: its `kind` and the fields of that kind (a field of another kind is an
+/// error, not silently ignored). `values` lists what the amplifier sweeps; empty, its defaults.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AmplifierConfig {
-    /// `none`, `scale`, `cfg`, `sae` or `probe`.
-    pub kind: String,
-    /// α for `scale`, `sae` and `probe`, s for `cfg`, c for `sae` with `mode = "clamp"`.
-    #[serde(default)]
-    pub values: Vec<f32>,
-    /// `sae` and `probe`: the name of a feature in the feature book.
-    #[serde(default)]
-    pub feature: Option<String>,
-    /// `sae`: `scale` (default) or `clamp`; `probe`: `scale` (default) or `add`.
-    #[serde(default)]
-    pub mode: Option<String>,
-    /// `sae` with `mode = "clamp"`: the latent's largest activation (`loupe sae top` shows it).
-    #[serde(default)]
-    pub max_activation: Option<f32>,
-    /// `probe` with `mode = "add"`: σ, the typical norm of the activation; default the norm of
-    /// the source activation itself.
-    #[serde(default)]
-    pub sigma: Option<f32>,
-    /// `cfg`: which null prompts (names in `[null]`); default all of them.
-    #[serde(default)]
-    pub nulls: Vec<String>,
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AmplifierConfig {
+    /// Plain patching (Patchscopes).
+    None {},
+    /// h·α (Superscopes' scaling); `values` are the αs (default 3, 6, 9, 12, 15).
+    Scale {
+        #[serde(default)]
+        values: Vec<f32>,
+    },
+    /// Classifier-free guidance against null prompts; `values` are the s (default 1, 2, 4, 8).
+    Cfg {
+        #[serde(default)]
+        values: Vec<f32>,
+        /// Which null prompts (names in `[null]`); default all of them.
+        #[serde(default)]
+        nulls: Vec<String>,
+    },
+    /// An SAE latent of the feature book, scaled by α or clamped to c × its largest activation
+    /// (`values`, default 4, 8).
+    Sae {
+        feature: String,
+        #[serde(default)]
+        values: Vec<f32>,
+        #[serde(default)]
+        mode: SaeAmplifierMode,
+        /// `mode = "clamp"`: the latent's largest activation; default the one `loupe sae top`
+        /// recorded in top/top.json beside the SAE.
+        #[serde(default)]
+        max_activation: Option<f32>,
+    },
+    /// A direction of the feature book (a probe, a mean difference, a vector): its component
+    /// scaled by α, or α·σ added along it (`values`, default 4, 8).
+    Probe {
+        feature: String,
+        #[serde(default)]
+        values: Vec<f32>,
+        #[serde(default)]
+        mode: ProbeAmplifierMode,
+        /// `mode = "add"`: σ, the typical norm of the activation; default the mean norm of the
+        /// source activations at the feature's hook.
+        #[serde(default)]
+        sigma: Option<f32>,
+    },
 }
+
+/// How an `sae` amplifier changes its latent.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SaeAmplifierMode {
+    #[default]
+    Scale,
+    Clamp,
+}
+
+/// How a `probe` amplifier moves along its direction.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeAmplifierMode {
+    #[default]
+    Scale,
+    Add,
+}
+
+impl AmplifierConfig {
+    /// The `kind` as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AmplifierConfig::None {} => "none",
+            AmplifierConfig::Scale { .. } => "scale",
+            AmplifierConfig::Cfg { .. } => "cfg",
+            AmplifierConfig::Sae { .. } => "sae",
+            AmplifierConfig::Probe { .. } => "probe",
+        }
+    }
+
+    /// The swept values, or `default` when the config gives none.
+    pub fn values_or(&self, default: &[f32]) -> Vec<f32> {
+        let values = match self {
+            AmplifierConfig::None {} => return Vec::new(),
+            AmplifierConfig::Scale { values }
+            | AmplifierConfig::Cfg { values, .. }
+            | AmplifierConfig::Sae { values, .. }
+            | AmplifierConfig::Probe { values, .. } => values,
+        };
+        if values.is_empty() {
+            default.to_vec()
+        } else {
+            values.clone()
+        }
+    }
+
+    /// The feature of the book this amplifier names (`sae` and `probe`).
+    pub fn feature(&self) -> Option<&str> {
+        match self {
+            AmplifierConfig::Sae { feature, .. } | AmplifierConfig::Probe { feature, .. } => Some(feature),
+            _ => None,
+        }
+    }
+
+    /// A field set for a mode that does not use it: (field, the mode it belongs to).
+    pub fn misplaced_field(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            AmplifierConfig::Sae {
+                mode: SaeAmplifierMode::Scale,
+                max_activation: Some(_),
+                ..
+            } => Some(("max_activation", "mode = \"clamp\"")),
+            AmplifierConfig::Probe {
+                mode: ProbeAmplifierMode::Scale,
+                sigma: Some(_),
+                ..
+            } => Some(("sigma", "mode = \"add\"")),
+            _ => None,
+        }
+    }
+}
+
+/// Which amplifier kinds each kind-specific field belongs to, for errors about a misplaced one.
+pub const AMPLIFIER_FIELD_KINDS: &[(&str, &str)] = &[
+    ("values", "scale, cfg, sae and probe"),
+    ("nulls", "cfg"),
+    ("feature", "sae and probe"),
+    ("mode", "sae and probe"),
+    ("max_activation", "sae (with mode = \"clamp\")"),
+    ("sigma", "probe (with mode = \"add\")"),
+];
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -250,7 +353,17 @@ impl ScopeConfig {
     /// Reads a config file with `overrides` (`field=value`, dotted for a section's field:
     /// `generate.max_new_tokens=20`) applied on top.
     pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self> {
-        Ok(loupe_io::config::load(Some(path), overrides)?)
+        let config: ScopeConfig = loupe_io::config::load(Some(path), overrides)
+            .map_err(|e| loupe_io::config::name_owner(e, AMPLIFIER_FIELD_KINDS))?;
+        for (i, amplifier) in config.amplifiers.iter().enumerate() {
+            if let Some((field, owner)) = amplifier.misplaced_field() {
+                return Err(Error::config(
+                    &format!("amplifier[{i}] ({}).{field}", amplifier.kind()),
+                    format!("is used only with {owner}; set that mode or remove the field"),
+                ));
+            }
+        }
+        Ok(config)
     }
 
     /// The source prompts: inline ones, then the file's lines.

@@ -23,7 +23,9 @@ use crate::amplify::{
     scale::Scale,
     Amplifier,
 };
-use crate::config::{AmplifierConfig, ScopeConfig, TargetLayer, TokenPosition};
+use crate::config::{
+    AmplifierConfig, ProbeAmplifierMode, SaeAmplifierMode, ScopeConfig, TargetLayer, TokenPosition,
+};
 use crate::features::{load_book, Feature, Source as FeatureSource};
 use crate::judge::{concept_hits, cosine, next_token, Embedder};
 use crate::patch::{Patch, PatchedTarget};
@@ -164,7 +166,7 @@ impl<'a> ScopePlan<'a> {
             nulls.insert(name.clone(), ids);
         }
 
-        let needs_book = config.amplifiers.iter().any(|a| a.feature.is_some());
+        let needs_book = config.amplifiers.iter().any(|a| a.feature().is_some());
         let features = match (&config.features, needs_book) {
             (Some(path), true) => load_book(path, model)?,
             (None, true) => {
@@ -204,8 +206,8 @@ impl<'a> ScopePlan<'a> {
         self.config
             .amplifiers
             .iter()
-            .filter_map(|a| a.feature.as_ref())
-            .filter_map(|name| self.features.iter().find(|f| &f.name == name))
+            .filter_map(|a| a.feature())
+            .filter_map(|name| self.features.iter().find(|f| f.name == name))
             .map(|f| (f.name.clone(), f.concepts.clone()))
             .collect()
     }
@@ -257,14 +259,7 @@ impl<'a> ScopePlan<'a> {
         let mut variants = Vec::new();
         let source_hooks: Vec<HookPoint> = self.source_hooks();
         for (i, spec) in self.config.amplifiers.iter().enumerate() {
-            let at = |field: &str| format!("amplifier[{i}] ({}).{field}", spec.kind);
-            let values = |default: &[f32]| -> Vec<f32> {
-                if spec.values.is_empty() {
-                    default.to_vec()
-                } else {
-                    spec.values.clone()
-                }
-            };
+            let at = |field: &str| format!("amplifier[{i}] ({}).{field}", spec.kind());
             let plain = |kind: &'static str,
                          value: Option<f32>,
                          null: Option<String>,
@@ -277,18 +272,18 @@ impl<'a> ScopePlan<'a> {
                 concepts: Vec::new(),
                 amplifier,
             };
-            match spec.kind.as_str() {
-                "none" => variants.push(plain("none", None, None, Box::new(Plain))),
-                "scale" => {
-                    for alpha in values(&[3.0, 6.0, 9.0, 12.0, 15.0]) {
+            match spec {
+                AmplifierConfig::None {} => variants.push(plain("none", None, None, Box::new(Plain))),
+                AmplifierConfig::Scale { .. } => {
+                    for alpha in spec.values_or(&[3.0, 6.0, 9.0, 12.0, 15.0]) {
                         variants.push(plain("scale", Some(alpha), None, Box::new(Scale { alpha })));
                     }
                 }
-                "cfg" => {
-                    let names: Vec<String> = if spec.nulls.is_empty() {
+                AmplifierConfig::Cfg { nulls, .. } => {
+                    let names: Vec<String> = if nulls.is_empty() {
                         self.nulls.keys().cloned().collect()
                     } else {
-                        spec.nulls.clone()
+                        nulls.clone()
                     };
                     for name in &names {
                         if !self.nulls.contains_key(name) {
@@ -303,7 +298,7 @@ impl<'a> ScopePlan<'a> {
                     }
                     // Labels name the null prompt only when there is a choice to tell apart.
                     let labelled = self.nulls.len() > 1;
-                    for s in values(&[1.0, 2.0, 4.0, 8.0]) {
+                    for s in spec.values_or(&[1.0, 2.0, 4.0, 8.0]) {
                         for name in &names {
                             let null_name = if labelled { name.clone() } else { String::new() };
                             variants.push(plain(
@@ -315,23 +310,32 @@ impl<'a> ScopePlan<'a> {
                         }
                     }
                 }
-                "sae" | "probe" => {
-                    let feature = self.feature_for(spec, i, &source_hooks)?;
-                    let mode = spec.mode.as_deref().unwrap_or("scale");
-                    for value in values(&[4.0, 8.0]) {
-                        let amplifier: Box<dyn Amplifier> = match (spec.kind.as_str(), mode, &feature.source) {
-                            ("sae", "scale", FeatureSource::Sae { sae, latent, .. }) => Box::new(SaeFeature::new(
-                                &feature.name,
-                                Arc::clone(sae),
-                                *latent,
-                                SaeMode::Scale { alpha: value },
-                            )?),
-                            ("sae", "clamp", FeatureSource::Sae { sae, latent, path }) => {
-                                let recorded = match spec.max_activation {
+                AmplifierConfig::Sae {
+                    feature: name,
+                    mode,
+                    max_activation,
+                    ..
+                } => {
+                    let feature = self.feature_for(name, spec.kind(), i, &source_hooks)?;
+                    let FeatureSource::Sae { sae, latent, path } = &feature.source else {
+                        return Err(Error::config(
+                            &at("feature"),
+                            format!(
+                                "'{}' is not an SAE latent ({}); use kind = \"probe\" to amplify along a direction",
+                                feature.name,
+                                feature.describe()
+                            ),
+                        ));
+                    };
+                    for value in spec.values_or(&[4.0, 8.0]) {
+                        let sae_mode = match mode {
+                            SaeAmplifierMode::Scale => SaeMode::Scale { alpha: value },
+                            SaeAmplifierMode::Clamp => {
+                                let recorded = match max_activation {
                                     Some(_) => None,
                                     None => feature.recorded_max_activation()?,
                                 };
-                                let max_activation = spec.max_activation.or(recorded).ok_or_else(|| {
+                                let max_activation = max_activation.or(recorded).ok_or_else(|| {
                                     Error::config(
                                         &at("max_activation"),
                                         format!(
@@ -341,57 +345,37 @@ impl<'a> ScopePlan<'a> {
                                         ),
                                     )
                                 })?;
-                                Box::new(SaeFeature::new(
-                                    &feature.name,
-                                    Arc::clone(sae),
-                                    *latent,
-                                    SaeMode::Clamp { c: value, max_activation },
-                                )?)
-                            }
-                            ("sae", _, FeatureSource::Sae { .. }) => {
-                                return Err(Error::config(&at("mode"), format!("'{mode}': an sae amplifier scales or clamps (mode = \"scale\" or \"clamp\")")))
-                            }
-                            ("sae", _, _) => {
-                                return Err(Error::config(
-                                    &at("feature"),
-                                    format!("'{}' is not an SAE latent ({}); use kind = \"probe\" to amplify along a direction", feature.name, feature.describe()),
-                                ))
-                            }
-                            (_, "scale", _) => Box::new(ProbeDirection::new(
-                                &feature.name,
-                                feature.direction.clone(),
-                                ProbeMode::Scale { alpha: value },
-                            )?),
-                            (_, "add", _) => {
-                                let sigma = spec.sigma.or_else(|| sigma.get(&feature.hook).copied()).unwrap_or(1.0);
-                                Box::new(ProbeDirection::new(
-                                    &feature.name,
-                                    feature.direction.clone(),
-                                    ProbeMode::Add { alpha: value, sigma },
-                                )?)
-                            }
-                            _ => {
-                                return Err(Error::config(&at("mode"), format!("'{mode}': a probe amplifier scales or adds (mode = \"scale\" or \"add\")")))
+                                SaeMode::Clamp {
+                                    c: value,
+                                    max_activation,
+                                }
                             }
                         };
-                        variants.push(Variant {
-                            kind: if spec.kind == "sae" { "sae" } else { "probe" },
-                            value: Some(value),
-                            feature: Some(feature.name.clone()),
-                            null: None,
-                            only_at: Some(feature.hook),
-                            concepts: feature.concepts.clone(),
-                            amplifier,
-                        });
+                        let amplifier = SaeFeature::new(&feature.name, Arc::clone(sae), *latent, sae_mode)?;
+                        variants.push(feature_variant("sae", value, feature, Box::new(amplifier)));
                     }
                 }
-                other => {
-                    return Err(Error::config(
-                        &at("kind"),
-                        format!(
-                            "unknown amplifier '{other}'; the amplifiers are none, scale, cfg, sae, probe"
-                        ),
-                    ))
+                AmplifierConfig::Probe {
+                    feature: name,
+                    mode,
+                    sigma: given_sigma,
+                    ..
+                } => {
+                    let feature = self.feature_for(name, spec.kind(), i, &source_hooks)?;
+                    for value in spec.values_or(&[4.0, 8.0]) {
+                        let probe_mode = match mode {
+                            ProbeAmplifierMode::Scale => ProbeMode::Scale { alpha: value },
+                            ProbeAmplifierMode::Add => ProbeMode::Add {
+                                alpha: value,
+                                sigma: given_sigma
+                                    .or_else(|| sigma.get(&feature.hook).copied())
+                                    .unwrap_or(1.0),
+                            },
+                        };
+                        let amplifier =
+                            ProbeDirection::new(&feature.name, feature.direction.clone(), probe_mode)?;
+                        variants.push(feature_variant("probe", value, feature, Box::new(amplifier)));
+                    }
                 }
             }
         }
@@ -413,20 +397,12 @@ impl<'a> ScopePlan<'a> {
     /// The feature an `sae` or `probe` amplifier names, checked against the sweep's hooks.
     fn feature_for(
         &self,
-        spec: &AmplifierConfig,
+        name: &str,
+        kind: &str,
         index: usize,
         source_hooks: &[HookPoint],
     ) -> Result<&Feature> {
-        let field = format!("amplifier[{index}] ({}).feature", spec.kind);
-        let name = spec.feature.as_deref().ok_or_else(|| {
-            Error::config(
-                &field,
-                format!(
-                    "a {} amplifier names a feature of the book: feature = \"...\"",
-                    spec.kind
-                ),
-            )
-        })?;
+        let field = format!("amplifier[{index}] ({kind}).feature");
         let feature = self.features.iter().find(|f| f.name == name).ok_or_else(|| {
             Error::config(
                 &field,
@@ -708,4 +684,22 @@ impl Variant {
 
 fn norm(v: &[f32]) -> f32 {
     v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+/// A variant that amplifies a named feature: it applies only at the feature's hook.
+fn feature_variant(
+    kind: &'static str,
+    value: f32,
+    feature: &Feature,
+    amplifier: Box<dyn Amplifier>,
+) -> Variant {
+    Variant {
+        kind,
+        value: Some(value),
+        feature: Some(feature.name.clone()),
+        null: None,
+        only_at: Some(feature.hook),
+        concepts: feature.concepts.clone(),
+        amplifier,
+    }
 }

@@ -12,7 +12,7 @@ use loupe_data::Progress;
 use loupe_model::{generate, GenerateConfig, HookPoint, Hooks, Logits, Model, Positions, Sampling};
 use loupe_scope::amplify::sae::{SaeFeature, SaeMode};
 use loupe_scope::amplify::Amplifier;
-use loupe_scope::config::{Site, TargetLayer};
+use loupe_scope::config::{AmplifierConfig, SaeAmplifierMode, Site, TargetLayer};
 use loupe_scope::judge::embedding::{default_embedder_dir, Embedder};
 use loupe_scope::results::read_results;
 use loupe_scope::{ScopeConfig, ScopePlan};
@@ -142,7 +142,7 @@ fn check_batched_equals_alone(site: Site, target_layer: TargetLayer) {
     config.source.site = site;
     if site != Site::ResidPost {
         // The SAE reads the residual stream.
-        config.amplifiers.retain(|a| a.kind != "sae");
+        config.amplifiers.retain(|a| a.kind() != "sae");
     }
     let plan = ScopePlan::new(&config, &model).unwrap();
     // none, scale, cfg × 2 null prompts at each of 3 layers, and the SAE latent at layer 1 only.
@@ -344,12 +344,11 @@ fn bad_settings_are_refused_before_any_generation() {
 
     // A feature the book does not have, and an unknown amplifier.
     let mut c = base.clone();
-    c.amplifiers[3].feature = Some("latent6".into());
+    if let AmplifierConfig::Sae { feature, .. } = &mut c.amplifiers[3] {
+        *feature = "latent6".into();
+    }
     let e = refused(&c, &model);
     assert!(e.contains("no feature 'latent6'") && e.contains("latent5"), "{e}");
-    let mut c = base.clone();
-    c.amplifiers[0].kind = "steer".into();
-    assert!(refused(&c, &model).contains("unknown amplifier 'steer'"));
 
     // A layer the model does not have.
     let mut c = base.clone();
@@ -405,7 +404,7 @@ fn a_probe_from_another_model_is_refused() {
     )
     .unwrap();
     c.features = Some(book);
-    c.amplifiers.retain(|a| a.kind != "sae");
+    c.amplifiers.retain(|a| a.kind() != "sae");
     let e = refused(&c, &model);
     assert!(e.contains("trained on another model"), "{e}");
 }
@@ -415,7 +414,9 @@ fn clamping_reads_the_latents_maximum_that_sae_top_recorded() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(&tmp.path().join("model"));
     let mut c = config(tmp.path(), "");
-    c.amplifiers[3].mode = Some("clamp".into());
+    if let AmplifierConfig::Sae { mode, .. } = &mut c.amplifiers[3] {
+        *mode = SaeAmplifierMode::Clamp;
+    }
     let e = refused(&c, &model);
     assert!(
         e.contains("max_activation") && e.contains("loupe sae top --sae"),
@@ -435,4 +436,46 @@ fn clamping_reads_the_latents_maximum_that_sae_top_recorded() {
     assert_eq!(plan.total_rows().unwrap(), 39);
     let book = loupe_scope::load_book(c.features.as_ref().unwrap(), &model).unwrap();
     assert_eq!(book[0].recorded_max_activation().unwrap(), Some(2.5));
+}
+
+#[test]
+fn an_amplifier_field_of_another_kind_or_mode_is_refused_with_its_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let parse = |amplifier: &str| {
+        let path = tmp.path().join("scope.toml");
+        std::fs::write(
+            &path,
+            format!("out = \"o\"\n[source]\nprompts = [\"a\"]\nlayers = [0]\n[[amplifier]]\n{amplifier}\n"),
+        )
+        .unwrap();
+        ScopeConfig::from_file(&path, &[])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    parse("kind = \"sae\"\nfeature = \"f\"\nmode = \"clamp\"\nmax_activation = 3.0").unwrap();
+    let e = parse("kind = \"steer\"").unwrap_err();
+    assert!(
+        e.contains("unknown variant `steer`") && e.contains("scale"),
+        "{e}"
+    );
+    let e = parse("kind = \"probe\"\nfeature = \"f\"\nmax_activation = 3.0").unwrap_err();
+    assert!(
+        e.contains("max_activation") && e.contains("belongs to kind sae"),
+        "{e}"
+    );
+    let e = parse("kind = \"scale\"\nvalues = [3]\nnulls = [\"bos\"]").unwrap_err();
+    assert!(
+        e.contains("`nulls` belongs to kind cfg") && e.contains("5 | [[amplifier]]"),
+        "{e}"
+    );
+    let e = parse("kind = \"sae\"\nfeature = \"f\"\nmax_activation = 3.0").unwrap_err();
+    assert!(
+        e.contains("max_activation") && e.contains("mode = \"clamp\""),
+        "{e}"
+    );
+    let e = parse("kind = \"sae\"\nmode = \"steer\"\nfeature = \"f\"").unwrap_err();
+    assert!(
+        e.contains("unknown variant `steer`") && e.contains("clamp"),
+        "{e}"
+    );
 }

@@ -16,8 +16,33 @@ use candle_core::Tensor;
 
 use crate::{Activation, Error, Params, Result, TrainConfig};
 
-/// The names [`build`] knows.
-pub const ARCHITECTURES: &[&str] = &["relu", "topk", "batchtopk", "jumprelu"];
+/// The architectures [`build`] knows, as a config names them (`architecture = "topk"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchitectureName {
+    Relu,
+    Topk,
+    Batchtopk,
+    Jumprelu,
+}
+
+impl ArchitectureName {
+    /// The name as written in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchitectureName::Relu => "relu",
+            ArchitectureName::Topk => "topk",
+            ArchitectureName::Batchtopk => "batchtopk",
+            ArchitectureName::Jumprelu => "jumprelu",
+        }
+    }
+}
+
+impl std::fmt::Display for ArchitectureName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What a training step needs to know besides the batch.
 pub struct StepContext<'a> {
@@ -84,30 +109,14 @@ pub trait Architecture: Send {
     fn set_state(&mut self, _state: &[(String, f64)]) {}
 }
 
-/// Checks that `name` is a known architecture.
-pub fn check_name(name: &str) -> Result<()> {
-    if ARCHITECTURES.contains(&name) {
-        Ok(())
-    } else {
-        Err(Error::config(
-            "architecture",
-            format!(
-                "unknown architecture {name:?}; known: {}",
-                ARCHITECTURES.join(", ")
-            ),
-        ))
-    }
-}
-
 /// The registry: the architecture `config.architecture` names, set up for inputs of width `d_in`.
 pub fn build(config: &TrainConfig, d_in: usize) -> Result<Box<dyn Architecture>> {
-    check_name(&config.architecture)?;
     let d_sae = config.d_sae(d_in);
     let need = |field: &str, value: Option<f64>| {
         value.ok_or_else(|| {
             Error::config(
                 field,
-                format!("architecture {:?} needs it set", config.architecture),
+                format!("architecture {} needs it set", config.architecture),
             )
         })
     };
@@ -126,30 +135,29 @@ pub fn build(config: &TrainConfig, d_in: usize) -> Result<Box<dyn Architecture>>
         coefficient: config.aux_coefficient,
     };
     let apply = |default: bool| config.apply_b_dec_to_input.unwrap_or(default);
-    Ok(match config.architecture.as_str() {
-        "relu" => Box::new(relu::Relu {
+    Ok(match config.architecture {
+        ArchitectureName::Relu => Box::new(relu::Relu {
             l1_coefficient: need("l1_coefficient", config.l1_coefficient)?,
             apply_b_dec_to_input: apply(false),
         }),
-        "topk" => Box::new(topk::TopK {
+        ArchitectureName::Topk => Box::new(topk::TopK {
             k: k()?,
             aux,
             apply_b_dec_to_input: apply(true),
         }),
-        "batchtopk" => Box::new(batchtopk::BatchTopK {
+        ArchitectureName::Batchtopk => Box::new(batchtopk::BatchTopK {
             k: k()?,
             aux,
             apply_b_dec_to_input: apply(true),
             threshold_lr: config.threshold_lr,
             threshold: None,
         }),
-        "jumprelu" => Box::new(jumprelu::JumpRelu {
+        ArchitectureName::Jumprelu => Box::new(jumprelu::JumpRelu {
             target_l0: need("target_l0", config.target_l0)?,
             l0_coefficient: config.l0_coefficient,
             bandwidth: config.threshold_bandwidth,
             initial_threshold: config.initial_threshold,
             apply_b_dec_to_input: apply(true),
         }),
-        _ => unreachable!("check_name accepted it"),
     })
 }
