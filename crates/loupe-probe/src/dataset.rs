@@ -32,27 +32,61 @@ pub enum Level {
     Document,
 }
 
-/// A feature as a config names it (`[[feature]]`).
+/// A feature as a config names it (`[[feature]]`): its `kind` and that kind's fields (a field
+/// of another kind is an error). `name` is the feature's name in files and tables; by default
+/// `field=value` (`field=value@doc` at document level) or the kind.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FeatureSpec {
-    /// `label`, `digit`, `quoted` or `compound`.
-    pub kind: String,
-    /// `label`: the store's label field.
-    #[serde(default)]
-    pub field: Option<String>,
-    /// `label`: the positive value; omitted, one feature per value the store has.
-    #[serde(default)]
-    pub value: Option<String>,
-    /// `compound`: the compounds, as "first second"; omitted, [`COMPOUNDS`].
-    #[serde(default)]
-    pub words: Option<Vec<String>>,
-    #[serde(default)]
-    pub level: Level,
-    /// The feature's name in files and tables; default `field=value` (`field=value@doc` for
-    /// document level) or the kind.
-    #[serde(default)]
-    pub name: Option<String>,
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FeatureSpec {
+    /// A label the store carries, e.g. `field = "lang"`: tokens with `value` against the rest;
+    /// without a value, one feature per value the store has.
+    Label {
+        field: String,
+        #[serde(default)]
+        value: Option<String>,
+        /// `token` (each token) or `document` (the mean of a document's tokens).
+        #[serde(default)]
+        level: Level,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Tokens that are numbers.
+    Digit {
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Tokens inside a quotation.
+    Quoted {
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// The second word of a two-word compound ("high school"); `words` default [`COMPOUNDS`].
+    Compound {
+        #[serde(default)]
+        words: Option<Vec<String>>,
+        #[serde(default)]
+        name: Option<String>,
+    },
+}
+
+/// Which feature kinds each kind-specific field belongs to, for errors about a misplaced one.
+pub const FEATURE_FIELD_KINDS: &[(&str, &str)] = &[
+    ("field", "label"),
+    ("value", "label"),
+    ("level", "label"),
+    ("words", "compound"),
+];
+
+impl FeatureSpec {
+    /// The name the config gives, if any.
+    pub fn name(&self) -> Option<&String> {
+        match self {
+            FeatureSpec::Label { name, .. }
+            | FeatureSpec::Digit { name }
+            | FeatureSpec::Quoted { name }
+            | FeatureSpec::Compound { name, .. } => name.as_ref(),
+        }
+    }
 }
 
 /// Common English two-word compounds.
@@ -117,26 +151,21 @@ pub fn resolve_features(specs: &[FeatureSpec], store: &Store) -> Result<Vec<Feat
     let mut features = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let at = |what: &str| format!("feature[{i}].{what}");
-        let named = |default: String| spec.name.clone().unwrap_or(default);
-        // Document-level features are named apart from the token-level ones they mirror.
-        let suffix = if spec.level == Level::Document { "@doc" } else { "" };
-        if spec.level == Level::Document && spec.kind != "label" {
-            return Err(Error::config(
-                &at("level"),
-                format!(
-                    "a '{}' feature is a property of tokens; document-level features need a document label (kind = \"label\")",
-                    spec.kind
-                ),
-            ));
-        }
-        match spec.kind.as_str() {
-            "label" => {
-                let field_name = spec.field.as_deref().ok_or_else(|| {
-                    Error::config(
-                        &at("field"),
-                        "a label feature names the store's label field, for example field = \"lang\"",
-                    )
-                })?;
+        let named = |default: String| spec.name().cloned().unwrap_or(default);
+        let token_feature = |default: &str, kind: FeatureKind| Feature {
+            name: named(default.into()),
+            level: Level::Token,
+            kind,
+        };
+        match spec {
+            FeatureSpec::Label {
+                field: field_name,
+                value,
+                level,
+                name,
+            } => {
+                // Document-level features are named apart from the token-level ones they mirror.
+                let suffix = if *level == Level::Document { "@doc" } else { "" };
                 let field = vocab.fields.iter().position(|f| f == field_name).ok_or_else(|| {
                     Error::dataset(format!(
                         "{}: the store {} carries no label '{field_name}' (it has: {}); capture with labels = [\"{field_name}\"] in the corpus section",
@@ -146,7 +175,7 @@ pub fn resolve_features(specs: &[FeatureSpec], store: &Store) -> Result<Vec<Feat
                     ))
                 })?;
                 let values = &vocab.values[field];
-                let chosen: Vec<u32> = match &spec.value {
+                let chosen: Vec<u32> = match value {
                     Some(v) => vec![values.iter().position(|x| x == v).ok_or_else(|| {
                         Error::dataset(format!(
                             "{}: no token of the store {} has {field_name} = '{v}' (its values: {})",
@@ -157,7 +186,7 @@ pub fn resolve_features(specs: &[FeatureSpec], store: &Store) -> Result<Vec<Feat
                     })? as u32],
                     None => (0..values.len() as u32).collect(),
                 };
-                if chosen.len() > 1 && spec.name.is_some() {
+                if chosen.len() > 1 && name.is_some() {
                     return Err(Error::config(
                         &at("name"),
                         "a name fits one feature: give a value too, or leave the name out",
@@ -166,23 +195,15 @@ pub fn resolve_features(specs: &[FeatureSpec], store: &Store) -> Result<Vec<Feat
                 for value in chosen {
                     features.push(Feature {
                         name: named(format!("{field_name}={}{}", values[value as usize], suffix)),
-                        level: spec.level,
+                        level: *level,
                         kind: FeatureKind::Label { field, value },
                     });
                 }
             }
-            "digit" => features.push(Feature {
-                name: named("digit".into()),
-                level: Level::Token,
-                kind: FeatureKind::Digit,
-            }),
-            "quoted" => features.push(Feature {
-                name: named("quoted".into()),
-                level: Level::Token,
-                kind: FeatureKind::Quoted,
-            }),
-            "compound" => {
-                let words: Vec<String> = match &spec.words {
+            FeatureSpec::Digit { .. } => features.push(token_feature("digit", FeatureKind::Digit)),
+            FeatureSpec::Quoted { .. } => features.push(token_feature("quoted", FeatureKind::Quoted)),
+            FeatureSpec::Compound { words, .. } => {
+                let words: Vec<String> = match words {
                     Some(w) => w.clone(),
                     None => COMPOUNDS.iter().map(|s| s.to_string()).collect(),
                 };
@@ -194,17 +215,7 @@ pub fn resolve_features(specs: &[FeatureSpec], store: &Store) -> Result<Vec<Feat
                     };
                     pairs.insert((first.to_lowercase(), second.to_lowercase()));
                 }
-                features.push(Feature {
-                    name: named("compound".into()),
-                    level: Level::Token,
-                    kind: FeatureKind::Compound(pairs),
-                })
-            }
-            other => {
-                return Err(Error::config(
-                    &at("kind"),
-                    format!("unknown feature kind '{other}'; the kinds are label, digit, quoted, compound"),
-                ))
+                features.push(token_feature("compound", FeatureKind::Compound(pairs)));
             }
         }
     }

@@ -29,11 +29,9 @@ fn tokenizer(dir: &Path) -> Tokenizer {
 }
 
 fn label_feature(value: Option<&str>) -> FeatureSpec {
-    FeatureSpec {
-        kind: "label".into(),
-        field: Some("lang".into()),
+    FeatureSpec::Label {
+        field: "lang".into(),
         value: value.map(String::from),
-        words: None,
         level: Level::Token,
         name: None,
     }
@@ -136,11 +134,14 @@ fn token_features_digits_quotations_and_compounds() {
     let store_dir = tmp.path().join("store");
     write_store(&store_dir, hook(), &planted(4, 3, 4, 0, 0), "tiny").unwrap();
     let store = Store::open(&store_dir).unwrap();
-    let spec = |kind: &str| FeatureSpec {
-        kind: kind.into(),
-        ..label_feature(None)
-    };
-    let features = resolve_features(&[spec("digit"), spec("quoted")], &store).unwrap();
+    let features = resolve_features(
+        &[
+            FeatureSpec::Digit { name: None },
+            FeatureSpec::Quoted { name: None },
+        ],
+        &store,
+    )
+    .unwrap();
     let marks = |labels: Vec<Option<bool>>| -> String {
         labels
             .iter()
@@ -158,9 +159,9 @@ fn token_features_digits_quotations_and_compounds() {
 
     // "a t" as a compound: only where both are whole words.
     let compound = resolve_features(
-        &[FeatureSpec {
+        &[FeatureSpec::Compound {
             words: Some(vec!["a t".into()]),
-            ..spec("compound")
+            name: None,
         }],
         &store,
     )
@@ -292,7 +293,9 @@ fn bad_input_gets_a_clear_error() {
 
     // A label the store does not carry.
     let mut cfg = config(&store_dir, &output, "");
-    cfg.features[0].field = Some("topic".into());
+    if let FeatureSpec::Label { field, .. } = &mut cfg.features[0] {
+        *field = "topic".into();
+    }
     let e = error(cfg);
     assert!(
         e.contains("carries no label 'topic'") && e.contains("lang") && e.contains("store"),
@@ -301,7 +304,9 @@ fn bad_input_gets_a_clear_error() {
 
     // A value no token has.
     let mut cfg = config(&store_dir, &output, "");
-    cfg.features[0].value = Some("fr".into());
+    if let FeatureSpec::Label { value, .. } = &mut cfg.features[0] {
+        *value = Some("fr".into());
+    }
     let e = error(cfg);
     assert!(e.contains("lang = 'fr'") && e.contains("a, b"), "{e}");
 
@@ -320,9 +325,13 @@ fn bad_input_gets_a_clear_error() {
     let text = format!(
         "stores = [{store_dir:?}]\noutput = \"x\"\n[[feature]]\nkind = \"digit\"\nlevel = \"document\"\n"
     );
-    let cfg = ProbeConfig::from_toml(&text, "t.toml", &[]).unwrap();
-    let e = error(cfg);
-    assert!(e.contains("feature[0].level"), "{e}");
+    let e = ProbeConfig::from_toml(&text, "t.toml", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown field `level`") && e.contains("`level` belongs to kind label"),
+        "{e}"
+    );
     let e = ProbeConfig::from_toml(
         "stores = []\noutput = \"x\"\nkk = 3\n[[feature]]\nkind = \"digit\"\n",
         "t.toml",
