@@ -348,7 +348,13 @@ fn print_table(r: &EvalReport) {
             ("CE clean", format!("{:.4}", s.ce_clean)),
             ("CE with SAE", format!("{:.4}", s.ce_sae)),
             ("CE zero-ablated", format!("{:.4}", s.ce_zero_ablation)),
-            ("CE loss recovered", format!("{:.4}", s.ce_loss_recovered)),
+            (
+                "CE loss recovered",
+                s.ce_loss_recovered
+                    .map_or("n/a (zero ablation changes nothing)".into(), |r| {
+                        format!("{r:.4}")
+                    }),
+            ),
             ("KL(clean ‖ SAE)", format!("{:.4}", s.kl_sae)),
             ("KL(clean ‖ zero-ablated)", format!("{:.4}", s.kl_zero_ablation)),
         ] {

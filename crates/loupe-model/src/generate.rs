@@ -70,15 +70,17 @@ pub fn generate_from(
     hooks: &mut Hooks,
     config: &GenerateConfig,
 ) -> Result<(Vec<Generation>, Tensor)> {
+    // The last new token is returned, never fed back: the model sees one position fewer.
     let context = model.config().max_position_embeddings;
-    if batch.max_len() + config.max_new_tokens > context {
+    let positions = batch.max_len() + config.max_new_tokens.saturating_sub(1);
+    if positions > context {
         return Err(Error::TooLong {
             what: format!(
-                "a prompt of {} tokens plus {} new ones",
+                "a prompt of {} tokens plus {} new ones (the last never fed back)",
                 batch.max_len(),
                 config.max_new_tokens
             ),
-            len: batch.max_len() + config.max_new_tokens,
+            len: positions,
             context,
         });
     }

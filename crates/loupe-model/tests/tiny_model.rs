@@ -228,7 +228,25 @@ fn a_capture_only_pass_stops_early_with_the_same_activations() {
         max_abs_diff(&full.captured(hook).unwrap(), &early.captured(hook).unwrap()),
         0.0
     );
-    assert!(early.captured(HookPoint::ResidPost(2)).is_none());
+
+    // Layer 2 poisoned with NaN: a full pass shows it, a pass that stops after layer 1 never
+    // reaches it.
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_hf_dir(dir.path(), 7).unwrap();
+    let weights = dir.path().join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+    let name = "model.layers.2.mlp.down_proj.weight";
+    let poisoned = (tensors[name].ones_like().unwrap() * f64::NAN).unwrap();
+    tensors.insert(name.into(), poisoned);
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let poisoned = Model::load(dir.path().to_str().unwrap(), &Device::Cpu).unwrap();
+    assert!(max_abs(&logits(&poisoned, &batch, &mut Hooks::new())).is_nan());
+    let mut early = Hooks::new().capture(hook);
+    poisoned.llama.forward(&batch, &mut early, Logits::None).unwrap();
+    assert_eq!(
+        max_abs_diff(&full.captured(hook).unwrap(), &early.captured(hook).unwrap()),
+        0.0
+    );
 }
 
 /// Greedy generation by recomputing the whole sequence for every token: what the cache must equal.
@@ -520,11 +538,34 @@ fn single_row_projections_split_across_threads_give_the_same_logits() {
     let (_dir, model) = tiny_model();
     let alone = Batch::left_padded(&[vec![5]], 0, &Device::Cpu).unwrap();
     let pair = Batch::left_padded(&[vec![5], vec![9]], 0, &Device::Cpu).unwrap();
-    let a = logits(&model, &alone, &mut Hooks::new());
+    // The split path needs several threads; a pool of 4 takes it on any machine.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+    let a = pool.install(|| logits(&model, &alone, &mut Hooks::new()));
     let b = logits(&model, &pair, &mut Hooks::new())
         .get(0)
         .unwrap()
         .unsqueeze(0)
         .unwrap();
     assert!(max_abs_diff(&a, &b) < 1e-5, "{}", max_abs_diff(&a, &b));
+}
+
+#[test]
+fn generation_may_fill_the_whole_context() {
+    let (_dir, model) = tiny_model();
+    let context = model.llama.config().max_position_embeddings;
+    let prompt: Vec<u32> = (0..10).map(|i| 5 + i).collect();
+    // The last new token is never fed back, so prompt + new tokens may exceed the context by one.
+    let fits = greedy(context - prompt.len() + 1);
+    let out = generate(
+        &model.llama,
+        std::slice::from_ref(&prompt),
+        0,
+        &mut Hooks::new(),
+        &fits,
+    )
+    .unwrap();
+    assert_eq!(out[0].tokens.len(), context - prompt.len() + 1);
+    let too_long = greedy(context - prompt.len() + 2);
+    let e = generate(&model.llama, &[prompt], 0, &mut Hooks::new(), &too_long).unwrap_err();
+    assert!(e.to_string().contains(&format!("{context}")), "{e}");
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Tensor, D};
 use loupe_data::reader::{Split, Store};
 use loupe_data::Progress;
 use loupe_model::{Batch, Edit, HookPoint, Hooks, Intervention, Logits, Model, Positions};
@@ -26,7 +26,8 @@ pub struct SplicedMetrics {
     pub ce_sae: f64,
     pub ce_zero_ablation: f64,
     /// (CE_zero − CE_sae) / (CE_zero − CE_clean): 1 when splicing loses nothing.
-    pub ce_loss_recovered: f64,
+    /// `None` when zero-ablating the hook does not change the loss: there is nothing to recover.
+    pub ce_loss_recovered: Option<f64>,
     /// KL(clean ‖ with the SAE) of the next-token distributions, nats.
     pub kl_sae: f64,
     /// KL(clean ‖ zero-ablated), nats.
@@ -230,8 +231,9 @@ pub fn spliced(
             }
             let targets: Vec<u32> = from.iter().map(|&col| c.tokens[col as usize - pad + 1]).collect();
             let n = from.len();
-            let from = Tensor::from_vec(from, n, &Device::Cpu)?;
-            let targets = Tensor::from_vec(targets, (n, 1), &Device::Cpu)?;
+            let device = log_probs[0].device();
+            let from = Tensor::from_vec(from, n, device)?;
+            let targets = Tensor::from_vec(targets, (n, 1), device)?;
             let rows: Vec<Tensor> = log_probs
                 .iter()
                 .map(|lp| lp.get(row)?.index_select(&from, 0))
@@ -260,7 +262,8 @@ pub fn spliced(
         ce_clean,
         ce_sae,
         ce_zero_ablation: ce_zero,
-        ce_loss_recovered: (ce_zero - ce_sae) / (ce_zero - ce_clean),
+        ce_loss_recovered: ((ce_zero - ce_clean).abs() > 1e-9 * ce_clean.abs().max(1.0))
+            .then(|| (ce_zero - ce_sae) / (ce_zero - ce_clean)),
         kl_sae: kl[0] / n,
         kl_zero_ablation: kl[1] / n,
     })

@@ -202,9 +202,12 @@ impl Sae {
         Ok(out.broadcast_add(&self.b_dec)?)
     }
 
-    /// `decode(encode(x))`, in x's dtype.
+    /// `decode(encode(x))`, in x's dtype and on x's device. The SAE's weights and sparse kernels
+    /// live on the CPU, so a model on another device is spliced through a copy.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.decode(&self.encode(x)?)?.to_dtype(x.dtype())?)
+        let on_cpu = x.to_device(&Device::Cpu)?;
+        let out = self.decode(&self.encode(&on_cpu)?)?.to_dtype(x.dtype())?;
+        Ok(out.to_device(x.device())?)
     }
 
     /// Whether each row of `x` is one the SAE is meant for (its norm within the cutoff).

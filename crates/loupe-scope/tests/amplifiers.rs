@@ -31,7 +31,6 @@ fn formulas_on_known_vectors() {
         s: 2.0,
         null_name: "bos".into(),
     };
-    assert!(cfg.needs_null());
     close(&cfg.amplify(&[1.0, 2.0], Some(&[0.5, 0.0])).unwrap(), &[2.0, 6.0]);
     assert!(cfg.amplify(&[1.0, 2.0], None).is_err());
 

@@ -20,10 +20,6 @@ impl Amplifier for Cfg {
         }
     }
 
-    fn needs_null(&self) -> bool {
-        true
-    }
-
     fn amplify(&self, h: &[f32], null: Option<&[f32]>) -> Result<Vec<f32>> {
         let null = null.ok_or_else(|| Error::config("cfg", "needs the null prompt's activation"))?;
         if null.len() != h.len() {

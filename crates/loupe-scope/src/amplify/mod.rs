@@ -18,16 +18,12 @@ pub mod scale;
 use crate::Result;
 
 pub trait Amplifier: Send + Sync {
-    /// How the variant reads in reports: `none`, `scale 3`, `cfg 2`, `sae 1234 ×4`, `probe add 8`.
+    /// How the variant reads in reports: `none`, `scale 3`, `cfg 2`, `sae NAME ×4`,
+    /// `probe NAME +8σ`.
     fn label(&self) -> String;
 
-    /// Whether [`Amplifier::amplify`] needs the null prompt's activation.
-    fn needs_null(&self) -> bool {
-        false
-    }
-
-    /// `h'` for the activation `h` (and, when [`Amplifier::needs_null`], the null prompt's
-    /// activation at the same hook and aligned position).
+    /// `h'` for the activation `h`, given the null prompt's activation at the same hook and
+    /// aligned position (the runner passes it to every variant that has a null prompt: `cfg`).
     fn amplify(&self, h: &[f32], null: Option<&[f32]>) -> Result<Vec<f32>>;
 }
 
