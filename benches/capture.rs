@@ -9,8 +9,8 @@ use candle_core::Device;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use loupe_data::capture::{capture, CaptureConfig};
 use loupe_data::corpus::{expand_path, CorpusSpec};
-use loupe_data::NoProgress;
 use loupe_model::{HookPoint, Model};
+use loupe_util::NoProgress;
 
 fn bench(c: &mut Criterion) {
     let model = Model::load("smollm2", &Device::Cpu).expect("run scripts/fetch-models first");

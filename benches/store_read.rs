@@ -21,28 +21,19 @@ const HOOK: HookPoint = HookPoint::ResidPost(15);
 fn write_store(dir: &std::path::Path, megabytes: usize) -> Store {
     let shard_bytes = ROWS_PER_SHARD * WIDTH * 2;
     let shards = (megabytes << 20).div_ceil(shard_bytes);
-    let mut manifest = Manifest {
-        loupe_version: "bench".into(),
-        model: ModelInfo {
+    let mut manifest = Manifest::without_shards(
+        ModelInfo {
             name: "bench".into(),
             sha256: "bench".into(),
             d_model: WIDTH,
         },
-        hooks: vec![HookInfo {
+        vec![HookInfo {
             name: HOOK,
             width: WIDTH,
         }],
-        dtype: StoreDType::F16,
-        context_length: 128,
-        separator_token: 0,
-        include_separators: false,
-        corpus: Vec::new(),
-        labels: Default::default(),
-        shards: Vec::new(),
-        tokens: 0,
-        contexts: 0,
-        complete: true,
-    };
+        StoreDType::F16,
+        128,
+    );
     let ids = |f: &dyn Fn(usize) -> u32| {
         Tensor::from_vec(
             (0..ROWS_PER_SHARD).map(f).collect::<Vec<u32>>(),
@@ -95,7 +86,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             for shard in &store.manifest.shards {
                 let path = store.dir.join(&shard.file);
-                std::hint::black_box(loupe_io::Digest::of_file(&path).unwrap());
+                std::hint::black_box(loupe_util::Digest::of_file(&path).unwrap());
             }
         })
     });

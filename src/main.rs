@@ -75,7 +75,7 @@ fn main() -> ExitCode {
             if e.chain()
                 .any(|c| matches!(c.downcast_ref(), Some(loupe_sae::Error::Stopped { .. }))) =>
         {
-            eprintln!("{e:#}");
+            eprintln!("{}", describe(&e));
             ExitCode::from(130)
         }
         Err(e) if std::env::var_os("LOUPE_DEBUG").is_some() => {
@@ -83,8 +83,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes in one line, `a: b: c`. Library errors that keep their cause often
+/// say it in their own message too; a cause already said is not repeated.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }

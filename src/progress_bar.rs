@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use loupe_data::Progress;
+use loupe_util::Progress;
 
 /// Progress as an indicatif bar with tokens/s and ETA.
 pub struct Bar {

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_clear_error, loupe, stderr, stdout, tiny_capture_setup};
-use loupe_io::DirLock;
+use loupe_util::DirLock;
 
 /// A captured tiny store at `<dir>/store` and an SAE config for it at `<dir>/sae.toml`.
 fn captured_store(docs: usize) -> (tempfile::TempDir, PathBuf) {
@@ -56,7 +56,7 @@ fn two_captures_into_one_directory_one_is_refused_and_the_store_stays_whole() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let lock = store.join(loupe_io::LOCK_FILE);
+    let lock = store.join(loupe_util::LOCK_FILE);
     let started = Instant::now();
     while !std::fs::read_to_string(&lock).is_ok_and(|s| s.contains("pid")) {
         assert!(

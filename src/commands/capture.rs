@@ -95,7 +95,7 @@ impl Args {
             overrides.push(format!("corpus=[{{ path = {} }}]", string(v)));
         }
         overrides.extend(self.set.iter().cloned());
-        Ok(loupe_io::config::load(self.config.as_deref(), &overrides)?)
+        Ok(loupe_util::config::load(self.config.as_deref(), &overrides)?)
     }
 }
 

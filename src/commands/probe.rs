@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 use loupe_data::reader::Store;
-use loupe_data::Progress;
 use loupe_model::HookPoint;
 use loupe_probe::dataset::ClassBalance;
 use loupe_probe::sweep::ProbeFit;
 use loupe_probe::top::top_contexts;
 use loupe_probe::train::sweep_dir;
 use loupe_probe::{train, Probe, ProbeConfig, ProbeObserver};
+use loupe_util::Progress;
 
 use super::ModelArgs;
 use crate::progress_bar::Bar;

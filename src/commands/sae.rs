@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 use loupe_data::reader::{Split, Store};
-use loupe_data::Progress;
 use loupe_model::HookPoint;
 use loupe_sae::eval::{check_sae_matches_store, reconstruction, spliced, stored_contexts, SplicedMetrics};
 use loupe_sae::metrics::ReconstructionMetrics;
 use loupe_sae::{saelens, train, Checkpoint, TrainConfig, TrainObserver};
+use loupe_util::Progress;
 use serde::Serialize;
 
 use super::ModelArgs;
@@ -317,7 +317,7 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     };
     print_table(&report);
     let out = args.output.unwrap_or_else(|| sae_dir.join("eval.json"));
-    loupe_io::write_atomically(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    loupe_util::write_atomically(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
     println!("wrote {}", out.display());
     Ok(())
 }

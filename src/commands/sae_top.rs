@@ -78,8 +78,8 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         dir.join("top")
     });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let _lock = loupe_io::DirLock::acquire(&out, "loupe sae top")?;
-    loupe_io::write_atomically(&out.join("top.json"), serde_json::to_string(&report)?.as_bytes())?;
+    let _lock = loupe_util::DirLock::acquire(&out, "loupe sae top")?;
+    loupe_util::write_atomically(&out.join("top.json"), serde_json::to_string(&report)?.as_bytes())?;
     let title = format!(
         "{} · {} · {}",
         args.sae.display(),
@@ -87,7 +87,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         store.manifest.model.name
     );
     for (file, html) in report::render(&report, &title) {
-        loupe_io::write_atomically(&out.join(file), html.as_bytes())?;
+        loupe_util::write_atomically(&out.join(file), html.as_bytes())?;
     }
     let alive = report.latents.iter().filter(|l| l.fired > 0).count();
     println!(

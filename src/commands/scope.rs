@@ -50,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Every setting is checked, and the judge loaded, before any generation.
     let plan = ScopePlan::new(&config, &model)?;
     // One writer per run directory, for the whole command: the sweep and the reports.
-    let _lock = loupe_io::DirLock::acquire(&config.out, "loupe scope")?;
+    let _lock = loupe_util::DirLock::acquire(&config.out, "loupe scope")?;
     let mut stopped = false;
     if !args.report_only {
         let embedder_dir = config.judge.embedder.clone().unwrap_or_else(default_embedder_dir);

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use loupe_data::reader::Store;
-use loupe_io::SafetensorsFile;
 use loupe_sae::{saelens, Checkpoint};
+use loupe_util::SafetensorsFile;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::corpus::{expand_path, interleave, CorpusSpec};
 use crate::packing::{Context, Packer};
 use crate::store::{file_info, write_shard, CorpusInfo, HookInfo, Manifest, ModelInfo, StoreDType};
-use crate::{Error, Progress, Result};
+use loupe_util::Progress;
+
+use crate::{Error, Result};
 
 /// One capture run: every field can be set in a TOML config and overridden on the command line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -147,7 +149,7 @@ pub fn capture(model: &Model, config: &CaptureConfig, progress: &mut dyn Progres
     config.validate(model)?;
     let dir = expand_path(&config.output);
     // One writer per store: a second capture into the same directory stops here.
-    let _lock = loupe_io::DirLock::acquire(&dir, "loupe capture")?;
+    let _lock = loupe_util::DirLock::acquire(&dir, "loupe capture")?;
     prepare_output_dir(&dir)?;
 
     let corpus = config
@@ -296,7 +298,7 @@ fn prepare_output_dir(dir: &Path) -> Result<()> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     for entry in &entries {
-        if entry.file_name().is_some_and(|n| n == loupe_io::LOCK_FILE) {
+        if entry.file_name().is_some_and(|n| n == loupe_util::LOCK_FILE) {
             continue;
         }
         if entry.extension().is_some_and(|x| x == "tmp") {

@@ -9,9 +9,7 @@ pub mod capture;
 pub mod corpus;
 mod error;
 pub mod packing;
-mod progress;
 pub mod reader;
 pub mod store;
 
 pub use error::{Error, Result};
-pub use progress::{NoProgress, Progress};

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use loupe_io::SafetensorsFile;
+use loupe_util::SafetensorsFile;
 
 use crate::store::{Manifest, ShardInfo};
 use crate::{Error, Result};
@@ -287,7 +287,7 @@ impl Iterator for Batches<'_> {
 
 /// Checks a shard file against what the manifest recorded when it was written.
 fn check_against_manifest(file: &SafetensorsFile, info: &ShardInfo) -> Result<()> {
-    let damaged = |message: String| Error::Disk(loupe_io::Error::damaged(file.path(), message));
+    let damaged = |message: String| Error::Disk(loupe_util::Error::damaged(file.path(), message));
     if let Some(bytes) = info.bytes {
         if file.len() != bytes {
             return Err(damaged(format!(

@@ -6,7 +6,7 @@
 //! `labels.<field>` (u32 ids into the manifest's label values; u32::MAX for none). Files are
 //! written atomically (a temp file, then a rename), shards before the manifest that lists them,
 //! so a store is always readable and an interrupted capture resumes where it stopped. Each shard
-//! is sealed with an xxh3 checksum (see `loupe_io::digest`) that the manifest also records with
+//! is sealed with an xxh3 checksum (see `loupe_util::digest`) that the manifest also records with
 //! the shard's length, so a changed byte, a truncated shard or one swapped for another is refused
 //! by the reader with the file named.
 
@@ -110,6 +110,33 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest with no shards yet, for activations of `hooks` that a model named `model_name`
+    /// (its width `d_model`, its weights' sha256 `model_sha256`) computed: what a store written
+    /// by something other than a capture (a test, an import) starts from. Separators are not
+    /// stored, token 0 separates, the corpus is not recorded, and the store is marked complete.
+    pub fn without_shards(
+        model: ModelInfo,
+        hooks: Vec<HookInfo>,
+        dtype: StoreDType,
+        context_length: usize,
+    ) -> Self {
+        Manifest {
+            loupe_version: env!("CARGO_PKG_VERSION").into(),
+            model,
+            hooks,
+            dtype,
+            context_length,
+            separator_token: 0,
+            include_separators: false,
+            corpus: Vec::new(),
+            labels: Default::default(),
+            shards: Vec::new(),
+            tokens: 0,
+            contexts: 0,
+            complete: true,
+        }
+    }
+
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST);
         let text = std::fs::read_to_string(&path)
@@ -157,7 +184,10 @@ impl Manifest {
 
     pub fn write(&self, dir: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self).expect("a manifest serializes");
-        Ok(loupe_io::write_atomically(&dir.join(MANIFEST), json.as_bytes())?)
+        Ok(loupe_util::write_atomically(
+            &dir.join(MANIFEST),
+            json.as_bytes(),
+        )?)
     }
 
     pub fn hook(&self, hook: HookPoint) -> Option<&HookInfo> {
@@ -231,9 +261,9 @@ pub fn write_shard(
         .dim(0)?;
     let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
     sorted.sort_by_key(|(name, _)| *name);
-    let (bytes, digest) = loupe_io::digest::seal(sorted, HashMap::new())
+    let (bytes, digest) = loupe_util::digest::seal(sorted, HashMap::new())
         .map_err(|e| Error::file(&path, format!("cannot serialize the shard: {e}")))?;
-    loupe_io::write_atomically(&path, &bytes)?;
+    loupe_util::write_atomically(&path, &bytes)?;
     Ok(ShardInfo {
         file,
         tokens: rows as u64,

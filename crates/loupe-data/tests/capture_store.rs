@@ -8,9 +8,9 @@ use loupe_data::corpus::{interleave, CorpusSpec};
 use loupe_data::packing::{Packer, NO_LABEL};
 use loupe_data::reader::{ShardData, Split, Store};
 use loupe_data::store::StoreDType;
-use loupe_data::{NoProgress, Progress};
 use loupe_model::testing::{max_abs, write_tiny_hf_dir};
 use loupe_model::{Batch, HookPoint, Hooks, Logits, Model};
+use loupe_util::{NoProgress, Progress};
 
 const RESID: HookPoint = HookPoint::ResidPost(1);
 const NEURONS: HookPoint = HookPoint::MlpPost(2);

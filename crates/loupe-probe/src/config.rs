@@ -77,8 +77,8 @@ impl ProbeConfig {
     /// Parses a TOML config with `overrides` (`field=value`, dotted for a section's field:
     /// `exact.max_k=2`) applied on top; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let config: ProbeConfig = loupe_io::config::parse(text, origin, overrides)
-            .map_err(|e| loupe_io::config::name_owner(e, crate::dataset::FEATURE_FIELD_KINDS))?;
+        let config: ProbeConfig = loupe_util::config::parse(text, origin, overrides)
+            .map_err(|e| loupe_util::config::name_owner(e, crate::dataset::FEATURE_FIELD_KINDS))?;
         config.validate()?;
         Ok(config)
     }

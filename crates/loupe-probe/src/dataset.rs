@@ -16,8 +16,8 @@ use std::path::Path;
 
 use loupe_data::packing::{NO_DOC, NO_LABEL};
 use loupe_data::reader::{Split, Store};
-use loupe_data::Progress;
 use loupe_model::{HookPoint, Tokenizer};
+use loupe_util::Progress;
 use serde::{Deserialize, Serialize};
 
 use crate::matrix::Matrix;

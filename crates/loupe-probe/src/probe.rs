@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use loupe_io::SafetensorsFile;
 use loupe_model::HookPoint;
+use loupe_util::SafetensorsFile;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
@@ -121,10 +121,10 @@ impl Probe {
             .collect::<Result<Vec<_>>>()?;
         let info = serde_json::to_string(&self.info).expect("probe info serializes");
         let metadata = HashMap::from([(METADATA_KEY.to_string(), info)]);
-        let (bytes, _) = loupe_io::digest::seal(views, metadata).map_err(|e| Error::file(&path, e))?;
-        loupe_io::write_atomically(&path, &bytes)?;
+        let (bytes, _) = loupe_util::digest::seal(views, metadata).map_err(|e| Error::file(&path, e))?;
+        loupe_util::write_atomically(&path, &bytes)?;
         let json = serde_json::to_string_pretty(self).expect("a probe serializes");
-        loupe_io::write_atomically(&stem.with_extension("json"), json.as_bytes())?;
+        loupe_util::write_atomically(&stem.with_extension("json"), json.as_bytes())?;
         Ok(())
     }
 

@@ -45,8 +45,8 @@ impl SummaryRow {
 }
 
 pub fn write_summary(dir: &Path, rows: &[SummaryRow]) -> Result<()> {
-    loupe_io::write_atomically(&dir.join("summary.csv"), csv(rows).as_bytes())?;
-    loupe_io::write_atomically(&dir.join("summary.md"), markdown(rows).as_bytes())?;
+    loupe_util::write_atomically(&dir.join("summary.csv"), csv(rows).as_bytes())?;
+    loupe_util::write_atomically(&dir.join("summary.md"), markdown(rows).as_bytes())?;
     Ok(())
 }
 

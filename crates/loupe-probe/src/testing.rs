@@ -83,25 +83,17 @@ pub fn write_store(dir: &Path, hook: HookPoint, rows: &LabelledRows, model_name:
             }
         })
         .collect();
-    let mut manifest = Manifest {
-        loupe_version: env!("CARGO_PKG_VERSION").into(),
-        model: ModelInfo {
+    let mut manifest = Manifest::without_shards(
+        ModelInfo {
             name: model_name.into(),
             sha256: format!("sha-of-{model_name}"),
             d_model: d,
         },
-        hooks: vec![HookInfo { name: hook, width: d }],
-        dtype: StoreDType::F32,
-        context_length: 129,
-        separator_token: 0,
-        include_separators: false,
-        corpus: Vec::new(),
-        labels: vocab,
-        shards: Vec::new(),
-        tokens: 0,
-        contexts: 0,
-        complete: true,
-    };
+        vec![HookInfo { name: hook, width: d }],
+        StoreDType::F32,
+        129,
+    );
+    manifest.labels = vocab;
     // Position in the document's context (1-based: the separator would be 0).
     let positions: Vec<u32> = (0..n)
         .scan((u32::MAX, 0u32), |(doc, pos), r| {

@@ -2,8 +2,8 @@
 //! one-neuron probe.
 
 use loupe_data::reader::Store;
-use loupe_data::Progress;
 use loupe_model::{HookPoint, Tokenizer};
+use loupe_util::Progress;
 use serde::Serialize;
 
 use crate::{Error, Result};

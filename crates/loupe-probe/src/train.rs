@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use loupe_data::reader::Store;
-use loupe_data::Progress;
 use loupe_model::{HookPoint, Tokenizer};
+use loupe_util::Progress;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ProbeConfig;
@@ -80,7 +80,7 @@ pub fn train(
     std::fs::create_dir_all(&config.output)
         .map_err(|e| Error::file(&config.output, format!("cannot create the output directory: {e}")))?;
     // One writer per run directory: a second `probe train` into it stops here.
-    let _lock = loupe_io::DirLock::acquire(&config.output, "loupe probe train")?;
+    let _lock = loupe_util::DirLock::acquire(&config.output, "loupe probe train")?;
     let mut rows = Vec::new();
     for job in &jobs {
         let width = job.store.manifest.hook(job.hook).map_or(0, |h| h.width);
@@ -166,7 +166,7 @@ pub fn train(
                 rows: done.clone(),
             };
             let json = serde_json::to_string_pretty(&record).expect("a sweep record serializes");
-            loupe_io::write_atomically(&dir.join(SWEEP_RECORD), json.as_bytes())?;
+            loupe_util::write_atomically(&dir.join(SWEEP_RECORD), json.as_bytes())?;
             rows.extend(done);
             observer.swept(job.hook, &feature.name, &balance, &fits);
             if observer.should_stop() {

@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use loupe_data::reader::Store;
-use loupe_data::NoProgress;
 use loupe_model::{HookPoint, Tokenizer};
 use loupe_probe::dataset::{
     build_dataset, load_examples, resolve_features, token_labels, FeatureSpec, Level,
@@ -15,6 +14,7 @@ use loupe_probe::sweep::{sweep, ExactOptions, SweepOptions};
 use loupe_probe::testing::{planted, write_store};
 use loupe_probe::train::{sweep_dir, ProbeObserver};
 use loupe_probe::{train, Metrics, Probe, ProbeConfig};
+use loupe_util::NoProgress;
 
 const PLANTED: usize = 7;
 const WIDTH: usize = 24;
@@ -185,7 +185,7 @@ struct Counting {
     swept: usize,
     notes: Vec<String>,
 }
-impl loupe_data::Progress for Counting {
+impl loupe_util::Progress for Counting {
     fn note(&mut self, message: &str) {
         self.notes.push(message.to_string());
     }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use loupe_io::SafetensorsFile;
+use loupe_util::SafetensorsFile;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
@@ -90,8 +90,8 @@ impl Checkpoint {
             .collect::<Result<_>>()?;
         let info = serde_json::to_string(&self.info).map_err(|e| Error::file(&path, e))?;
         let metadata = HashMap::from([("loupe_trainer_state".to_string(), info)]);
-        let (bytes, _) = loupe_io::digest::seal(views, metadata).map_err(|e| Error::file(&path, e))?;
-        loupe_io::write_atomically(&path, &bytes)?;
+        let (bytes, _) = loupe_util::digest::seal(views, metadata).map_err(|e| Error::file(&path, e))?;
+        loupe_util::write_atomically(&path, &bytes)?;
         Ok(())
     }
 

@@ -230,7 +230,7 @@ impl TrainConfig {
     /// Parses a TOML config, with `overrides` (`field=value`, the value in TOML syntax; a bare
     /// word is taken as a string) applied on top. `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let config: TrainConfig = loupe_io::config::parse(text, origin, overrides)?;
+        let config: TrainConfig = loupe_util::config::parse(text, origin, overrides)?;
         config.validate()?;
         Ok(config)
     }

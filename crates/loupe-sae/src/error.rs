@@ -11,7 +11,7 @@ pub enum Error {
 
     /// A file that cannot be written, is damaged, or is locked by another writer.
     #[error(transparent)]
-    Disk(#[from] loupe_io::Error),
+    Disk(#[from] loupe_util::Error),
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use candle_core::{DType, Tensor, D};
 use loupe_data::reader::{Split, Store};
-use loupe_data::Progress;
 use loupe_model::{Batch, Edit, HookPoint, Hooks, Intervention, Logits, Model, Positions};
+use loupe_util::Progress;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{ReconstructionMetrics, Tally};

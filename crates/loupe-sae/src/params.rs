@@ -129,9 +129,7 @@ impl Params {
     }
 }
 
-pub(crate) fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
-}
+pub(crate) use loupe_util::vector::norm;
 
 /// Runs `f` on the f32 data of a contiguous CPU tensor without copying it.
 pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {

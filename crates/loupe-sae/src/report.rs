@@ -106,9 +106,4 @@ fn latent_section(html: &mut String, l: &LatentSummary) {
     html.push_str("</div>\n");
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use loupe_util::html::escape;

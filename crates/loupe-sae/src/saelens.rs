@@ -33,11 +33,12 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
     }
     let weights = dir.join(WEIGHTS_FILE);
     // Sealed with a checksum in the header metadata, which SAELens ignores.
-    let (bytes, _) = loupe_io::digest::seal(tensors, HashMap::new()).map_err(|e| Error::file(&weights, e))?;
-    loupe_io::write_atomically(&weights, &bytes)?;
+    let (bytes, _) =
+        loupe_util::digest::seal(tensors, HashMap::new()).map_err(|e| Error::file(&weights, e))?;
+    loupe_util::write_atomically(&weights, &bytes)?;
 
     let cfg = serde_json::to_string_pretty(&cfg_json(sae)).map_err(|e| Error::file(dir, e))?;
-    loupe_io::write_atomically(&dir.join(CFG_FILE), cfg.as_bytes())?;
+    loupe_util::write_atomically(&dir.join(CFG_FILE), cfg.as_bytes())?;
     Ok(())
 }
 
@@ -123,7 +124,7 @@ pub fn load(path: &Path) -> Result<Sae> {
 
     let weights_path = path.join(WEIGHTS_FILE);
     // Verified against its checksum (when loupe wrote it) before any tensor is built.
-    loupe_io::SafetensorsFile::open(&weights_path)?;
+    loupe_util::SafetensorsFile::open(&weights_path)?;
     let mut tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
         .map_err(|e| Error::file(&weights_path, format!("cannot read SAE weights: {e}")))?;
     let mut take = |name: &str| -> Result<Tensor> {

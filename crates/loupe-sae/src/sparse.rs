@@ -159,9 +159,7 @@ struct ByLatent {
     entries: Vec<(u32, u32)>,
 }
 
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+pub(crate) use loupe_util::vector::dot;
 
 /// The `k` largest of each row of `pre` (`[rows, width]`), keeping only positive values (a TopK
 /// followed by a ReLU, as SAELens and OpenAI define it). When `allowed` is given, only those

@@ -91,25 +91,16 @@ pub fn write_store(
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::file(dir, e))?;
     let n = rows.len() / d;
     let contexts_per_shard = 16;
-    let mut manifest = Manifest {
-        loupe_version: env!("CARGO_PKG_VERSION").into(),
-        model: ModelInfo {
+    let mut manifest = Manifest::without_shards(
+        ModelInfo {
             name: model_name.into(),
             sha256: format!("sha-of-{model_name}"),
             d_model: d,
         },
-        hooks: vec![HookInfo { name: hook, width: d }],
-        dtype: StoreDType::F32,
-        context_length: rows_per_context + 1,
-        separator_token: 0,
-        include_separators: false,
-        corpus: Vec::new(),
-        labels: Default::default(),
-        shards: Vec::new(),
-        tokens: 0,
-        contexts: 0,
-        complete: true,
-    };
+        vec![HookInfo { name: hook, width: d }],
+        StoreDType::F32,
+        rows_per_context + 1,
+    );
     let shard_rows = contexts_per_shard * rows_per_context;
     for (index, chunk) in rows.chunks(shard_rows * d).enumerate() {
         let m = chunk.len() / d;

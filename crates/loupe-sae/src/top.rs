@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use candle_core::Tensor;
 use loupe_data::reader::{Split, Store};
-use loupe_data::Progress;
 use loupe_model::{HookPoint, Tokenizer};
+use loupe_util::Progress;
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, Sae};

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use candle_core::Tensor;
 use loupe_data::reader::{Split, Store};
-use loupe_data::Progress;
+use loupe_util::Progress;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -49,7 +49,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
     let out = &config.output;
     prepare_output(out)?;
     // One writer per run directory: a second `sae train` into it stops here.
-    let _lock = loupe_io::DirLock::acquire(out, "loupe sae train")?;
+    let _lock = loupe_util::DirLock::acquire(out, "loupe sae train")?;
 
     let mut run = match Checkpoint::load(out)? {
         Some(checkpoint) => {

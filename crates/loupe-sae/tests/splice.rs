@@ -7,11 +7,11 @@ use loupe_data::capture::{capture, CaptureConfig};
 use loupe_data::corpus::CorpusSpec;
 use loupe_data::reader::{Split, Store};
 use loupe_data::store::StoreDType;
-use loupe_data::NoProgress;
 use loupe_model::testing::write_tiny_hf_dir;
 use loupe_model::{HookPoint, Model};
 use loupe_sae::eval::{check_sae_matches_store, spliced, stored_contexts};
 use loupe_sae::{Activation, Sae, SaeMetadata};
+use loupe_util::NoProgress;
 
 const HOOK: HookPoint = HookPoint::ResidPost(1);
 const D: usize = 32;

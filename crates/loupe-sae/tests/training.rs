@@ -5,10 +5,10 @@
 use std::cell::Cell;
 use std::path::Path;
 
-use loupe_data::Progress;
 use loupe_model::HookPoint;
 use loupe_sae::testing::{synthetic, write_store};
 use loupe_sae::{train, Checkpoint, Error, NoObserver, TrainConfig, TrainObserver};
+use loupe_util::Progress;
 
 const D: usize = 16;
 const HOOK: HookPoint = HookPoint::ResidPost(2);

@@ -353,8 +353,8 @@ impl ScopeConfig {
     /// Reads a config file with `overrides` (`field=value`, dotted for a section's field:
     /// `generate.max_new_tokens=20`) applied on top.
     pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self> {
-        let config: ScopeConfig = loupe_io::config::load(Some(path), overrides)
-            .map_err(|e| loupe_io::config::name_owner(e, AMPLIFIER_FIELD_KINDS))?;
+        let config: ScopeConfig = loupe_util::config::load(Some(path), overrides)
+            .map_err(|e| loupe_util::config::name_owner(e, AMPLIFIER_FIELD_KINDS))?;
         for (i, amplifier) in config.amplifiers.iter().enumerate() {
             if let Some((field, owner)) = amplifier.misplaced_field() {
                 return Err(Error::config(

@@ -7,9 +7,20 @@ pub enum Error {
     #[error(transparent)]
     Sae(#[from] loupe_sae::Error),
 
+    #[error(transparent)]
+    Probe(#[from] loupe_probe::Error),
+
+    /// What a config field names (a probe, an SAE, a hook) could not be used; the cause is kept.
+    #[error("{field}: {source}")]
+    Field {
+        field: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// A file that cannot be written, is damaged, or is locked by another writer.
     #[error(transparent)]
-    Disk(#[from] loupe_io::Error),
+    Disk(#[from] loupe_util::Error),
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -40,6 +51,14 @@ impl Error {
         Error::Io {
             path: path.display().to_string(),
             message: error.to_string(),
+        }
+    }
+
+    /// `source`, as the cause of a problem with config field `field`.
+    pub(crate) fn field(field: &str, source: impl Into<Error>) -> Self {
+        Error::Field {
+            field: field.to_string(),
+            source: Box::new(source.into()),
         }
     }
 

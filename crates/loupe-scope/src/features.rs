@@ -235,7 +235,7 @@ fn resolve(
     let llama = &model.llama;
     let check_hook = |hook: HookPoint, field: &str| -> Result<()> {
         hook.check_depth(llama.n_layers())
-            .map_err(|e| Error::config(&at(field), e))
+            .map_err(|e| Error::field(&at(field), e))
     };
     let (hook, direction, source) = match entry.kind.as_str() {
         "probe" => {
@@ -244,7 +244,7 @@ fn resolve(
                 "probe",
                 "\"checkpoints/…/mean_diff-k1.safetensors\"",
             )?;
-            let probe = Probe::load(&path).map_err(|e| Error::config(&at("probe"), e))?;
+            let probe = Probe::load(&path).map_err(|e| Error::field(&at("probe"), e))?;
             if probe.info.model_sha256 != model_sha256 {
                 return Err(Error::mismatch(format!(
                     "{}: the probe {} was trained on another model ({}, weights sha256 {}…), not {}",
@@ -276,7 +276,7 @@ fn resolve(
         }
         "sae" => {
             let path = need(entry.sae.as_ref(), "sae", "\"checkpoints/smollm2-l15-topk\"")?;
-            let sae = loupe_sae::saelens::load(&path)?;
+            let sae = loupe_sae::saelens::load(&path).map_err(|e| Error::field(&at("sae"), e))?;
             let hook: HookPoint = sae.metadata.hook_name.parse().map_err(|e| {
                 Error::config(
                     &at("sae"),

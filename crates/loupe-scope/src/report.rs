@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::judge::concept_hits;
 use crate::results::ScopeRecord;
-use crate::{Error, Result};
+use crate::Result;
 
 /// What the report says about the run besides its records.
 pub struct ReportContext {
@@ -179,12 +179,7 @@ pub fn write_report(out: &Path, context: &ReportContext, records: &[ScopeRecord]
 }
 
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    Ok(loupe_util::write_atomically(path, text.as_bytes())?)
 }
 
 fn percent(fraction: Option<f64>) -> String {
@@ -373,12 +368,7 @@ fn markdown(context: &ReportContext, summary: &Summary) -> String {
     md
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use loupe_util::html::escape;
 
 /// A cell's background: white at score 0, green at 1.
 fn shade(score: f32) -> String {

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::DType;
-use loupe_data::Progress;
 use loupe_model::{Batch, GenerateConfig, HookPoint, Hooks, Logits, Model, Sampling};
+use loupe_util::Progress;
 
 use crate::amplify::{
     cfg::Cfg,
@@ -669,10 +669,8 @@ impl<'a> ScopePlan<'a> {
             }
             return Ok(());
         }
-        let tmp = out.join("run.json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&identity).expect("json"))
-            .map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        let json = serde_json::to_string_pretty(&identity).expect("a run identity serializes");
+        Ok(loupe_util::write_atomically(&path, json.as_bytes())?)
     }
 }
 
@@ -682,9 +680,7 @@ impl Variant {
     }
 }
 
-fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
-}
+use loupe_util::vector::norm;
 
 /// A variant that amplifies a named feature: it applies only at the feature's hook.
 fn feature_variant(

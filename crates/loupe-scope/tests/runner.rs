@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use loupe_data::Progress;
 use loupe_model::{generate, GenerateConfig, HookPoint, Hooks, Logits, Model, Positions, Sampling};
 use loupe_scope::amplify::sae::{SaeFeature, SaeMode};
 use loupe_scope::amplify::Amplifier;
@@ -16,6 +15,7 @@ use loupe_scope::config::{AmplifierConfig, SaeAmplifierMode, Site, TargetLayer};
 use loupe_scope::judge::embedding::{default_embedder_dir, Embedder};
 use loupe_scope::results::read_results;
 use loupe_scope::{ScopeConfig, ScopePlan};
+use loupe_util::Progress;
 
 const TARGET: &str = "the cat sat on the mat and then";
 
@@ -148,7 +148,7 @@ fn check_batched_equals_alone(site: Site, target_layer: TargetLayer) {
     // none, scale, cfg × 2 null prompts at each of 3 layers, and the SAE latent at layer 1 only.
     let rows = 3 * (3 * 4 + usize::from(site == Site::ResidPost));
     assert_eq!(plan.total_rows().unwrap(), rows);
-    let summary = plan.run(&embedder(), &mut loupe_data::NoProgress).unwrap();
+    let summary = plan.run(&embedder(), &mut loupe_util::NoProgress).unwrap();
     assert_eq!(summary.generated, rows);
     let records = read_results(&config.out.join("results.jsonl")).unwrap();
     assert_eq!(records.len(), rows);
@@ -232,7 +232,7 @@ fn check_batched_equals_alone(site: Site, target_layer: TargetLayer) {
     one_by_one.generate.batch_rows = 1;
     ScopePlan::new(&one_by_one, &model)
         .unwrap()
-        .run(&embedder(), &mut loupe_data::NoProgress)
+        .run(&embedder(), &mut loupe_util::NoProgress)
         .unwrap();
     let single = read_results(&one_by_one.out.join("results.jsonl")).unwrap();
     assert_eq!(
@@ -273,7 +273,7 @@ fn an_interrupted_sweep_resumes_where_it_stopped() {
     text.push_str("{\"source_index\": 0, \"sour");
     std::fs::write(&results, text).unwrap();
 
-    let second = plan.run(&embedder, &mut loupe_data::NoProgress).unwrap();
+    let second = plan.run(&embedder, &mut loupe_util::NoProgress).unwrap();
     assert!(!second.stopped);
     assert_eq!((second.resumed, second.generated), (10, 29));
     let records = read_results(&results).unwrap();
@@ -285,7 +285,7 @@ fn an_interrupted_sweep_resumes_where_it_stopped() {
     other.target.prompt = "identity".into();
     let e = ScopePlan::new(&other, &model)
         .unwrap()
-        .run(&embedder, &mut loupe_data::NoProgress)
+        .run(&embedder, &mut loupe_util::NoProgress)
         .unwrap_err()
         .to_string();
     assert!(e.contains("different run"), "{e}");

@@ -27,9 +27,7 @@ pub trait Amplifier: Send + Sync {
     fn amplify(&self, h: &[f32], null: Option<&[f32]>) -> Result<Vec<f32>>;
 }
 
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(a, b)| a * b).sum()
-}
+pub(crate) use loupe_util::vector::dot;
 
 /// `h + t·d`.
 pub(crate) fn add_scaled(h: &[f32], t: f32, d: &[f32]) -> Vec<f32> {

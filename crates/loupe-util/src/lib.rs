@@ -1,5 +1,5 @@
-//! Files that survive a crash and say when they are damaged, shared by every loupe crate that
-//! writes runs and stores:
+//! What every loupe crate shares. Above all, files that survive a crash and say when they are
+//! damaged:
 //!
 //! - [`atomic`]: a file is replaced through a temp file and a rename, so a reader (or a resumed
 //!   run) sees the old version or the new one, never half of one.
@@ -10,17 +10,25 @@
 //!   quoting the user's own line.
 //! - [`digest`]: xxh3-64 checksums of files and of safetensors contents, recorded when a file is
 //!   written and verified before it is used.
+//!
+//! And the small pieces the crates would otherwise each write again: how long-running work
+//! reports [`progress`] and learns it should stop (Ctrl-C), [`vector`] dot products and norms,
+//! and [`html`] escaping for reports.
 #![warn(missing_docs)]
 
 pub mod atomic;
 pub mod config;
 pub mod digest;
 mod error;
+pub mod html;
 pub mod lock;
+pub mod progress;
 mod safetensors_file;
+pub mod vector;
 
 pub use atomic::{tmp_path, write_atomically};
 pub use digest::{Digest, CONTENT_DIGEST_KEY};
 pub use error::{Error, Result};
 pub use lock::{DirLock, LOCK_FILE};
+pub use progress::{NoProgress, Progress};
 pub use safetensors_file::SafetensorsFile;

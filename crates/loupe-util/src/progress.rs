@@ -1,3 +1,6 @@
+//! How long-running work (a capture, training, a sweep) reports progress and learns that it
+//! should stop.
+
 /// How long-running work reports progress, and learns that it should stop (Ctrl-C). Library code
 /// never prints: the binary implements this with a progress bar.
 pub trait Progress {
