@@ -10,7 +10,8 @@
 //! language features of configs/probe-lang.toml; what is measured does not depend on the values.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use loupe_probe::dataset::{Dataset, Level};
+use loupe_probe::dataset::Dataset;
+use loupe_probe::features::Level;
 use loupe_probe::matrix::Matrix;
 use loupe_probe::rank::{RankOptions, Ranking};
 use loupe_probe::sweep::{sweep, ExactOptions, SweepOptions, DEFAULT_KS};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use loupe_model::HookPoint;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::FeatureSpec;
+use crate::features::FeatureSpec;
 use crate::rank::{RankOptions, Ranking};
 use crate::sweep::{ExactOptions, SweepOptions, DEFAULT_KS};
 use crate::{Error, Result};
@@ -78,7 +78,7 @@ impl ProbeConfig {
     /// `exact.max_k=2`) applied on top; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
         let config: ProbeConfig = loupe_util::config::parse(text, origin, overrides)
-            .map_err(|e| loupe_util::config::name_owner(e, crate::dataset::FEATURE_FIELD_KINDS))?;
+            .map_err(|e| loupe_util::config::name_owner(e, crate::features::FEATURE_FIELD_KINDS))?;
         config.validate()?;
         Ok(config)
     }

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod dataset;
 mod error;
+pub mod features;
 pub mod logreg;
 pub mod matrix;
 pub mod metrics;

@@ -15,7 +15,8 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{ClassBalance, Level};
+use crate::dataset::ClassBalance;
+use crate::features::Level;
 use crate::matrix::Standardization;
 use crate::metrics::Metrics;
 use crate::{Error, Result};

@@ -9,7 +9,8 @@ use std::path::Path;
 use loupe_model::HookPoint;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{ClassBalance, Level};
+use crate::dataset::ClassBalance;
+use crate::features::Level;
 use crate::metrics::Metrics;
 use crate::probe::Probe;
 use crate::Result;

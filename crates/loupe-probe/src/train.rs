@@ -10,10 +10,8 @@ use loupe_util::Progress;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ProbeConfig;
-use crate::dataset::{
-    build_dataset, document_means, load_examples, resolve_features, token_labels, ClassBalance, Feature,
-    Level,
-};
+use crate::dataset::{build_dataset, document_means, load_examples, ClassBalance};
+use crate::features::{resolve_features, token_labels, Feature, Level};
 use crate::probe::{Probe, ProbeInfo};
 use crate::summary::{write_summary, SummaryRow};
 use crate::sweep::{sweep, ProbeFit};

@@ -6,9 +6,8 @@ use std::path::Path;
 
 use loupe_data::reader::Store;
 use loupe_model::{HookPoint, Tokenizer};
-use loupe_probe::dataset::{
-    build_dataset, load_examples, resolve_features, token_labels, FeatureSpec, Level,
-};
+use loupe_probe::dataset::{build_dataset, load_examples};
+use loupe_probe::features::{resolve_features, token_labels, FeatureSpec, Level};
 use loupe_probe::rank::{rank, RankOptions, Ranking};
 use loupe_probe::sweep::{sweep, ExactOptions, SweepOptions};
 use loupe_probe::testing::{planted, write_store};

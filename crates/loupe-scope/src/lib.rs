@@ -9,14 +9,17 @@ mod error;
 pub mod features;
 pub mod judge;
 pub mod patch;
+pub mod plan;
 pub mod report;
 pub mod results;
 pub mod runner;
 pub mod target;
+mod variants;
 
 pub use amplify::Amplifier;
 pub use config::ScopeConfig;
 pub use error::{Error, Result};
 pub use features::{load_book, Feature};
+pub use plan::ScopePlan;
 pub use results::ScopeRecord;
-pub use runner::{RunSummary, ScopePlan};
+pub use runner::RunSummary;

@@ -7,59 +7,23 @@
 //! together, in batches of up to `generate.batch_rows` rows, from one [`PatchedTarget`]: the
 //! target prompt's tokens before the patched position run once for the whole sweep.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use candle_core::DType;
-use loupe_model::{Batch, GenerateConfig, HookPoint, Hooks, Logits, Model, Sampling};
+use loupe_model::{Batch, GenerateConfig, HookPoint, Hooks, Logits, Sampling};
+use loupe_util::vector::norm;
 use loupe_util::Progress;
 
-use crate::amplify::{
-    cfg::Cfg,
-    none::Plain,
-    probe::{ProbeDirection, ProbeMode},
-    sae::{SaeFeature, SaeMode},
-    scale::Scale,
-    Amplifier,
-};
-use crate::config::{
-    AmplifierConfig, ProbeAmplifierMode, SaeAmplifierMode, ScopeConfig, TargetLayer, TokenPosition,
-};
-use crate::features::{load_book, Feature, Source as FeatureSource};
+use crate::config::TokenPosition;
 use crate::judge::{concept_hits, cosine, next_token, Embedder};
 use crate::patch::{Patch, PatchedTarget};
+use crate::plan::ScopePlan;
 use crate::results::{done_keys, ResultsFile, ScopeRecord};
-use crate::target::target_prompt_text;
+use crate::variants::Variant;
 use crate::{Error, Result};
 
 /// Source prompts run through the model together when their activations are captured.
-const SOURCE_CHUNK: usize = 16;
-
-/// A checked scope run: prompts tokenized, features resolved and matched to the sweep's hooks.
-pub struct ScopePlan<'a> {
-    model: &'a Model,
-    pub config: ScopeConfig,
-    pub sources: Vec<String>,
-    source_ids: Vec<Vec<u32>>,
-    target_ids: Vec<u32>,
-    /// The patched position in the target prompt.
-    pub target_position: usize,
-    nulls: BTreeMap<String, Vec<u32>>,
-    features: Vec<Feature>,
-}
-
-/// One way of amplifying, at one value.
-struct Variant {
-    kind: &'static str,
-    value: Option<f32>,
-    feature: Option<String>,
-    null: Option<String>,
-    /// A feature's variants run only at the hook its direction lives at.
-    only_at: Option<HookPoint>,
-    concepts: Vec<String>,
-    amplifier: Box<dyn Amplifier>,
-}
 
 /// What a source prompt gives the sweep.
 struct SourceActivations {
@@ -68,6 +32,9 @@ struct SourceActivations {
     /// The model's own most likely next token at the source position.
     next_token: u32,
 }
+
+/// Source prompts run through the model together when their activations are captured.
+const SOURCE_CHUNK: usize = 16;
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,367 +49,7 @@ pub struct RunSummary {
     pub stopped: bool,
 }
 
-impl<'a> ScopePlan<'a> {
-    /// Checks `config` against `model`: every error a run could meet in its settings, before any
-    /// generation.
-    pub fn new(config: &ScopeConfig, model: &'a Model) -> Result<Self> {
-        let llama = &model.llama;
-        let n_layers = llama.n_layers();
-        if config.source.layers.is_empty() {
-            return Err(Error::config(
-                "source.layers",
-                "give at least one layer, e.g. [1, 2, 3]",
-            ));
-        }
-        let check_layer = |layer: usize, field: &str| -> Result<()> {
-            if layer < n_layers {
-                return Ok(());
-            }
-            Err(Error::config(
-                field,
-                format!(
-                    "layer {layer} does not exist: {} has layers 0 to {}",
-                    model.name,
-                    n_layers - 1
-                ),
-            ))
-        };
-        for &layer in &config.source.layers {
-            check_layer(layer, "source.layers")?;
-        }
-        if let TargetLayer::Fixed(layer) = config.target.layer {
-            check_layer(layer, "target.layer")?;
-        }
-        if config.generate.max_new_tokens == 0 || config.generate.batch_rows == 0 {
-            return Err(Error::config(
-                "generate",
-                "max_new_tokens and batch_rows must be at least 1",
-            ));
-        }
-
-        let sources = config.source_prompts()?;
-        let mut source_ids = Vec::with_capacity(sources.len());
-        for (i, prompt) in sources.iter().enumerate() {
-            let ids = model
-                .encode_prompt(prompt)
-                .map_err(|e| Error::config(&format!("source prompt {i} ({prompt:?})"), e))?;
-            config
-                .source
-                .position
-                .resolve(ids.len(), "source.position", prompt)?;
-            source_ids.push(ids);
-        }
-
-        let target_text = target_prompt_text(&config.target.prompt);
-        if target_text.trim().is_empty() {
-            return Err(Error::config(
-                "target.prompt",
-                "the target prompt is empty; name a built-in one (identity, entity_description) or give text",
-            ));
-        }
-        let target_ids = model
-            .encode_prompt(target_text)
-            .map_err(|e| Error::config("target.prompt", e))?;
-        let target_position =
-            config
-                .target
-                .position
-                .resolve(target_ids.len(), "target.position", target_text)?;
-
-        let mut nulls = BTreeMap::new();
-        for (name, text) in &config.null {
-            let ids = if text.is_empty() {
-                vec![model.tokenizer.bos().ok_or_else(|| {
-                    Error::config(
-                        &format!("null.{name}"),
-                        format!("{} has no BOS token; give the null prompt some text", model.name),
-                    )
-                })?]
-            } else {
-                model
-                    .encode_prompt(text)
-                    .map_err(|e| Error::config(&format!("null.{name}"), e))?
-            };
-            nulls.insert(name.clone(), ids);
-        }
-
-        let needs_book = config.amplifiers.iter().any(|a| a.feature().is_some());
-        let features = match (&config.features, needs_book) {
-            (Some(path), true) => load_book(path, model)?,
-            (None, true) => {
-                return Err(Error::config(
-                    "features",
-                    "an amplifier names a feature: give the feature book, features = \"configs/features-smollm2.toml\"",
-                ))
-            }
-            _ => Vec::new(),
-        };
-        let plan = ScopePlan {
-            model,
-            config: config.clone(),
-            sources,
-            source_ids,
-            target_ids,
-            target_position,
-            nulls,
-            features,
-        };
-        // Build every variant once with a stand-in σ, so that amplifier errors surface now.
-        plan.variants(&BTreeMap::new())?;
-        Ok(plan)
-    }
-
-    /// The label of every variant, in config order.
-    pub fn variant_labels(&self) -> Result<Vec<String>> {
-        Ok(self
-            .variants(&BTreeMap::new())?
-            .iter()
-            .map(|v| v.amplifier.label())
-            .collect())
-    }
-
-    /// The concept words of each feature an amplifier names.
-    pub fn feature_concepts(&self) -> BTreeMap<String, Vec<String>> {
-        self.config
-            .amplifiers
-            .iter()
-            .filter_map(|a| a.feature())
-            .filter_map(|name| self.features.iter().find(|f| f.name == name))
-            .map(|f| (f.name.clone(), f.concepts.clone()))
-            .collect()
-    }
-
-    /// The hook the sweep reads at `layer`.
-    pub fn source_hook(&self, layer: usize) -> HookPoint {
-        self.config.source.site.hook(layer)
-    }
-
-    /// The hooks the sweep reads, one per source layer, in the config's order.
-    pub fn source_hooks(&self) -> Vec<HookPoint> {
-        self.config
-            .source
-            .layers
-            .iter()
-            .map(|&l| self.source_hook(l))
-            .collect()
-    }
-
-    /// The hook patched for source layer `layer`.
-    pub fn target_hook(&self, layer: usize) -> HookPoint {
-        match self.config.target.layer {
-            TargetLayer::Source => self.config.source.site.hook(layer),
-            TargetLayer::Fixed(target) => self.config.source.site.hook(target),
-        }
-    }
-
-    /// Rows the full sweep generates (variants × layers × sources, features at their layer only).
-    pub fn total_rows(&self) -> Result<usize> {
-        let variants = self.variants(&BTreeMap::new())?;
-        let per_source: usize = self
-            .config
-            .source
-            .layers
-            .iter()
-            .map(|&l| {
-                variants
-                    .iter()
-                    .filter(|v| v.applies_at(self.source_hook(l)))
-                    .count()
-            })
-            .sum();
-        Ok(per_source * self.sources.len())
-    }
-
-    /// The variants of every `[[amplifier]]`; `sigma` holds the typical norm of h per hook for
-    /// `probe` `add` without a σ of its own.
-    fn variants(&self, sigma: &BTreeMap<HookPoint, f32>) -> Result<Vec<Variant>> {
-        let mut variants = Vec::new();
-        let source_hooks: Vec<HookPoint> = self.source_hooks();
-        for (i, spec) in self.config.amplifiers.iter().enumerate() {
-            let at = |field: &str| format!("amplifier[{i}] ({}).{field}", spec.kind());
-            let plain = |kind: &'static str,
-                         value: Option<f32>,
-                         null: Option<String>,
-                         amplifier: Box<dyn Amplifier>| Variant {
-                kind,
-                value,
-                feature: None,
-                null,
-                only_at: None,
-                concepts: Vec::new(),
-                amplifier,
-            };
-            match spec {
-                AmplifierConfig::None {} => variants.push(plain("none", None, None, Box::new(Plain))),
-                AmplifierConfig::Scale { .. } => {
-                    for alpha in spec.values_or(&[3.0, 6.0, 9.0, 12.0, 15.0]) {
-                        variants.push(plain("scale", Some(alpha), None, Box::new(Scale { alpha })));
-                    }
-                }
-                AmplifierConfig::Cfg { nulls, .. } => {
-                    let names: Vec<String> = if nulls.is_empty() {
-                        self.nulls.keys().cloned().collect()
-                    } else {
-                        nulls.clone()
-                    };
-                    for name in &names {
-                        if !self.nulls.contains_key(name) {
-                            return Err(Error::config(
-                                &at("nulls"),
-                                format!(
-                                    "no null prompt named '{name}'; the [null] table has {:?}",
-                                    self.nulls.keys().collect::<Vec<_>>()
-                                ),
-                            ));
-                        }
-                    }
-                    // Labels name the null prompt only when there is a choice to tell apart.
-                    let labelled = self.nulls.len() > 1;
-                    for s in spec.values_or(&[1.0, 2.0, 4.0, 8.0]) {
-                        for name in &names {
-                            let null_name = if labelled { name.clone() } else { String::new() };
-                            variants.push(plain(
-                                "cfg",
-                                Some(s),
-                                Some(name.clone()),
-                                Box::new(Cfg { s, null_name }),
-                            ));
-                        }
-                    }
-                }
-                AmplifierConfig::Sae {
-                    feature: name,
-                    mode,
-                    max_activation,
-                    ..
-                } => {
-                    let feature = self.feature_for(name, spec.kind(), i, &source_hooks)?;
-                    let FeatureSource::Sae { sae, latent, path } = &feature.source else {
-                        return Err(Error::config(
-                            &at("feature"),
-                            format!(
-                                "'{}' is not an SAE latent ({}); use kind = \"probe\" to amplify along a direction",
-                                feature.name,
-                                feature.describe()
-                            ),
-                        ));
-                    };
-                    for value in spec.values_or(&[4.0, 8.0]) {
-                        let sae_mode = match mode {
-                            SaeAmplifierMode::Scale => SaeMode::Scale { alpha: value },
-                            SaeAmplifierMode::Clamp => {
-                                let recorded = match max_activation {
-                                    Some(_) => None,
-                                    None => feature.recorded_max_activation()?,
-                                };
-                                let max_activation = max_activation.or(recorded).ok_or_else(|| {
-                                    Error::config(
-                                        &at("max_activation"),
-                                        format!(
-                                            "clamping needs latent {latent}'s largest activation: run `loupe sae top --sae {} --store <its store>` \
-                                             (it is then read from top/top.json), or give max_activation = <value>",
-                                            path.display()
-                                        ),
-                                    )
-                                })?;
-                                SaeMode::Clamp {
-                                    c: value,
-                                    max_activation,
-                                }
-                            }
-                        };
-                        let amplifier = SaeFeature::new(&feature.name, Arc::clone(sae), *latent, sae_mode)?;
-                        variants.push(feature_variant("sae", value, feature, Box::new(amplifier)));
-                    }
-                }
-                AmplifierConfig::Probe {
-                    feature: name,
-                    mode,
-                    sigma: given_sigma,
-                    ..
-                } => {
-                    let feature = self.feature_for(name, spec.kind(), i, &source_hooks)?;
-                    for value in spec.values_or(&[4.0, 8.0]) {
-                        let probe_mode = match mode {
-                            ProbeAmplifierMode::Scale => ProbeMode::Scale { alpha: value },
-                            ProbeAmplifierMode::Add => ProbeMode::Add {
-                                alpha: value,
-                                sigma: given_sigma
-                                    .or_else(|| sigma.get(&feature.hook).copied())
-                                    .unwrap_or(1.0),
-                            },
-                        };
-                        let amplifier =
-                            ProbeDirection::new(&feature.name, feature.direction.clone(), probe_mode)?;
-                        variants.push(feature_variant("probe", value, feature, Box::new(amplifier)));
-                    }
-                }
-            }
-        }
-        let mut labels = HashSet::new();
-        for v in &variants {
-            if !labels.insert(v.amplifier.label()) {
-                return Err(Error::config(
-                    "amplifier",
-                    format!(
-                        "'{}' is asked for twice; each variant must be unique",
-                        v.amplifier.label()
-                    ),
-                ));
-            }
-        }
-        Ok(variants)
-    }
-
-    /// The feature an `sae` or `probe` amplifier names, checked against the sweep's hooks.
-    fn feature_for(
-        &self,
-        name: &str,
-        kind: &str,
-        index: usize,
-        source_hooks: &[HookPoint],
-    ) -> Result<&Feature> {
-        let field = format!("amplifier[{index}] ({kind}).feature");
-        let feature = self.features.iter().find(|f| f.name == name).ok_or_else(|| {
-            Error::config(
-                &field,
-                format!(
-                    "no feature '{name}' in the book; it has {:?} (`loupe features list`)",
-                    self.features.iter().map(|f| &f.name).collect::<Vec<_>>()
-                ),
-            )
-        })?;
-        if source_hooks.contains(&feature.hook) {
-            return Ok(feature);
-        }
-        let llama = &self.model.llama;
-        let site_hook = source_hooks[0];
-        let message = if feature.hook.layer().map(|l| self.source_hook(l)) != Some(feature.hook) {
-            format!(
-                "feature '{name}' lives at {} ({} wide), but this sweep patches {} ({} wide): set source.site to match, \
-                 or give the feature a site in the book (a probe on mlp.hook_post can be moved to hook_mlp_out or hook_resid_post)",
-                feature.hook,
-                feature.direction.len(),
-                site_hook,
-                llama.width(site_hook)
-            )
-        } else {
-            let what = match feature.source {
-                FeatureSource::Sae { .. } => "an SAE latent",
-                FeatureSource::Probe { .. } => "a probe direction",
-                _ => "a direction",
-            };
-            format!(
-                "feature '{name}' is {what} for {}, layer {}, but the sweep's source layers are {:?}: add that layer \
-                 to source.layers, or use a feature trained at one of them",
-                feature.hook,
-                feature.hook.layer().unwrap_or(0),
-                self.config.source.layers
-            )
-        };
-        Err(Error::mismatch(message))
-    }
-
+impl ScopePlan<'_> {
     /// Runs the sweep, appending to `out/results.jsonl` and skipping what it already holds.
     pub fn run(&self, embedder: &Embedder, progress: &mut dyn Progress) -> Result<RunSummary> {
         let out = &self.config.out;
@@ -671,31 +278,5 @@ impl<'a> ScopePlan<'a> {
         }
         let json = serde_json::to_string_pretty(&identity).expect("a run identity serializes");
         Ok(loupe_util::write_atomically(&path, json.as_bytes())?)
-    }
-}
-
-impl Variant {
-    fn applies_at(&self, hook: HookPoint) -> bool {
-        self.only_at.is_none_or(|h| h == hook)
-    }
-}
-
-use loupe_util::vector::norm;
-
-/// A variant that amplifies a named feature: it applies only at the feature's hook.
-fn feature_variant(
-    kind: &'static str,
-    value: f32,
-    feature: &Feature,
-    amplifier: Box<dyn Amplifier>,
-) -> Variant {
-    Variant {
-        kind,
-        value: Some(value),
-        feature: Some(feature.name.clone()),
-        null: None,
-        only_at: Some(feature.hook),
-        concepts: feature.concepts.clone(),
-        amplifier,
     }
 }

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use loupe_model::{HookPoint, Hooks, Logits, Model, Positions};
-use loupe_probe::dataset::{ClassBalance, Level};
+use loupe_probe::dataset::ClassBalance;
+use loupe_probe::features::Level;
 use loupe_probe::{Metrics, Probe, ProbeInfo};
 use loupe_scope::features::Source;
 use loupe_scope::load_book;

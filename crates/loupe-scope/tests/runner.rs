@@ -367,7 +367,7 @@ fn a_probe_from_another_model_is_refused() {
     loupe_probe::Probe {
         info: loupe_probe::ProbeInfo {
             feature: "lang=a".into(),
-            level: loupe_probe::dataset::Level::Token,
+            level: loupe_probe::features::Level::Token,
             hook: "blocks.1.hook_resid_post".parse().unwrap(),
             width: 32,
             model_name: "other".into(),

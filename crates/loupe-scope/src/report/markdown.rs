@@ -1,0 +1,194 @@
+//! `report.md`: the fraction-interpreted tables, Patchscopes' next-token check, concept words,
+//! and every source prompt's variants with their generations.
+
+use std::fmt::Write as _;
+
+use super::{family, ReportContext, Summary};
+use crate::judge::concept_hits;
+use crate::results::ScopeRecord;
+
+pub(super) fn percent(fraction: Option<f64>) -> String {
+    fraction.map_or("–".into(), |f| format!("{:.0}%", 100.0 * f))
+}
+
+/// A generation in a Markdown table cell.
+pub(super) fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', "⏎").trim().to_string()
+}
+
+/// The fraction-interpreted tables (per family and per label against layer), as Markdown.
+pub fn fraction_tables(summary: &Summary) -> String {
+    let mut md = String::new();
+    let header = |md: &mut String, first: &str| {
+        let _ = write!(md, "| {first} |");
+        for layer in &summary.layers {
+            let _ = write!(md, " L{layer} |");
+        }
+        md.push_str("\n| --- |");
+        for _ in &summary.layers {
+            md.push_str(" ---: |");
+        }
+        md.push('\n');
+    };
+    let _ = writeln!(
+        md,
+        "Fraction of source prompts interpreted (score > {}) at each source layer, by amplifier (best value), and for any amplifier:\n",
+        summary.threshold
+    );
+    header(&mut md, "amplifier");
+    for family_name in &summary.families {
+        let _ = write!(md, "| {family_name} |");
+        for &layer in &summary.layers {
+            let _ = write!(
+                md,
+                " {} |",
+                percent(summary.fraction_interpreted(layer, |r| &family(r) == family_name))
+            );
+        }
+        md.push('\n');
+    }
+    md.push_str("| **any** |");
+    for &layer in &summary.layers {
+        let _ = write!(
+            md,
+            " **{}** |",
+            percent(summary.fraction_interpreted(layer, |_| true))
+        );
+    }
+    md.push_str("\n\nBy amplifier and value:\n\n");
+    header(&mut md, "amplifier × value");
+    for label in &summary.labels {
+        let _ = write!(md, "| {label} |");
+        for &layer in &summary.layers {
+            let _ = write!(
+                md,
+                " {} |",
+                percent(summary.fraction_interpreted(layer, |r| &r.label == label))
+            );
+        }
+        md.push('\n');
+    }
+    md
+}
+
+/// One source prompt's section: for each amplifier × value, its best layer, score and generation.
+pub fn source_section(summary: &Summary, source: &str) -> String {
+    let mut md = String::new();
+    let (_, best) = summary.of_source(source);
+    let _ = writeln!(
+        md,
+        "| amplifier | best layer | score | generation |\n| --- | ---: | ---: | --- |"
+    );
+    for r in summary.best_per_label(source) {
+        let star = if best.is_some_and(|b| std::ptr::eq(b, r)) {
+            " ★"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            md,
+            "| {}{star} | {} | {:.3} | {} |",
+            r.label,
+            r.layer,
+            r.score,
+            cell(&r.generation)
+        );
+    }
+    md
+}
+
+pub(super) fn markdown(context: &ReportContext, summary: &Summary) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Scope report: {}\n", context.model);
+    if let Some(note) = context.partial_note(summary) {
+        let _ = writeln!(md, "> **{note}**\n");
+    }
+    let _ = writeln!(
+        md,
+        "Target prompt: `{}`  \nSite: {} · {} source prompts · layers {:?} · {} patched generations  \n\
+         Score: cosine similarity of all-MiniLM-L6-v2 embeddings of source prompt and generation; interpreted when above {}.\n",
+        cell(&context.target_prompt),
+        context.site,
+        summary.sources.len(),
+        summary.layers,
+        summary.records.len(),
+        context.threshold
+    );
+    md.push_str("## Fraction interpreted\n\n");
+    md.push_str(&fraction_tables(summary));
+    md.push_str("\n![fraction interpreted](interpreted.svg)\n\n## Next token (Patchscopes)\n\n");
+    md.push_str(
+        "Precision@1: the fraction of patched targets whose most likely first token is the source's \
+         own next-token prediction, at each source layer; then over all layers, with the mean \
+         surprisal of that token (nats). Meant for the identity prompt.\n\n| amplifier |",
+    );
+    for layer in &summary.layers {
+        let _ = write!(md, " L{layer} |");
+    }
+    md.push_str(" all | surprisal |\n| --- |");
+    for _ in &summary.layers {
+        md.push_str(" ---: |");
+    }
+    md.push_str(" ---: | ---: |\n");
+    for label in &summary.labels {
+        let Some((precision, surprisal)) = summary.next_token(|r| &r.label == label) else {
+            continue;
+        };
+        let _ = write!(md, "| {label} |");
+        for &layer in &summary.layers {
+            match summary.next_token(|r| &r.label == label && r.layer == layer) {
+                Some((p, _)) => {
+                    let _ = write!(md, " {p:.2} |");
+                }
+                None => md.push_str(" – |"),
+            }
+        }
+        let _ = writeln!(md, " {precision:.2} | {surprisal:.2} |");
+    }
+    if !context.concepts.is_empty() {
+        md.push_str(
+            "\n## Concept words\n\nGenerations that use one of the feature's concept words, against \
+             plain patching (`none`) of the same sources at the same layer as the baseline:\n\n\
+             | amplifier | hits | `none`, same layer |\n| --- | ---: | ---: |\n",
+        );
+        for label in &summary.labels {
+            let of_label: Vec<&ScopeRecord> = summary.records.iter().filter(|r| &r.label == label).collect();
+            let Some(concepts) = of_label
+                .first()
+                .and_then(|r| r.feature.as_ref())
+                .and_then(|f| context.concepts.get(f))
+            else {
+                continue;
+            };
+            let hits = of_label.iter().filter(|r| !r.concept_hits.is_empty()).count();
+            let baseline: Vec<&ScopeRecord> = summary
+                .records
+                .iter()
+                .filter(|r| {
+                    r.amplifier == "none"
+                        && of_label
+                            .iter()
+                            .any(|f| f.layer == r.layer && f.source == r.source)
+                })
+                .collect();
+            let baseline_hits = baseline
+                .iter()
+                .filter(|r| !concept_hits(&r.generation, concepts).is_empty())
+                .count();
+            let _ = writeln!(
+                md,
+                "| {label} | {hits} / {} | {baseline_hits} / {} |",
+                of_label.len(),
+                baseline.len()
+            );
+        }
+    }
+    md.push_str(
+        "\n## Per source prompt\n\nEach amplifier × value at its best layer; ★ the best of the prompt.\n",
+    );
+    for source in &summary.sources {
+        let _ = writeln!(md, "\n### {}\n", cell(source));
+        md.push_str(&source_section(summary, source));
+    }
+    md
+}

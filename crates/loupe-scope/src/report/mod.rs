@@ -1,0 +1,193 @@
+//! Reports of a scope run, from its records: `report.md` and `report.html` (per source prompt,
+//! every amplifier × value with its generation and score, the best marked), a plot of the
+//! fraction of sources interpreted against layer (`interpreted.svg`, one line per amplifier), and
+//! `results.json` / `results.csv` for pandas.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::results::ScopeRecord;
+use crate::Result;
+
+mod csv;
+mod html;
+mod markdown;
+mod plot;
+
+pub use markdown::{fraction_tables, source_section};
+pub use plot::plot_svg;
+
+use csv::csv;
+use html::html;
+use markdown::markdown;
+
+/// What the report says about the run besides its records.
+pub struct ReportContext {
+    pub model: String,
+    pub target_prompt: String,
+    pub site: String,
+    /// Score above which a generation counts as interpreting its source.
+    pub threshold: f32,
+    /// The run's amplifier labels in config order (the order of rows and lines).
+    pub labels: Vec<String>,
+    /// The concept words of each feature the run amplified, by feature name.
+    pub concepts: BTreeMap<String, Vec<String>>,
+    /// Generations the whole run makes; a report from fewer says at its top that it is partial.
+    pub expected_generations: usize,
+}
+
+impl ReportContext {
+    /// The warning a report from an unfinished run opens with.
+    fn partial_note(&self, summary: &Summary) -> Option<String> {
+        let done = summary.records.len();
+        (done < self.expected_generations).then(|| {
+            format!(
+                "PARTIAL RESULTS: {done} of {} generations are done (the run was stopped). \
+                 Fractions below count only what is done; run the same command again to finish.",
+                self.expected_generations
+            )
+        })
+    }
+}
+
+pub struct ReportPaths {
+    pub markdown: PathBuf,
+    pub html: PathBuf,
+    pub plot: PathBuf,
+    pub json: PathBuf,
+    pub csv: PathBuf,
+}
+
+/// The records arranged for reading: labels and families in the order the run made them.
+pub struct Summary<'a> {
+    pub records: &'a [ScopeRecord],
+    pub threshold: f32,
+    pub layers: Vec<usize>,
+    /// Amplifier labels (`scale 6`), in run order.
+    pub labels: Vec<String>,
+    /// Amplifier families (`scale`, `cfg`, `sae dog`), in run order: one line each in the plot.
+    pub families: Vec<String>,
+    /// Source prompts in run order.
+    pub sources: Vec<String>,
+}
+
+/// `none`, `scale`, `cfg`, or `sae NAME` / `probe NAME` for a feature.
+pub fn family(record: &ScopeRecord) -> String {
+    match &record.feature {
+        Some(name) => format!("{} {name}", record.amplifier),
+        None => record.amplifier.clone(),
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, item: &str) {
+    if !list.iter().any(|x| x == item) {
+        list.push(item.to_string());
+    }
+}
+
+impl<'a> Summary<'a> {
+    /// `label_order`: the run's variants in config order; labels not in it follow in the order
+    /// the records have them.
+    pub fn new(records: &'a [ScopeRecord], threshold: f32, label_order: &[String]) -> Self {
+        let mut sorted: Vec<&ScopeRecord> = records.iter().collect();
+        sorted.sort_by_key(|r| r.source_index);
+        let (mut labels, mut families, mut sources) = (Vec::new(), Vec::new(), Vec::new());
+        let mut layers: Vec<usize> = records.iter().map(|r| r.layer).collect();
+        layers.sort_unstable();
+        layers.dedup();
+        for r in &sorted {
+            push_unique(&mut labels, &r.label);
+            push_unique(&mut sources, &r.source);
+        }
+        labels.sort_by_key(|l| label_order.iter().position(|o| o == l).unwrap_or(usize::MAX));
+        for label in &labels {
+            if let Some(r) = sorted.iter().find(|r| &r.label == label) {
+                push_unique(&mut families, &family(r));
+            }
+        }
+        Summary {
+            records,
+            threshold,
+            layers,
+            labels,
+            families,
+            sources,
+        }
+    }
+
+    /// The fraction of sources interpreted at `layer` by the records `pick` selects: a source
+    /// counts when any selected record of it scores above the threshold (Superscopes' rule, "at
+    /// any amplification"). `None` where nothing was selected at that layer.
+    pub fn fraction_interpreted(&self, layer: usize, pick: impl Fn(&ScopeRecord) -> bool) -> Option<f64> {
+        let mut best: BTreeMap<&str, f32> = BTreeMap::new();
+        for r in self.records.iter().filter(|r| r.layer == layer && pick(r)) {
+            let score = best.entry(&r.source).or_insert(f32::NEG_INFINITY);
+            *score = score.max(r.score);
+        }
+        if best.is_empty() {
+            return None;
+        }
+        let interpreted = best.values().filter(|&&s| s > self.threshold).count();
+        Some(interpreted as f64 / best.len() as f64)
+    }
+
+    /// Patchscopes' precision@1 and mean surprisal of the records `pick` selects.
+    pub fn next_token(&self, pick: impl Fn(&ScopeRecord) -> bool) -> Option<(f64, f64)> {
+        let chosen: Vec<&ScopeRecord> = self.records.iter().filter(|r| pick(r)).collect();
+        if chosen.is_empty() {
+            return None;
+        }
+        let n = chosen.len() as f64;
+        let precision = chosen.iter().filter(|r| r.next_token_match).count() as f64 / n;
+        let surprisal = chosen.iter().map(|r| r.surprisal as f64).sum::<f64>() / n;
+        Some((precision, surprisal))
+    }
+
+    /// The records of one source prompt, and the best of them (highest score).
+    pub fn of_source(&self, source: &str) -> (Vec<&'a ScopeRecord>, Option<&'a ScopeRecord>) {
+        let records: Vec<&ScopeRecord> = self.records.iter().filter(|r| r.source == source).collect();
+        let best = records.iter().copied().max_by(|a, b| a.score.total_cmp(&b.score));
+        (records, best)
+    }
+
+    /// For each label, the record of this source with the highest score over layers.
+    pub fn best_per_label(&self, source: &str) -> Vec<&'a ScopeRecord> {
+        let (records, _) = self.of_source(source);
+        self.labels
+            .iter()
+            .filter_map(|label| {
+                records
+                    .iter()
+                    .copied()
+                    .filter(|r| &r.label == label)
+                    .max_by(|a, b| a.score.total_cmp(&b.score))
+            })
+            .collect()
+    }
+}
+
+/// Writes every report file into `out`.
+pub fn write_report(out: &Path, context: &ReportContext, records: &[ScopeRecord]) -> Result<ReportPaths> {
+    let summary = Summary::new(records, context.threshold, &context.labels);
+    let paths = ReportPaths {
+        markdown: out.join("report.md"),
+        html: out.join("report.html"),
+        plot: out.join("interpreted.svg"),
+        json: out.join("results.json"),
+        csv: out.join("results.csv"),
+    };
+    let plot = plot_svg(&summary);
+    write_atomic(&paths.markdown, &markdown(context, &summary))?;
+    write_atomic(&paths.html, &html(context, &summary, &plot))?;
+    write_atomic(&paths.plot, &plot)?;
+    write_atomic(
+        &paths.json,
+        &serde_json::to_string_pretty(records).expect("records serialize"),
+    )?;
+    write_atomic(&paths.csv, &csv(records))?;
+    Ok(paths)
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    Ok(loupe_util::write_atomically(path, text.as_bytes())?)
+}
