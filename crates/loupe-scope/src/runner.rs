@@ -23,8 +23,6 @@ use crate::results::{done_keys, ResultsFile, ScopeRecord};
 use crate::variants::Variant;
 use crate::{Error, Result};
 
-/// Source prompts run through the model together when their activations are captured.
-
 /// What a source prompt gives the sweep.
 struct SourceActivations {
     /// By source layer: h at the source position.
