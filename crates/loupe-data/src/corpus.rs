@@ -40,17 +40,22 @@ fn default_text_field() -> String {
 /// A labelled character span of a document's text: `[start, end)` in characters.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Span {
+    /// First character of the span (0-based, counted in `char`s, not bytes).
     pub start: usize,
+    /// One past its last character (exclusive).
     pub end: usize,
+    /// The label value the span's tokens get, e.g. `quote`.
     pub label: String,
 }
 
 /// One document with its labels.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Document {
+    /// The document's text, as read from the file or the JSONL text field.
     pub text: String,
     /// Document-level labels by field name.
     pub labels: BTreeMap<String, String>,
+    /// Labelled character spans of `text`, from the JSONL span field (empty when there is none).
     pub spans: Vec<Span>,
 }
 

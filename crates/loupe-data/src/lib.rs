@@ -5,6 +5,8 @@
 //! [`capture`] runs the hooked model over those contexts and writes the activations into a
 //! [`store`] (sharded safetensors and a manifest), which [`reader`] reads back as shuffled batches.
 
+#![warn(missing_docs)]
+
 pub mod capture;
 pub mod corpus;
 mod error;

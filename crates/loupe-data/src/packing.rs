@@ -20,11 +20,14 @@ pub const NO_DOC: u32 = u32::MAX;
 /// its index here.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LabelVocab {
+    /// The label field names: the document label fields, then the span field when there is one.
     pub fields: Vec<String>,
+    /// `values[field][id]`: the value that label id `id` of field `field` stands for.
     pub values: Vec<Vec<String>>,
 }
 
 impl LabelVocab {
+    /// An empty vocabulary for `fields`, with no values seen yet.
     pub fn new(fields: Vec<String>) -> Self {
         let values = vec![Vec::new(); fields.len()];
         LabelVocab { fields, values }
@@ -45,6 +48,7 @@ impl LabelVocab {
 /// One packed context: `tokens[0]` is the separator.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Context {
+    /// Token ids, `context_length` of them (fewer in the last context of a corpus).
     pub tokens: Vec<u32>,
     /// Document index of each token ([`NO_DOC`] for separators).
     pub docs: Vec<u32>,
@@ -74,6 +78,7 @@ pub struct Packer<'t, I> {
     /// The document label fields; the span field, when there is one, comes after them.
     doc_fields: Vec<String>,
     has_span_field: bool,
+    /// The label values seen so far; token label ids in the yielded contexts index into it.
     pub vocab: LabelVocab,
     pending: VecDeque<Token>,
     documents_read: u32,
@@ -81,6 +86,9 @@ pub struct Packer<'t, I> {
 }
 
 impl<'t, I: Iterator<Item = Result<Document>>> Packer<'t, I> {
+    /// A packer over `documents` that starts every context and separates documents with token
+    /// `separator`. `doc_fields` are the document-level label fields to carry to every token;
+    /// `span_field` is the JSONL span field whose labelled spans become token-level labels.
     pub fn new(
         documents: I,
         tokenizer: &'t Tokenizer,

@@ -18,7 +18,9 @@ use crate::{Error, Result};
 /// An activation store opened for reading.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// The store directory (holding `manifest.json` and the shards).
     pub dir: PathBuf,
+    /// The store's manifest, read and checked when the store was opened.
     pub manifest: Manifest,
 }
 
@@ -26,9 +28,13 @@ pub struct Store {
 pub struct ShardData {
     /// `[rows, width]`, f32.
     pub activations: Tensor,
+    /// Per row: the token id.
     pub token_ids: Vec<u32>,
+    /// Per row: the document index ([`NO_DOC`](crate::packing::NO_DOC) for separators).
     pub doc_ids: Vec<u32>,
+    /// Per row: the index of its context in the whole store.
     pub context_ids: Vec<u32>,
+    /// Per row: the token's position in its context (0 is the separator that starts it).
     pub positions: Vec<u32>,
     /// `labels[field]` per row, fields as in the manifest's label vocabulary.
     pub labels: Vec<Vec<u32>>,
@@ -37,15 +43,20 @@ pub struct ShardData {
 /// Which documents a reader yields.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Split {
+    /// Every document.
     All,
     /// Documents not held out.
     Train {
+        /// The held-out fraction of documents, in [0, 1].
         held_out: f64,
+        /// Seed of the per-document hash that chooses them.
         seed: u64,
     },
     /// A `held_out` fraction of the documents, chosen by hashing each document index with `seed`.
     HeldOut {
+        /// The held-out fraction of documents, in [0, 1].
         held_out: f64,
+        /// Seed of the per-document hash that chooses them; the same as the training split's.
         seed: u64,
     },
 }
@@ -78,6 +89,7 @@ fn is_held_out(doc: u32, fraction: f64, seed: u64) -> bool {
 }
 
 impl Store {
+    /// Opens the store in `dir`, reading and checking its manifest (the shards are read later).
     pub fn open(dir: &Path) -> Result<Self> {
         Ok(Store {
             dir: dir.to_path_buf(),

@@ -21,19 +21,24 @@ use crate::corpus::CorpusSpec;
 use crate::packing::LabelVocab;
 use crate::{Error, Result};
 
+/// The manifest's file name in a store directory.
 pub const MANIFEST: &str = "manifest.json";
 
 /// The dtype activations are stored in (read back as f32).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreDType {
+    /// 32-bit float: exact, 4 bytes per value.
     #[default]
     F32,
+    /// IEEE half precision: 2 bytes per value, range ±65504.
     F16,
+    /// bfloat16: 2 bytes per value, f32's range with 8 bits of mantissa.
     Bf16,
 }
 
 impl StoreDType {
+    /// The candle dtype of this storage type.
     pub fn dtype(self) -> DType {
         match self {
             StoreDType::F32 => DType::F32,
@@ -43,41 +48,56 @@ impl StoreDType {
     }
 }
 
+/// The model a store's activations came from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// The name the model was loaded by.
     pub name: String,
     /// sha256 of its weights (see `ModelSource::fingerprint`).
     pub sha256: String,
+    /// The model's residual stream width (hidden size).
     pub d_model: usize,
 }
 
+/// One hook point captured into a store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HookInfo {
+    /// The hook point; its shard tensors are named by it.
     pub name: HookPoint,
+    /// Values per row at this hook point (`d_model` for the residual stream).
     pub width: usize,
 }
 
 /// One corpus file as it was when captured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FileInfo {
+    /// The file, as it was found when captured.
     pub path: PathBuf,
+    /// Its length in bytes.
     pub bytes: u64,
+    /// Its sha256, lowercase hex.
     pub sha256: String,
 }
 
+/// One corpus source of a store, with the files it was read from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CorpusInfo {
+    /// The source as the capture config gave it.
     pub spec: CorpusSpec,
+    /// The files read from it, in reading order.
     pub files: Vec<FileInfo>,
 }
 
+/// One shard file of a store, as the manifest lists it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShardInfo {
+    /// The shard's file name in the store directory, `shard-NNNNN.safetensors` (see [`shard_file`]).
     pub file: String,
     /// Tokens (rows) in the shard.
     pub tokens: u64,
+    /// Index of the shard's first context in the store; shards hold consecutive contexts.
     pub first_context: u64,
+    /// Contexts in the shard.
     pub contexts: u64,
     /// The file's length in bytes (absent in stores written before loupe recorded it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,20 +110,29 @@ pub struct ShardInfo {
 /// What a store holds and where it came from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The loupe version that wrote the store.
     pub loupe_version: String,
+    /// The model the activations came from.
     pub model: ModelInfo,
+    /// The hook points captured, each one tensor per shard.
     pub hooks: Vec<HookInfo>,
+    /// The dtype activations are stored in.
     pub dtype: StoreDType,
+    /// Tokens per context, separator included.
     pub context_length: usize,
     /// The token that starts every context and separates documents.
     pub separator_token: u32,
     /// Whether separator positions are stored (by default not: their norm dwarfs the rest).
     pub include_separators: bool,
+    /// The corpus sources, in the order they were read.
     pub corpus: Vec<CorpusInfo>,
+    /// Label fields and values; the shards' `labels.<field>` ids index into it.
     pub labels: LabelVocab,
+    /// The shards, in context order.
     pub shards: Vec<ShardInfo>,
     /// Totals over the shards.
     pub tokens: u64,
+    /// Contexts in all shards.
     pub contexts: u64,
     /// True once the whole corpus (or the token budget) is captured.
     pub complete: bool,
@@ -137,6 +166,8 @@ impl Manifest {
         }
     }
 
+    /// Reads `manifest.json` from the store directory `dir` and checks that its shard names and totals
+    /// agree with one another.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST);
         let text = std::fs::read_to_string(&path)
@@ -182,6 +213,7 @@ impl Manifest {
         Ok(())
     }
 
+    /// Writes `manifest.json` into `dir` atomically (a temp file, then a rename).
     pub fn write(&self, dir: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self).expect("a manifest serializes");
         Ok(loupe_util::write_atomically(
@@ -190,6 +222,7 @@ impl Manifest {
         )?)
     }
 
+    /// The entry for `hook`, or `None` when the store does not hold it.
     pub fn hook(&self, hook: HookPoint) -> Option<&HookInfo> {
         self.hooks.iter().find(|h| h.name == hook)
     }
@@ -274,6 +307,7 @@ pub fn write_shard(
     })
 }
 
+/// The file name of shard `index`: `shard-00000.safetensors`, five digits, zero-padded.
 pub fn shard_file(index: usize) -> String {
     format!("shard-{index:05}.safetensors")
 }

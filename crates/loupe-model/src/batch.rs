@@ -88,6 +88,7 @@ impl Batch {
         &self.ids
     }
 
+    /// Sequences in the batch.
     pub fn rows(&self) -> usize {
         self.pads.len()
     }
@@ -112,6 +113,7 @@ impl Batch {
         &self.pads
     }
 
+    /// Whether any row is left-padded (rows of unequal length).
     pub fn has_padding(&self) -> bool {
         self.pads.iter().any(|&p| p > 0)
     }

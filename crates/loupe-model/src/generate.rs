@@ -18,23 +18,32 @@ pub enum Sampling {
     /// `top_p` when given. Each row samples with its own generator seeded with `seed`, so a
     /// prompt gives the same text in a batch and alone.
     Sample {
+        /// Divides the logits before the softmax: below 1 sharper, above 1 flatter.
         temperature: f64,
+        /// Nucleus sampling's probability mass in (0, 1]; `None` samples from the whole vocabulary.
         top_p: Option<f64>,
+        /// Seed of each row's random generator.
         seed: u64,
     },
 }
 
+/// What [`generate`] does: how many tokens at most, how each is chosen, and what ends a row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerateConfig {
+    /// New tokens per prompt at most, the stop token included.
     pub max_new_tokens: usize,
+    /// How each next token is chosen.
     pub sampling: Sampling,
     /// Tokens that end a row's generation (kept as its last token).
     pub stop_tokens: Vec<u32>,
 }
 
+/// Why a row stopped generating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
+    /// It generated one of the config's stop tokens.
     StopToken,
+    /// It generated `max_new_tokens` tokens without a stop token.
     MaxTokens,
 }
 
@@ -43,6 +52,7 @@ pub enum StopReason {
 pub struct Generation {
     /// New tokens only, the stop token included when there was one.
     pub tokens: Vec<u32>,
+    /// Why generation of this prompt ended.
     pub stop: StopReason,
 }
 

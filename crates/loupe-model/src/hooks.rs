@@ -13,7 +13,9 @@ use crate::{Batch, Error, HookPoint, Result};
 /// positions past the prompt are changed when they are generated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Positions {
+    /// Every position, the prompt's and generated ones alike.
     All,
+    /// Only these positions (0-based indices into the sequence, padding not counted).
     Only(Vec<usize>),
 }
 
@@ -99,9 +101,13 @@ impl Edit {
 /// and positions, apply `edit`.
 #[derive(Clone, Debug)]
 pub struct Intervention {
+    /// Where in the model the edit applies.
     pub hook: HookPoint,
+    /// Which token positions of each sequence it applies to.
     pub positions: Positions,
+    /// Which rows (sequences) of the batch it applies to, by index; `None` for all.
     pub rows: Option<Vec<usize>>,
+    /// The change made to the selected activations.
     pub edit: Edit,
 }
 
@@ -120,6 +126,7 @@ pub struct Hooks {
 }
 
 impl Hooks {
+    /// No captures and no interventions: a plain forward pass.
     pub fn new() -> Self {
         Self::default()
     }

@@ -13,19 +13,30 @@ use crate::{Batch, Error, HookPoint, Hooks, Result};
 /// The shape of a llama-family model: what `config.json` says, resolved (no optional fields).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
+    /// Residual stream width, `d_model`.
     pub hidden_size: usize,
+    /// Width of the MLP's hidden layer.
     pub intermediate_size: usize,
+    /// Tokens in the vocabulary (rows of the embedding and of the unembedding).
     pub vocab_size: usize,
+    /// Transformer blocks (layers).
     pub num_hidden_layers: usize,
+    /// Attention (query) heads per layer.
     pub num_attention_heads: usize,
+    /// Key/value heads per layer (fewer than query heads under grouped-query attention).
     pub num_key_value_heads: usize,
+    /// Epsilon added to the mean square in RMSNorm.
     pub rms_norm_eps: f64,
+    /// Base of the rotary position embedding's frequencies.
     pub rope_theta: f32,
+    /// The context window, in tokens.
     pub max_position_embeddings: usize,
+    /// Whether the unembedding reuses the token embedding matrix.
     pub tie_word_embeddings: bool,
 }
 
 impl LlamaConfig {
+    /// Width of one attention head: `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }
@@ -167,8 +178,11 @@ fn check_hf_architecture(json: &str) -> std::result::Result<(), String> {
 /// after the deepest hooked layer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
+    /// Logits for every column, `[rows, columns, vocab]`.
     All,
+    /// Logits for the last column only, `[rows, 1, vocab]` (what generation needs).
     Last,
+    /// No logits: the pass runs only as deep as the hooks need.
     None,
 }
 
@@ -178,6 +192,7 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// An empty cache for a model of shape `config`, one per layer.
     pub fn new(config: &LlamaConfig) -> Self {
         // The cache grows in steps of this many columns when it fills up.
         const GROW_BY: usize = 256;
@@ -449,14 +464,17 @@ impl Llama {
         })
     }
 
+    /// The model's shape.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
     }
 
+    /// Transformer blocks in the model (`num_hidden_layers`).
     pub fn n_layers(&self) -> usize {
         self.config.num_hidden_layers
     }
 
+    /// The device the weights live on (CPU or a GPU).
     pub fn device(&self) -> &Device {
         self.rope_cos.device()
     }

@@ -7,10 +7,13 @@ use crate::{gguf, Batch, Error, Llama, LlamaConfig, ModelSource, Result, Tokeniz
 
 /// A loaded model: the hooked network and its tokenizer.
 pub struct Model {
+    /// The network, with hook points.
     pub llama: Llama,
+    /// Its tokenizer.
     pub tokenizer: Tokenizer,
     /// The name it was loaded by.
     pub name: String,
+    /// Where the weights and tokenizer were read from.
     pub source: ModelSource,
     /// The model's Jinja chat template (from the GGUF metadata or `tokenizer_config.json`).
     pub chat_template: Option<String>,

@@ -25,11 +25,16 @@ const REGISTERED_SHA256: &[(&str, &str)] = &[(
 pub enum ModelSource {
     /// A GGUF file, with a `tokenizer.json` that overrides the GGUF's own tokenizer when present.
     Gguf {
+        /// The `.gguf` file.
         path: PathBuf,
+        /// `<name>.tokenizer.json` or `tokenizer.json` beside it, used instead of the GGUF's tokenizer.
         tokenizer_json: Option<PathBuf>,
     },
     /// A Hugging Face model directory: `config.json`, `*.safetensors`, `tokenizer.json`.
-    HfDir { dir: PathBuf },
+    HfDir {
+        /// The model directory.
+        dir: PathBuf,
+    },
 }
 
 /// The directory fetched models go in: `$LOUPE_HOME/models`, by default `~/.cache/loupe/models`.

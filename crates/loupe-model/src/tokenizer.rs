@@ -164,18 +164,22 @@ impl Tokenizer {
         self.decode(&[id]).unwrap_or_else(|_| format!("<{id}>"))
     }
 
+    /// The beginning-of-sequence token id, when the model has one (SmolLM2 has none).
     pub fn bos(&self) -> Option<u32> {
         self.bos
     }
 
+    /// The end-of-sequence token id, when known; generation stops on it.
     pub fn eos(&self) -> Option<u32> {
         self.eos
     }
 
+    /// Tokens in the vocabulary, added special tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
 
+    /// The id of `token`, written as the vocabulary writes it (e.g. `<|endoftext|>`), if it is one.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

@@ -11,6 +11,8 @@ use crate::rank::{RankOptions, Ranking};
 use crate::sweep::{ExactOptions, SweepOptions, DEFAULT_KS};
 use crate::{Error, Result};
 
+/// A probe training run (`loupe probe train`): the stores and hooks to read, the features to probe,
+/// and the settings of the k sweep. Read from TOML with [`ProbeConfig::from_toml`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
@@ -36,6 +38,7 @@ pub struct ProbeConfig {
     /// Inverse L2 strength of the logistic regression, as scikit-learn's `C`.
     #[serde(default = "default_c")]
     pub c: f64,
+    /// The neuron rankings swept over k; default all four (see [`Ranking`]).
     #[serde(default = "default_rankings")]
     pub rankings: Vec<Ranking>,
     /// The k sweep; default 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 32, 64, 128, 256 capped by the
@@ -48,8 +51,10 @@ pub struct ProbeConfig {
     /// Neurons the L1 path follows before it stops.
     #[serde(default = "default_l1_path_neurons")]
     pub l1_path_neurons: usize,
+    /// The exhaustive search over sets of 1 to `exact.max_k` neurons (`[exact]` section).
     #[serde(default)]
     pub exact: ExactOptions,
+    /// The features to probe, one `[[feature]]` section each.
     #[serde(rename = "feature")]
     pub features: Vec<FeatureSpec>,
 }
@@ -83,6 +88,8 @@ impl ProbeConfig {
         Ok(config)
     }
 
+    /// Checks what deserialization cannot: an output directory, at least one store and feature,
+    /// `held_out` strictly between 0 and 1, a positive finite `c`, something to fit, and k values ≥ 1.
     pub fn validate(&self) -> Result<()> {
         if self.output.as_os_str().is_empty() {
             return Err(Error::config(
@@ -139,6 +146,7 @@ impl ProbeConfig {
         }
     }
 
+    /// The sweep settings of this config, with the k values `ks` (see [`ProbeConfig::ks_for`]).
     pub fn sweep_options(&self, ks: Vec<usize>) -> SweepOptions {
         SweepOptions {
             ks,

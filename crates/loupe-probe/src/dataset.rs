@@ -18,9 +18,13 @@ use crate::{Error, Result};
 /// What every hook of a store shares: per stored token, where it comes from and its labels.
 #[derive(Clone, Debug, Default)]
 pub struct Tokens {
+    /// Per token: its id in the model's vocabulary.
     pub token_ids: Vec<u32>,
+    /// Per token: its document index (`NO_DOC` for separators).
     pub doc_ids: Vec<u32>,
+    /// Per token: the index of its context in the store.
     pub context_ids: Vec<u32>,
+    /// Per token: its position in the context (0 is the separator).
     pub positions: Vec<u32>,
     /// `labels[field][row]`.
     pub labels: Vec<Vec<u32>>,
@@ -28,8 +32,11 @@ pub struct Tokens {
 
 /// One hook's activations over the first `max_tokens` tokens of a store.
 pub struct Examples {
+    /// The hook point the activations are from.
     pub hook: HookPoint,
+    /// Where each row comes from, and its labels.
     pub tokens: Tokens,
+    /// The activations, `[tokens, width]`, one row per stored token in store order.
     pub x: Matrix,
 }
 
@@ -90,25 +97,35 @@ pub fn load_examples(
 /// One feature's examples, split by document.
 #[derive(Clone, Debug)]
 pub struct Dataset {
+    /// The feature's name (as in file and directory names).
     pub feature: String,
+    /// Whether the rows are tokens or document means.
     pub level: Level,
     /// Rows of the example matrix (the token matrix, or the document means for document level).
     pub train: Vec<usize>,
+    /// Whether each training row has the feature, aligned with `train`.
     pub train_labels: Vec<bool>,
+    /// Held-out rows of the example matrix (whole documents held out).
     pub held_out: Vec<usize>,
+    /// Whether each held-out row has the feature, aligned with `held_out`.
     pub held_out_labels: Vec<bool>,
 }
 
 /// Positive and negative examples on each side of the split.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassBalance {
+    /// Training examples that have the feature.
     pub train_positive: usize,
+    /// Training examples that do not.
     pub train_negative: usize,
+    /// Held-out examples that have the feature.
     pub held_out_positive: usize,
+    /// Held-out examples that do not.
     pub held_out_negative: usize,
 }
 
 impl Dataset {
+    /// Counts the positive and negative examples of each side of the split.
     pub fn balance(&self) -> ClassBalance {
         let count = |l: &[bool]| l.iter().filter(|&&y| y).count();
         ClassBalance {
@@ -123,11 +140,15 @@ impl Dataset {
 /// Document means of a token matrix: one row per document (in order of first appearance), the
 /// document ids, and one token row of each document (to read its labels from).
 pub struct DocumentMeans {
+    /// `[documents, width]`: the mean activation of each document's tokens.
     pub x: Matrix,
+    /// The document index of each row of `x`.
     pub doc_ids: Vec<u32>,
+    /// For each row of `x`, the row of one of its document's tokens in the token matrix.
     pub first_row: Vec<usize>,
 }
 
+/// Averages the token rows of `examples` per document (separators left out), f64 accumulation.
 pub fn document_means(examples: &Examples) -> DocumentMeans {
     let width = examples.x.cols;
     let mut index: HashMap<u32, usize> = HashMap::new();

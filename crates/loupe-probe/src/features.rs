@@ -24,8 +24,10 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
+    /// One example per stored token.
     #[default]
     Token,
+    /// One example per document: the mean of its tokens' activations.
     Document,
 }
 
@@ -38,29 +40,37 @@ pub enum FeatureSpec {
     /// A label the store carries, e.g. `field = "lang"`: tokens with `value` against the rest;
     /// without a value, one feature per value the store has.
     Label {
+        /// The label field, as the capture's corpus section named it (`lang`).
         field: String,
+        /// The positive value (`de`); `None` makes one feature per value.
         #[serde(default)]
         value: Option<String>,
         /// `token` (each token) or `document` (the mean of a document's tokens).
         #[serde(default)]
         level: Level,
+        /// The feature's name in outputs, allowed only with a `value`; default `field=value`, with
+        /// `@doc` appended at document level.
         #[serde(default)]
         name: Option<String>,
     },
     /// Tokens that are numbers.
     Digit {
+        /// The feature's name in outputs; default `digit`.
         #[serde(default)]
         name: Option<String>,
     },
     /// Tokens inside a quotation.
     Quoted {
+        /// The feature's name in outputs; default `quoted`.
         #[serde(default)]
         name: Option<String>,
     },
     /// The second word of a two-word compound ("high school"); `words` default [`COMPOUNDS`].
     Compound {
+        /// The compounds, each two words separated by a space (`"high school"`).
         #[serde(default)]
         words: Option<Vec<String>>,
+        /// The feature's name in outputs; default `compound`.
         #[serde(default)]
         name: Option<String>,
     },
@@ -123,19 +133,27 @@ pub const COMPOUNDS: &[&str] = &[
 /// A feature resolved against a store.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Feature {
+    /// The feature's name, used in file and directory names (`lang=de`, `digit`).
     pub name: String,
+    /// Whether it is probed on tokens or on documents.
     pub level: Level,
+    /// What makes an example positive.
     pub kind: FeatureKind,
 }
 
+/// What makes an example positive for a [`Feature`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum FeatureKind {
     /// Label field index and the id of the positive value in the store's label vocabulary.
     Label {
+        /// Index of the label field in the store's label vocabulary.
         field: usize,
+        /// The positive value's label id; tokens with no value for the field are left out.
         value: u32,
     },
+    /// The token's text, trimmed, is all ASCII digits.
     Digit,
+    /// The token lies inside a quotation of its document (tokens holding a quote mark are negative).
     Quoted,
     /// (first word, second word), lower case.
     Compound(BTreeSet<(String, String)>),

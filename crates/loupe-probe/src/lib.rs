@@ -5,8 +5,10 @@
 //! tokens) into labelled examples split by document; [`rank`] orders the neurons by how well each
 //! alone separates the classes; [`sweep`] keeps the top k for each k and fits a class-balanced L2
 //! logistic regression ([`logreg`]) on them, and searches small sets exhaustively; [`metrics`]
-//! scores each probe on the held-out documents; [`probe`] saves it; [`train`] runs all of it over
+//! scores each probe on the held-out documents; [`probe`] saves it; [`train`](mod@train) runs all of it over
 //! stores, hooks and features from one [`config`], and [`summary`] tabulates the results.
+
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod dataset;

@@ -16,12 +16,16 @@ use crate::Result;
 
 /// The examples a regression is fitted on: `rows` × `cols`, row-major.
 pub struct Design {
+    /// Examples (rows).
     pub rows: usize,
+    /// Features per example (columns).
     pub cols: usize,
+    /// The values, row-major: `data[i * cols + j]`.
     pub data: Vec<f64>,
 }
 
 impl Design {
+    /// A design of `rows` × `cols` from row-major `data`; panics unless `data.len() == rows * cols`.
     pub fn new(rows: usize, cols: usize, data: Vec<f64>) -> Design {
         assert_eq!(data.len(), rows * cols);
         Design { rows, cols, data }
@@ -52,7 +56,9 @@ impl Design {
 /// A fitted regression.
 #[derive(Clone, Debug)]
 pub struct Fit {
+    /// One weight per column of the design.
     pub weights: Vec<f64>,
+    /// The intercept (not penalised).
     pub bias: f64,
     /// scikit-learn's objective (above) at the solution.
     pub objective: f64,
@@ -208,6 +214,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
+/// The logistic function `1 / (1 + e^−z)`, computed without overflow for large |z|.
 pub fn sigmoid(z: f64) -> f64 {
     if z >= 0.0 {
         1.0 / (1.0 + (-z).exp())

@@ -8,17 +8,22 @@ use crate::logreg::Design;
 
 /// `rows` × `cols` f32, row-major.
 pub struct Matrix {
+    /// Examples (rows).
     pub rows: usize,
+    /// Neurons (columns): the hook's width.
     pub cols: usize,
+    /// The values, row-major: `data[i * cols + j]`.
     pub data: Vec<f32>,
 }
 
 impl Matrix {
+    /// A matrix of `rows` × `cols` from row-major `data`; panics unless `data.len() == rows * cols`.
     pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Matrix {
         assert_eq!(data.len(), rows * cols);
         Matrix { rows, cols, data }
     }
 
+    /// Row `i`, `cols` values.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.cols..(i + 1) * self.cols]
     }
@@ -80,12 +85,16 @@ impl Matrix {
 
 /// Sums per class (index 0: negatives, 1: positives) for every column.
 pub struct ClassMoments {
+    /// Examples per class.
     pub count: [f64; 2],
+    /// `sum[class][column]`: the sum of the column's values over the class's examples.
     pub sum: [Vec<f64>; 2],
+    /// `sum_sq[class][column]`: the sum of their squares.
     pub sum_sq: [Vec<f64>; 2],
 }
 
 impl ClassMoments {
+    /// The mean of column `j` over class `class` (0 or 1); NaN when the class is empty.
     pub fn mean(&self, class: usize, j: usize) -> f64 {
         self.sum[class][j] / self.count[class]
     }
@@ -110,11 +119,14 @@ impl ClassMoments {
 /// Per-neuron mean and standard deviation over the training examples: `(x − mean) / std`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Standardization {
+    /// Mean of each neuron (column), indexed by column.
     pub mean: Vec<f64>,
+    /// Standard deviation of each neuron; 1 for a constant neuron, so it is never 0.
     pub std: Vec<f64>,
 }
 
 impl Standardization {
+    /// The standardised value `(v − mean[j]) / std[j]` of value `v` of column `j`.
     pub fn apply(&self, j: usize, v: f32) -> f64 {
         (v as f64 - self.mean[j]) / self.std[j]
     }

@@ -3,18 +3,24 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Binary classification metrics of a probe's logits against the truth, as scikit-learn computes them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// The headline figure: 2·TP / (2·TP + FP + FN), 0 when there is nothing to find or predict.
     pub f1: f64,
     /// Matthews correlation coefficient; 0 when a row or column of the confusion matrix is empty.
     pub mcc: f64,
+    /// TP / (TP + FP); 0 when nothing is predicted positive.
     pub precision: f64,
+    /// TP / (TP + FN); 0 when there are no positives.
     pub recall: f64,
+    /// (TP + TN) / all examples.
     pub accuracy: f64,
     /// Area under the ROC curve of the scores (ties count one half); NaN with a single class.
     pub roc_auc: f64,
+    /// Examples whose truth is positive.
     pub positives: usize,
+    /// Examples whose truth is negative.
     pub negatives: usize,
 }
 

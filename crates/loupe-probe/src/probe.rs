@@ -26,32 +26,48 @@ const METADATA_KEY: &str = "loupe_probe";
 /// What a probe is and how well it does (the JSON metadata).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProbeInfo {
+    /// The feature's name.
     pub feature: String,
+    /// Token-level or document-level.
     pub level: Level,
+    /// The hook point the probe reads.
     pub hook: HookPoint,
     /// Width of the hook (neuron indices are below it).
     pub width: usize,
+    /// The name the model was loaded by when the store was captured.
     pub model_name: String,
+    /// sha256 of the model's weights; a probe is used only with the same weights.
     pub model_sha256: String,
     /// The store the probe was trained on.
     pub store: PathBuf,
     /// The ranking that chose the neurons, or `exact`.
     pub method: String,
+    /// Number of neurons the probe reads.
     pub k: usize,
     /// scikit-learn's C of the L2 logistic regression.
     pub c: f64,
+    /// Metrics on the held-out documents.
     pub held_out: Metrics,
+    /// Metrics on the training examples.
     pub train: Metrics,
+    /// Positive and negative examples on each side of the split.
     pub balance: ClassBalance,
 }
 
+/// A trained sparse linear probe: a logistic regression on `k` neurons of one hook point.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
+    /// What it is and how well it does.
     pub info: ProbeInfo,
+    /// The neurons it reads, as indices into the hook's width, `[k]`.
     pub neurons: Vec<u32>,
+    /// One weight per neuron (on the standardised value when `mean`/`std` are set), `[k]`.
     pub weights: Vec<f32>,
+    /// The intercept; the score is a logit, positive meaning "has the feature".
     pub bias: f32,
+    /// Per-neuron training mean subtracted before weighting, `[k]`; `None` when not standardised.
     pub mean: Option<Vec<f32>>,
+    /// Per-neuron training standard deviation divided by, `[k]`; `None` when not standardised.
     pub std: Option<Vec<f32>>,
 }
 
@@ -78,6 +94,8 @@ impl Probe {
         (direction, bias as f32)
     }
 
+    /// The probe's mean and standard deviation, `[k]` each and indexed like `neurons` (not by neuron
+    /// index, unlike the per-column [`Standardization`] of a sweep); `None` when not standardised.
     pub fn standardization(&self) -> Option<Standardization> {
         match (&self.mean, &self.std) {
             (Some(m), Some(s)) => Some(Standardization {

@@ -20,16 +20,22 @@ use serde::{Deserialize, Serialize};
 use crate::logreg::{balanced_weights, sigmoid};
 use crate::matrix::{Matrix, Standardization};
 
+/// A way of ranking a hook's neurons by how well each alone separates the classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Ranking {
+    /// Absolute difference of the class means (divided by the standard deviation when standardised).
     MeanDiff,
+    /// Two-class one-way ANOVA F statistic.
     FStat,
+    /// Mutual information between the binned neuron and the label.
     MutualInfo,
+    /// Order of entry into an L1-regularised logistic regression path.
     L1,
 }
 
 impl Ranking {
+    /// Every ranking, in the order a sweep runs them.
     pub const ALL: [Ranking; 4] = [
         Ranking::MeanDiff,
         Ranking::FStat,
@@ -37,6 +43,7 @@ impl Ranking {
         Ranking::L1,
     ];
 
+    /// The ranking's name in configs, file names and summaries (`mean_diff`, `f_stat`, ...).
     pub fn name(self) -> &'static str {
         match self {
             Ranking::MeanDiff => "mean_diff",
@@ -57,6 +64,7 @@ pub struct RankOptions {
     pub l1_path_neurons: usize,
     /// Examples the mutual-information bin edges are estimated from.
     pub quantile_rows: usize,
+    /// Seeds the samples of the L1 path and of the quantile estimate.
     pub seed: u64,
 }
 
@@ -99,6 +107,8 @@ pub fn rank(
     ranked
 }
 
+/// Per neuron: the absolute difference of its class means over `rows`, divided by its standard
+/// deviation when `standardization` is given (so neurons of different scales compare).
 pub fn mean_diff(
     x: &Matrix,
     rows: &[usize],

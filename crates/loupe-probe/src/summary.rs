@@ -15,20 +15,31 @@ use crate::metrics::Metrics;
 use crate::probe::Probe;
 use crate::Result;
 
+/// One line of the run summary: one probe, with its held-out metrics.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SummaryRow {
+    /// The feature's name.
     pub feature: String,
+    /// Token-level or document-level.
     pub level: Level,
+    /// The hook point probed.
     pub hook: HookPoint,
+    /// The ranking that chose the neurons, or `exact`.
     pub method: String,
+    /// Neurons the probe reads.
     pub k: usize,
+    /// Their indices into the hook's width.
     pub neurons: Vec<u32>,
+    /// Metrics on the held-out documents.
     pub held_out: Metrics,
+    /// F1 on the training examples (a large gap to held-out F1 means overfitting).
     pub train_f1: f64,
+    /// Positive and negative examples on each side of the split.
     pub balance: ClassBalance,
 }
 
 impl SummaryRow {
+    /// The summary line of a saved probe.
     pub fn new(probe: &Probe) -> SummaryRow {
         let i = &probe.info;
         SummaryRow {
@@ -45,12 +56,14 @@ impl SummaryRow {
     }
 }
 
+/// Writes `summary.csv` and `summary.md` into `dir`, atomically.
 pub fn write_summary(dir: &Path, rows: &[SummaryRow]) -> Result<()> {
     loupe_util::write_atomically(&dir.join("summary.csv"), csv(rows).as_bytes())?;
     loupe_util::write_atomically(&dir.join("summary.md"), markdown(rows).as_bytes())?;
     Ok(())
 }
 
+/// The CSV summary: a header line, then one line per row with every held-out metric.
 pub fn csv(rows: &[SummaryRow]) -> String {
     let mut out = String::from(
         "feature,level,hook,layer,method,k,f1,mcc,precision,recall,accuracy,roc_auc,train_f1,held_out_positive,held_out_negative,neurons\n",
@@ -82,6 +95,8 @@ pub fn csv(rows: &[SummaryRow]) -> String {
     out
 }
 
+/// The Markdown summary: class balance, the best single neuron per feature, and tables of F1
+/// against k per feature, hook and method.
 pub fn markdown(rows: &[SummaryRow]) -> String {
     let mut out = String::from("# Probe summary\n\nHeld-out metrics; F1 is the headline.\n\n");
     let mut features: Vec<&str> = Vec::new();

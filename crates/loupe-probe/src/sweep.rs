@@ -20,15 +20,20 @@ use crate::Result;
 /// The k values of the sweep (those above the width are left out).
 pub const DEFAULT_KS: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 32, 64, 128, 256];
 
+/// How a sweep ranks neurons and fits probes.
 #[derive(Clone, Debug)]
 pub struct SweepOptions {
+    /// The numbers of neurons to fit probes on, each at most the hook's width.
     pub ks: Vec<usize>,
+    /// The rankings that choose the top-k neurons; each gets a probe per k.
     pub rankings: Vec<Ranking>,
     /// Standardise each neuron (training mean and standard deviation) before ranking and fitting.
     pub standardize: bool,
     /// Inverse L2 strength, as scikit-learn's `C`.
     pub c: f64,
+    /// Settings of the sampled rankings (L1 path, mutual information).
     pub rank: RankOptions,
+    /// Settings of the exhaustive search over small neuron sets.
     pub exact: ExactOptions,
 }
 
@@ -79,14 +84,19 @@ impl Default for ExactOptions {
 pub struct ProbeFit {
     /// The ranking that chose the neurons (`mean_diff`, `f_stat`, `mutual_info`, `l1`) or `exact`.
     pub method: String,
+    /// Neurons the probe reads.
     pub k: usize,
+    /// Their indices into the hook's width.
     pub neurons: Vec<usize>,
     /// Weights on the (standardised, when `standardization` is set) neurons.
     pub weights: Vec<f64>,
+    /// The intercept.
     pub bias: f64,
     /// Mean and standard deviation of each chosen neuron.
     pub standardization: Option<Standardization>,
+    /// Metrics on the held-out documents.
     pub held_out: Metrics,
+    /// Metrics on the training examples.
     pub train: Metrics,
     /// Training loss (class-balanced mean log loss) at the start and after each Newton step.
     pub losses: Vec<f64>,

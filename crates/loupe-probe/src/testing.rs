@@ -15,13 +15,17 @@ use crate::Result;
 
 /// Activations with token ids, documents and one label field, row by row.
 pub struct LabelledRows {
+    /// Neurons per row.
     pub width: usize,
     /// `[rows × width]`.
     pub x: Vec<f32>,
+    /// Per row: its token id.
     pub token_ids: Vec<u32>,
+    /// Per row: its document index.
     pub doc_ids: Vec<u32>,
     /// The label field's name and each row's value.
     pub field: String,
+    /// Per row: its value of the label field (`"a"` or `"b"`).
     pub values: Vec<String>,
 }
 

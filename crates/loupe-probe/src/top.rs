@@ -8,15 +8,20 @@ use serde::Serialize;
 
 use crate::{Error, Result};
 
+/// One token where a neuron fires hardest, with its context as text.
 #[derive(Clone, Debug, Serialize)]
 pub struct TopContext {
+    /// The neuron's activation at the token.
     pub activation: f32,
+    /// The token's document index.
     pub doc: u32,
     /// The token's labels, as `field=value`.
     pub labels: Vec<String>,
     /// Text of the tokens before it in its context, the token, and the tokens after.
     pub before: String,
+    /// The token's own text.
     pub token: String,
+    /// Text of the tokens after it in its context.
     pub after: String,
 }
 

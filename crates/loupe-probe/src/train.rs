@@ -19,14 +19,18 @@ use crate::{Error, Result};
 
 /// Told about each finished sweep (the binary writes TensorBoard scalars from it).
 pub trait ProbeObserver: Progress {
+    /// Called once a (feature, hook) sweep is done, with its class balance and every fitted probe.
     fn swept(&mut self, _hook: HookPoint, _feature: &str, _balance: &ClassBalance, _fits: &[ProbeFit]) {}
 }
 
+/// An observer that ignores everything, for runs without progress output.
 pub struct NoObserver;
 impl Progress for NoObserver {}
 impl ProbeObserver for NoObserver {}
 
+/// What [`train`] did.
 pub struct TrainOutcome {
+    /// One summary row per probe, of the sweeps run now and those resumed from earlier runs.
     pub rows: Vec<SummaryRow>,
     /// Stopped early on request; what was done is saved and a rerun resumes.
     pub stopped: bool,
@@ -69,6 +73,9 @@ struct SweepRecord {
     rows: Vec<SummaryRow>,
 }
 
+/// Runs `loupe probe train`: for every store, hook and feature of `config`, builds the dataset,
+/// runs the k sweep and saves every probe under `config.output`, then writes the summary. Sweeps a
+/// stopped run finished are reused; `observer` hears of progress, each sweep, and may ask to stop.
 pub fn train(
     config: &ProbeConfig,
     tokenizer: &Tokenizer,

@@ -8,10 +8,14 @@ use rayon::prelude::*;
 
 use crate::Params;
 
+/// The Adam optimiser, its state (step count and both moments) public so a checkpoint can save it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Adam {
+    /// Decay rate of the first moment (the gradient's running mean), typically 0.9.
     pub beta1: f64,
+    /// Decay rate of the second moment (the squared gradient's running mean), typically 0.999.
     pub beta2: f64,
+    /// Added to the second moment's square root to keep the step finite.
     pub eps: f64,
     /// Steps taken so far.
     pub t: u64,
@@ -22,6 +26,7 @@ pub struct Adam {
 }
 
 impl Adam {
+    /// A fresh optimiser for parameters shaped like `params`: no steps taken, both moments zero.
     pub fn new(params: &Params, beta1: f64, beta2: f64, eps: f64) -> Self {
         Adam {
             beta1,

@@ -12,11 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Adam, Error, Params, Result, TrainConfig};
 
+/// The checkpoint's file name in a run directory.
 pub const CHECKPOINT_FILE: &str = "trainer_state.safetensors";
 
 /// The scalars of a checkpoint (its JSON metadata).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CheckpointInfo {
+    /// Optimizer steps taken.
     pub step: u64,
     /// Passes over the training split begun so far (0-based index of the current one).
     pub epoch: u64,
@@ -26,27 +28,39 @@ pub struct CheckpointInfo {
     pub scale: f32,
     /// Activations with a larger norm (raw units) are left out; `None` keeps all.
     pub norm_cutoff: Option<f32>,
+    /// Input width (the hook's width).
     pub d_in: usize,
+    /// Number of latents.
     pub d_sae: usize,
+    /// Adam's step count (its bias correction depends on it).
     pub adam_t: u64,
+    /// What [`Architecture::state`](crate::arch::Architecture::state) returned (BatchTopK's threshold).
     pub architecture_state: Vec<(String, f64)>,
+    /// sha256 of the weights of the model the store was captured from.
     pub model_sha256: String,
+    /// The run's config; a resumed run must agree with it.
     pub config: TrainConfig,
 }
 
+/// Everything needed to continue a training run exactly; saved as [`CHECKPOINT_FILE`].
 pub struct Checkpoint {
+    /// The scalars, stored as the file's JSON metadata.
     pub info: CheckpointInfo,
+    /// The parameters, in the training (normalised) space.
     pub params: Params,
+    /// The optimiser with its moments.
     pub adam: Adam,
     /// Training tokens since each latent last fired.
     pub since_fired: Vec<u64>,
 }
 
 impl Checkpoint {
+    /// Where the checkpoint of the run directory `dir` is.
     pub fn path(dir: &Path) -> PathBuf {
         dir.join(CHECKPOINT_FILE)
     }
 
+    /// Writes the checkpoint into `dir` atomically, replacing the previous one.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let path = Self::path(dir);
         let mut tensors: Vec<(String, Vec<u8>, Vec<usize>, Dtype)> = Vec::new();

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::arch::ArchitectureName;
 use crate::{Error, Result};
 
+/// One SAE training run (`loupe sae train --config ...`): data, architecture, optimiser, schedules
+/// and evaluation. Read from TOML with [`TrainConfig::from_toml`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
@@ -24,6 +26,7 @@ pub struct TrainConfig {
     /// Latents per input dimension (d_sae = expansion × d_in), unless `d_sae` is given.
     #[serde(default = "default_expansion")]
     pub expansion: usize,
+    /// Number of latents; overrides `expansion` when given.
     #[serde(default)]
     pub d_sae: Option<usize>,
 
@@ -66,19 +69,25 @@ pub struct TrainConfig {
 
     /// Tokens to train on (steps = train_tokens / batch_size); the store is read again as needed.
     pub train_tokens: u64,
+    /// Activations (tokens) per optimizer step.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Peak learning rate (see [`TrainConfig::lr_at`] for the schedule).
     #[serde(default = "default_lr")]
     pub lr: f64,
+    /// Steps over which the learning rate rises linearly to `lr`.
     #[serde(default = "default_lr_warmup_steps")]
     pub lr_warmup_steps: u64,
     /// Fraction of training at the end over which the learning rate falls linearly to 0.
     #[serde(default = "default_lr_decay_fraction")]
     pub lr_decay_fraction: f64,
+    /// Adam's first-moment decay rate.
     #[serde(default = "default_beta1")]
     pub adam_beta1: f64,
+    /// Adam's second-moment decay rate.
     #[serde(default = "default_beta2")]
     pub adam_beta2: f64,
+    /// Adam's epsilon.
     #[serde(default = "default_eps")]
     pub adam_eps: f64,
     /// Largest global gradient norm; larger gradients are scaled down to it. 0 turns it off.
@@ -117,6 +126,7 @@ pub struct TrainConfig {
     /// Rows kept in the shuffle buffer.
     #[serde(default = "default_shuffle_buffer")]
     pub shuffle_buffer: usize,
+    /// Seeds the document split, the shuffle of each pass, the initial weights and the samples.
     #[serde(default)]
     pub seed: u64,
 
@@ -220,9 +230,12 @@ fn default_log_every() -> u64 {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BDecInit {
+    /// The geometric median of the `init_tokens` sample (after normalisation and the norm cutoff).
     #[default]
     GeometricMedian,
+    /// The mean of that sample.
     Mean,
+    /// All zeros.
     Zeros,
 }
 
@@ -392,10 +405,12 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Number of latents for inputs `d_in` wide: `d_sae` if set, else `expansion × d_in`.
     pub fn d_sae(&self, d_in: usize) -> usize {
         self.d_sae.unwrap_or(self.expansion * d_in)
     }
 
+    /// Optimizer steps of the run: `train_tokens / batch_size`, rounded down.
     pub fn total_steps(&self) -> u64 {
         self.train_tokens / self.batch_size as u64
     }
@@ -418,6 +433,7 @@ impl TrainConfig {
         self.lr * warmup * decay
     }
 
+    /// The config as TOML (empty if it cannot be serialized), e.g. to save beside the run.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
     }

@@ -3,9 +3,11 @@ use std::path::PathBuf;
 /// Everything that can go wrong in loupe-sae; each message names the file or field and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// An error from reading an activation store (see `loupe_data::Error`).
     #[error(transparent)]
     Data(#[from] loupe_data::Error),
 
+    /// An error from loading or running the model (see `loupe_model::Error`).
     #[error(transparent)]
     Model(#[from] loupe_model::Error),
 
@@ -13,30 +15,53 @@ pub enum Error {
     #[error(transparent)]
     Disk(#[from] loupe_util::Error),
 
+    /// A tensor operation failed in candle (shape, dtype or device error).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
     /// An SAE, checkpoint or report file that is missing, unreadable or malformed.
     #[error("{}: {message}", path.display())]
-    File { path: PathBuf, message: String },
+    File {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
 
     /// A setting that cannot work, named.
     #[error("{field}: {message}")]
-    Config { field: String, message: String },
+    Config {
+        /// The config field at fault, e.g. `lr_decay_fraction`.
+        field: String,
+        /// Why its value cannot work.
+        message: String,
+    },
 
     /// An SAE and a store (or model) that do not belong together.
     #[error("{message}")]
-    Mismatch { message: String },
+    Mismatch {
+        /// What does not match.
+        message: String,
+    },
 
     /// The user asked to stop (Ctrl-C) before the work was done.
     #[error("stopped on request: {what}")]
-    Stopped { what: String },
+    Stopped {
+        /// What was left undone, as a clause for the message.
+        what: String,
+    },
 
     /// Training diverged; the last good checkpoint is left as it was.
     #[error("{message}")]
-    Diverged { step: u64, message: String },
+    Diverged {
+        /// The step at which it diverged: the number of optimizer steps already taken.
+        step: u64,
+        /// What went non-finite or out of bounds.
+        message: String,
+    },
 }
 
+/// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {

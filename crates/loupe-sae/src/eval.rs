@@ -19,11 +19,15 @@ use crate::{Error, Result, Sae};
 /// The SAE spliced into the model, averaged over predicted tokens.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SplicedMetrics {
+    /// Contexts run through the model.
     pub contexts: usize,
     /// Next-token predictions scored.
     pub tokens: usize,
+    /// Mean next-token cross-entropy of the unchanged model, nats.
     pub ce_clean: f64,
+    /// The same with the SAE's reconstruction in place of the activation.
     pub ce_sae: f64,
+    /// The same with the activation set to zero.
     pub ce_zero_ablation: f64,
     /// (CE_zero − CE_sae) / (CE_zero − CE_clean): 1 when splicing loses nothing.
     /// `None` when zero-ablating the hook does not change the loss: there is nothing to recover.
@@ -123,7 +127,9 @@ pub fn reconstruction(
 /// A context rebuilt from a store: its tokens (separators where the store kept no row) and the
 /// positions the store holds activations for (where the SAE is spliced in).
 pub struct StoredContext {
+    /// The context's token ids, in order.
     pub tokens: Vec<u32>,
+    /// Positions in the context that the store holds activations for.
     pub positions: Vec<usize>,
 }
 

@@ -5,6 +5,8 @@
 //! Training works on the activation store of `loupe-data`. The trained SAE is saved as SAELens
 //! saves one, in the model's own activation units, and is used through [`Sae`].
 
+#![warn(missing_docs)]
+
 mod adam;
 pub mod arch;
 mod checkpoint;

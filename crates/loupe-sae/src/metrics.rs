@@ -9,6 +9,7 @@ use crate::{Result, Sae};
 /// How well an SAE reconstructs a set of activations, in the model's units.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ReconstructionMetrics {
+    /// Tokens the metrics are over.
     pub tokens: u64,
     /// Mean squared error per element.
     pub mse: f64,
@@ -36,6 +37,7 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// An empty tally for inputs `d_in` wide and `d_sae` latents.
     pub fn new(d_in: usize, d_sae: usize) -> Self {
         Tally {
             d_in,
@@ -67,6 +69,8 @@ impl Tally {
         Ok(())
     }
 
+    /// The metrics of everything added so far; a latent is dense when it fired on more than
+    /// `dense_threshold` (a fraction of tokens) of them.
     pub fn metrics(&self, dense_threshold: f64) -> ReconstructionMetrics {
         let n = self.tokens.max(1) as f64;
         let mean_norm_sq: f64 = self.sum_x.iter().map(|s| (s / n) * (s / n)).sum();
@@ -89,10 +93,12 @@ impl Tally {
 pub struct Density(pub Vec<f64>);
 
 impl Density {
+    /// Densities from per-latent fire counts over `tokens` tokens.
     pub fn new(fired: &[u64], tokens: u64) -> Self {
         Density(fired.iter().map(|&c| c as f64 / tokens.max(1) as f64).collect())
     }
 
+    /// The fraction of latents whose density passes `test`, in [0, 1].
     pub fn fraction(&self, test: impl Fn(f64) -> bool) -> f64 {
         self.0.iter().filter(|&&d| test(d)).count() as f64 / self.0.len().max(1) as f64
     }

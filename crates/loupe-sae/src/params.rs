@@ -12,9 +12,12 @@ use candle_core::{Device, Storage, Tensor};
 
 use crate::{Error, Result};
 
+/// An SAE's trainable parameters as flat f32 vectors (also used for gradients and Adam's moments).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Params {
+    /// Input width.
     pub d_in: usize,
+    /// Number of latents.
     pub d_sae: usize,
     /// `[d_sae, d_in]`: row i is the direction latent i reads.
     pub enc: Vec<f32>,
@@ -30,6 +33,7 @@ pub struct Params {
 }
 
 impl Params {
+    /// All-zero parameters, with a `log_threshold` when `with_threshold` (JumpReLU).
     pub fn zeros(d_in: usize, d_sae: usize, with_threshold: bool) -> Self {
         Params {
             d_in,
@@ -61,6 +65,7 @@ impl Params {
         fields
     }
 
+    /// Every tensor with its name, mutably, in the order of [`Params::fields`].
     pub fn fields_mut(&mut self) -> Vec<(&'static str, &mut Vec<f32>)> {
         let mut fields = vec![
             ("enc", &mut self.enc),
@@ -82,16 +87,19 @@ impl Params {
             .sum()
     }
 
+    /// Multiplies every value by `factor` (gradient clipping).
     pub fn scale(&mut self, factor: f32) {
         for (_, v) in self.fields_mut() {
             v.iter_mut().for_each(|x| *x *= factor);
         }
     }
 
+    /// Whether every value is finite (no NaN or infinity).
     pub fn all_finite(&self) -> bool {
         self.fields().iter().all(|(_, v)| v.iter().all(|x| x.is_finite()))
     }
 
+    /// The encoder as a CPU tensor, `[d_sae, d_in]`.
     pub fn enc_tensor(&self) -> Result<Tensor> {
         Ok(Tensor::from_slice(
             &self.enc,
@@ -100,6 +108,7 @@ impl Params {
         )?)
     }
 
+    /// The decoder as a CPU tensor, `[d_sae, d_in]`.
     pub fn dec_tensor(&self) -> Result<Tensor> {
         Ok(Tensor::from_slice(
             &self.dec,
@@ -108,10 +117,12 @@ impl Params {
         )?)
     }
 
+    /// The encoder bias as a CPU tensor, `[d_sae]`.
     pub fn b_enc_tensor(&self) -> Result<Tensor> {
         Ok(Tensor::from_slice(&self.b_enc, self.d_sae, &Device::Cpu)?)
     }
 
+    /// The decoder bias as a CPU tensor, `[d_in]`.
     pub fn b_dec_tensor(&self) -> Result<Tensor> {
         Ok(Tensor::from_slice(&self.b_dec, self.d_in, &Device::Cpu)?)
     }

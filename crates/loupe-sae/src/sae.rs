@@ -14,9 +14,15 @@ pub enum Activation {
     /// `ReLU(pre)` (SAELens "standard").
     Relu,
     /// The k largest of `pre`, then ReLU (SAELens "topk").
-    TopK { k: usize },
+    TopK {
+        /// Active latents per token.
+        k: usize,
+    },
     /// `ReLU(pre) · (pre > threshold)` per latent (SAELens "jumprelu"; also what BatchTopK saves).
-    JumpRelu { threshold: Vec<f32> },
+    JumpRelu {
+        /// Per latent, `[d_sae]`, in the model's activation units.
+        threshold: Vec<f32>,
+    },
 }
 
 impl Activation {
@@ -33,12 +39,16 @@ impl Activation {
 /// Where an SAE belongs: SAELens's `metadata` block.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SaeMetadata {
+    /// The model the SAE was trained on, as loupe or SAELens names it.
     pub model_name: String,
+    /// The hook point, as a string (`blocks.15.hook_resid_post`).
     pub hook_name: String,
     /// sha256 of the model file the training activations came from (loupe's check that an SAE
     /// is used with the model it was trained on).
     pub model_sha256: Option<String>,
+    /// Tokens per context of the training activations.
     pub context_size: Option<usize>,
+    /// The activation store (or dataset) it was trained on.
     pub dataset_path: Option<String>,
     /// The architecture it was trained as (`batchtopk` saves as a JumpReLU).
     pub trained_architecture: Option<String>,
@@ -47,10 +57,14 @@ pub struct SaeMetadata {
     pub norm_cutoff: Option<f32>,
 }
 
+/// A trained sparse autoencoder, ready to encode and decode activations in the model's units.
 #[derive(Clone, Debug)]
 pub struct Sae {
+    /// What it computes from the pre-activations.
     pub activation: Activation,
+    /// Input width: the hook's width.
     pub d_in: usize,
+    /// Number of latents.
     pub d_sae: usize,
     /// `[d_in, d_sae]`
     pub w_enc: Tensor,
@@ -60,7 +74,9 @@ pub struct Sae {
     pub w_dec: Tensor,
     /// `[d_in]`
     pub b_dec: Tensor,
+    /// Whether b_dec is subtracted from the input before encoding.
     pub apply_b_dec_to_input: bool,
+    /// Where it belongs (model, hook) and how it was trained.
     pub metadata: SaeMetadata,
 }
 

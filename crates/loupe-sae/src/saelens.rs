@@ -11,8 +11,11 @@ use serde_json::{json, Value};
 
 use crate::{Activation, Error, Result, Sae, SaeMetadata};
 
+/// SAELens's config file in an SAE directory.
 pub const CFG_FILE: &str = "cfg.json";
+/// SAELens's weights file in an SAE directory.
 pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
+/// Gemma Scope's weights file (a NumPy archive).
 pub const GEMMA_SCOPE_FILE: &str = "params.npz";
 
 /// Writes `sae` into `dir` (created if needed): the weights first, then `cfg.json`, each through

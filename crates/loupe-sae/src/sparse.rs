@@ -15,12 +15,16 @@ use rayon::prelude::*;
 pub struct SparseCode {
     /// Number of latents (d_sae).
     pub width: usize,
+    /// `rows() + 1` entries: where each token's latents start in `latents`, then the total.
     pub offsets: Vec<usize>,
+    /// The active latents' indices, token after token.
     pub latents: Vec<u32>,
+    /// Their activations, aligned with `latents`.
     pub values: Vec<f32>,
 }
 
 impl SparseCode {
+    /// A code of `width` latents from each token's `(latent, value)` list, in order.
     pub fn from_rows(width: usize, rows: Vec<Vec<(u32, f32)>>) -> Self {
         let mut code = SparseCode {
             width,
@@ -38,6 +42,7 @@ impl SparseCode {
         code
     }
 
+    /// Tokens (rows) in the code.
     pub fn rows(&self) -> usize {
         self.offsets.len() - 1
     }

@@ -17,6 +17,7 @@ use crate::Result;
 /// sparse, non-negative combination of them (each feature on with probability
 /// `mean_active / n_features`, magnitude uniform in [0.5, 1.5]) plus a little noise.
 pub struct Synthetic {
+    /// Dimensions of each row.
     pub d: usize,
     /// `[n_features, d]`, unit rows.
     pub directions: Vec<f32>,
@@ -24,6 +25,8 @@ pub struct Synthetic {
     pub rows: Vec<f32>,
 }
 
+/// Makes [`Synthetic`] activations: `rows` rows of `d` dimensions from `n_features` random directions,
+/// about `mean_active` of them on per row, reproducible from `seed`.
 pub fn synthetic(d: usize, n_features: usize, rows: usize, mean_active: f64, seed: u64) -> Synthetic {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut directions: Vec<f32> = (0..n_features * d).map(|_| gaussian(&mut rng)).collect();

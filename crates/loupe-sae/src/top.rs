@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Result, Sae};
 
+/// What [`top_activations`] looks at: which split, how many tokens, and how much context.
 #[derive(Clone, Debug)]
 pub struct TopConfig {
+    /// Which documents of the store to read.
     pub split: Split,
     /// Stop after this many tokens of the store.
     pub max_tokens: usize,
@@ -22,22 +24,29 @@ pub struct TopConfig {
     pub examples: usize,
     /// Tokens shown before and after each example's token.
     pub before: usize,
+    /// Tokens shown after each example's token.
     pub after: usize,
 }
 
+/// Per latent, how often it fires and its strongest examples.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TopReport {
+    /// Tokens read.
     pub tokens: u64,
+    /// One summary per latent, by latent index.
     pub latents: Vec<LatentSummary>,
 }
 
+/// How one latent behaves over the tokens read.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LatentSummary {
+    /// The latent's index, below `d_sae`.
     pub latent: u32,
     /// Tokens it fired on.
     pub fired: u64,
     /// fired / tokens
     pub frequency: f64,
+    /// Its largest activation.
     pub max_activation: f32,
     /// Mean over the tokens it fired on.
     pub mean_activation: f32,
@@ -45,10 +54,14 @@ pub struct LatentSummary {
     pub examples: Vec<Example>,
 }
 
+/// One token where a latent fires strongly, with its surroundings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Example {
+    /// The latent's activation at the token.
     pub activation: f32,
+    /// Index of the token's context in the store.
     pub context: u32,
+    /// The token's position in its context.
     pub position: u32,
     /// The tokens around the example, as text.
     pub tokens: Vec<String>,

@@ -30,10 +30,12 @@ pub struct NoObserver;
 impl Progress for NoObserver {}
 impl TrainObserver for NoObserver {}
 
+/// What [`train()`](crate::train()) did.
 #[derive(Debug)]
 pub struct TrainOutcome {
     /// Steps done (all of them unless stopped).
     pub steps: u64,
+    /// Whether it stopped early on request; the checkpoint lets a rerun resume.
     pub stopped: bool,
     /// The last held-out evaluation.
     pub metrics: Option<ReconstructionMetrics>,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// A scope run (`loupe scope --config ...`), read from TOML with [`ScopeConfig::from_file`].
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeConfig {
@@ -20,20 +21,26 @@ pub struct ScopeConfig {
     /// A feature book, needed when an amplifier names a feature.
     #[serde(default)]
     pub features: Option<PathBuf>,
+    /// The source prompts, layers, site and position the activations are taken from.
     pub source: SourceConfig,
+    /// The prompt the activations are patched into (`[target]`).
     #[serde(default)]
     pub target: TargetConfig,
     /// Null prompts for `cfg`, by name: text, or "" for the BOS token alone.
     #[serde(default = "default_nulls")]
     pub null: BTreeMap<String, String>,
+    /// The amplifiers to sweep, one `[[amplifier]]` section each.
     #[serde(rename = "amplifier")]
     pub amplifiers: Vec<AmplifierConfig>,
+    /// Generation settings (`[generate]`).
     #[serde(default)]
     pub generate: GenerationConfig,
+    /// Judge settings (`[judge]`).
     #[serde(default)]
     pub judge: JudgeConfig,
 }
 
+/// Where source activations are taken: which prompts, at which layers, site and token.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
@@ -47,12 +54,14 @@ pub struct SourceConfig {
     /// (the MLP output) or `mlp_post` (the MLP neurons).
     #[serde(default = "default_site")]
     pub site: Site,
+    /// The source layers swept, 0-based; each must be below the model's layer count.
     pub layers: Vec<usize>,
     /// The token whose activation is taken: `"last"` or an index into the prompt's tokens.
     #[serde(default)]
     pub position: TokenPosition,
 }
 
+/// The target prompt the source activations are patched into, and where.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
@@ -62,6 +71,7 @@ pub struct TargetConfig {
     /// The layer patched: the source layer (`"source"`, default) or a fixed one.
     #[serde(default)]
     pub layer: TargetLayer,
+    /// The target token patched: `"last"` (default) or an index into the target prompt's tokens.
     #[serde(default)]
     pub position: TokenPosition,
 }
@@ -80,12 +90,16 @@ impl Default for TargetConfig {
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Site {
+    /// The residual stream after the block (`blocks.L.hook_resid_post`).
     ResidPost,
+    /// The MLP's output (`blocks.L.hook_mlp_out`).
     MlpOut,
+    /// The MLP's hidden neurons, after the activation function (`blocks.L.mlp.hook_post`).
     MlpPost,
 }
 
 impl Site {
+    /// The hook point of this site at `layer`.
     pub fn hook(self, layer: usize) -> loupe_model::HookPoint {
         use loupe_model::HookPoint;
         match self {
@@ -96,12 +110,15 @@ impl Site {
     }
 }
 
+/// A token of a prompt: its last, or one by index. Written `"last"` or a number.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum TokenPosition {
+    /// The prompt's last token.
     #[default]
     #[serde(with = "last")]
     Last,
+    /// The token at this 0-based index.
     Index(usize),
 }
 
@@ -123,12 +140,16 @@ impl TokenPosition {
     }
 }
 
+/// The target layer patched: the source layer itself, or one fixed layer for every source layer.
+/// Written `"source"` or a number.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum TargetLayer {
+    /// The same layer as the source activation's.
     #[default]
     #[serde(with = "same_as_source")]
     Source,
+    /// This layer (0-based), whatever the source layer.
     Fixed(usize),
 }
 
@@ -141,11 +162,13 @@ pub enum AmplifierConfig {
     None {},
     /// h·α (Superscopes' scaling); `values` are the αs (default 3, 6, 9, 12, 15).
     Scale {
+        /// The values swept (α); empty for the default ones.
         #[serde(default)]
         values: Vec<f32>,
     },
     /// Classifier-free guidance against null prompts; `values` are the s (default 1, 2, 4, 8).
     Cfg {
+        /// The values swept (s); empty for the default ones.
         #[serde(default)]
         values: Vec<f32>,
         /// Which null prompts (names in `[null]`); default all of them.
@@ -155,9 +178,12 @@ pub enum AmplifierConfig {
     /// An SAE latent of the feature book, scaled by α or clamped to c × its largest activation
     /// (`values`, default 4, 8).
     Sae {
+        /// The feature book entry (an SAE latent) to amplify.
         feature: String,
+        /// The values swept (α, or c with `mode = "clamp"`); empty for the default ones.
         #[serde(default)]
         values: Vec<f32>,
+        /// `scale` (default) or `clamp`.
         #[serde(default)]
         mode: SaeAmplifierMode,
         /// `mode = "clamp"`: the latent's largest activation; default the one `loupe sae top`
@@ -168,9 +194,12 @@ pub enum AmplifierConfig {
     /// A direction of the feature book (a probe, a mean difference, a vector): its component
     /// scaled by α, or α·σ added along it (`values`, default 4, 8).
     Probe {
+        /// The feature book entry to amplify along.
         feature: String,
+        /// The values swept (α); empty for the default ones.
         #[serde(default)]
         values: Vec<f32>,
+        /// `scale` (default) or `add`.
         #[serde(default)]
         mode: ProbeAmplifierMode,
         /// `mode = "add"`: σ, the typical norm of the activation; default the mean norm of the
@@ -184,8 +213,10 @@ pub enum AmplifierConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SaeAmplifierMode {
+    /// Set f_i' = α·f_i.
     #[default]
     Scale,
+    /// Set f_i' = c·max_i, max_i the latent's largest activation.
     Clamp,
 }
 
@@ -193,8 +224,10 @@ pub enum SaeAmplifierMode {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeAmplifierMode {
+    /// Scale the component of h along the direction by α.
     #[default]
     Scale,
+    /// Add α·σ along the direction.
     Add,
 }
 
@@ -262,9 +295,11 @@ pub const AMPLIFIER_FIELD_KINDS: &[(&str, &str)] = &[
     ("sigma", "probe (with mode = \"add\")"),
 ];
 
+/// How the patched target prompt generates (`[generate]`).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GenerationConfig {
+    /// Tokens generated per patched row (greedy), at most.
     #[serde(default = "default_max_new_tokens")]
     pub max_new_tokens: usize,
     /// The most rows generated together in one batch.
@@ -281,6 +316,7 @@ impl Default for GenerationConfig {
     }
 }
 
+/// How generations are judged (`[judge]`).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JudgeConfig {

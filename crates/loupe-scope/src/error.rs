@@ -1,19 +1,24 @@
 /// Everything that can go wrong in loupe-scope; each message names what is wrong and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// An error from loading or running the model (see `loupe_model::Error`).
     #[error(transparent)]
     Model(#[from] loupe_model::Error),
 
+    /// An error from loading or using an SAE (see `loupe_sae::Error`).
     #[error(transparent)]
     Sae(#[from] loupe_sae::Error),
 
+    /// An error from loading or using a probe (see `loupe_probe::Error`).
     #[error(transparent)]
     Probe(#[from] loupe_probe::Error),
 
     /// What a config field names (a probe, an SAE, a hook) could not be used; the cause is kept.
     #[error("{field}: {source}")]
     Field {
+        /// The config field, e.g. `feature[0] 'honesty'.probe`.
         field: String,
+        /// Why what it names could not be used.
         #[source]
         source: Box<Error>,
     },
@@ -22,21 +27,37 @@ pub enum Error {
     #[error(transparent)]
     Disk(#[from] loupe_util::Error),
 
+    /// A tensor operation failed in candle (shape, dtype or device error).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
     /// A setting that cannot work, named.
     #[error("{field}: {message}")]
-    Config { field: String, message: String },
+    Config {
+        /// The config field at fault.
+        field: String,
+        /// Why its value cannot work.
+        message: String,
+    },
 
+    /// A file or directory that could not be read or written.
     #[error("{path}: {message}")]
-    Io { path: String, message: String },
+    Io {
+        /// The file or directory, as displayed.
+        path: String,
+        /// The OS error's message.
+        message: String,
+    },
 
     /// A feature, SAE or probe that does not fit the site it is used at.
     #[error("{message}")]
-    Mismatch { message: String },
+    Mismatch {
+        /// What does not fit, and where.
+        message: String,
+    },
 }
 
+/// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {

@@ -34,6 +34,7 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureEntry {
+    /// The feature's name, as amplifiers and reports refer to it.
     pub name: String,
     /// `probe`, `sae`, `mean_diff` or `vector`.
     pub kind: String,
@@ -56,6 +57,7 @@ pub struct FeatureEntry {
     /// `mean_diff`, and `sae` without `latent`: the two prompt sets.
     #[serde(default)]
     pub positive: Vec<String>,
+    /// `mean_diff`, and `sae` without `latent`: the prompts the feature is measured against.
     #[serde(default)]
     pub negative: Vec<String>,
     /// `vector`: a safetensors file with a 1-D tensor `direction`.
@@ -76,20 +78,32 @@ struct BookFile {
 /// Where a feature's direction came from.
 #[derive(Clone)]
 pub enum Source {
+    /// A probe checkpoint, lifted to a direction with [`Probe::direction`].
     Probe {
+        /// The probe's `.safetensors` file.
         path: PathBuf,
+        /// The loaded probe.
         probe: Box<Probe>,
     },
+    /// An SAE latent's decoder row.
     Sae {
+        /// The SAE's directory or `params.npz`.
         path: PathBuf,
+        /// The loaded SAE.
         sae: Arc<Sae>,
+        /// The latent's index, below `d_sae`.
         latent: usize,
     },
+    /// The difference of two prompt sets' mean activations.
     MeanDiff {
+        /// Number of positive prompts.
         positives: usize,
+        /// Number of negative prompts.
         negatives: usize,
     },
+    /// A `direction` tensor read from a safetensors file.
     Vector {
+        /// The safetensors file.
         path: PathBuf,
     },
 }
@@ -97,11 +111,15 @@ pub enum Source {
 /// A feature resolved against a model: a direction at a hook.
 #[derive(Clone)]
 pub struct Feature {
+    /// The feature's name.
     pub name: String,
+    /// The hook point the direction lives at.
     pub hook: HookPoint,
     /// Not normalised: a probe's weights, an SAE's decoder row, a mean difference.
     pub direction: Vec<f32>,
+    /// Where the direction came from.
     pub source: Source,
+    /// Words whose appearance in a generation counts as the concept being named.
     pub concepts: Vec<String>,
 }
 
@@ -131,6 +149,7 @@ impl Feature {
             .map(|l| l.max_activation))
     }
 
+    /// One line for logs: name, hook, width, norm and where the direction came from.
     pub fn describe(&self) -> String {
         let norm = self.direction.iter().map(|v| v * v).sum::<f32>().sqrt();
         let what = match &self.source {

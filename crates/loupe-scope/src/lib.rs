@@ -3,6 +3,8 @@
 //! patch every variant into the same target prompt ([`target`]), let the model generate
 //! ([`runner`]), judge the generations ([`judge`]) and write the comparison ([`report`]).
 
+#![warn(missing_docs)]
+
 pub mod amplify;
 pub mod config;
 mod error;

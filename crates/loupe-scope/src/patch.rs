@@ -11,6 +11,8 @@ use loupe_model::{
 
 use crate::Result;
 
+/// A target prompt prepared for patching: the part before the patched position already run and its
+/// keys and values cached, shared by every patched row.
 pub struct PatchedTarget {
     /// Keys and values of the tokens before `position` (none when it is 0).
     prefix: Option<KvCache>,
@@ -21,7 +23,9 @@ pub struct PatchedTarget {
 
 /// One row: replace the activation at `hook` (at the target position) by `value`.
 pub struct Patch<'a> {
+    /// The hook whose activation is replaced.
     pub hook: HookPoint,
+    /// The new activation, the hook's width.
     pub value: &'a [f32],
 }
 

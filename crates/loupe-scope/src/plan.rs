@@ -14,7 +14,9 @@ use crate::{Error, Result};
 /// A checked scope run: prompts tokenized, features resolved and matched to the sweep's hooks.
 pub struct ScopePlan<'a> {
     pub(crate) model: &'a Model,
+    /// The config the plan was checked from.
     pub config: ScopeConfig,
+    /// The source prompts, inline and from `prompts_file`, in run order.
     pub sources: Vec<String>,
     pub(crate) source_ids: Vec<Vec<u32>>,
     pub(crate) target_ids: Vec<u32>,

@@ -15,8 +15,11 @@ use crate::{Error, Result};
 pub struct ScopeRecord {
     /// Index of the source prompt in the run's list.
     pub source_index: usize,
+    /// The source prompt's text.
     pub source: String,
+    /// The source layer the activation was taken at.
     pub layer: usize,
+    /// The target layer it was patched into.
     pub target_layer: usize,
     /// The source hook (the target hook is the same kind at `target_layer`).
     pub hook: String,
@@ -26,9 +29,13 @@ pub struct ScopeRecord {
     pub label: String,
     /// α, s or c; none for `none`.
     pub value: Option<f32>,
+    /// The feature amplified (`sae` and `probe`).
     pub feature: Option<String>,
+    /// The null prompt's name (`cfg`).
     pub null: Option<String>,
+    /// The generated text (new tokens only).
     pub generation: String,
+    /// The generated token ids.
     pub tokens: Vec<u32>,
     /// Cosine similarity of the source prompt's and the generation's sentence embeddings.
     pub score: f32,
@@ -38,15 +45,18 @@ pub struct ScopeRecord {
     pub source_next_token: String,
     /// The patched target's most likely first token.
     pub patched_next_token: String,
+    /// Whether `patched_next_token` is `source_next_token` (Patchscopes' precision@1).
     pub next_token_match: bool,
     /// `−ln p(source_next_token)` under the patched target's first-token distribution, in nats.
     pub surprisal: f32,
     /// ‖h‖ and ‖h'‖.
     pub norm: f32,
+    /// ‖h'‖, after amplification.
     pub amplified_norm: f32,
 }
 
 impl ScopeRecord {
+    /// What identifies this record within a run (see [`RecordKey`]).
     pub fn key(&self) -> RecordKey {
         (self.source.clone(), self.layer, self.label.clone())
     }

@@ -12,9 +12,13 @@ use crate::params::with_f32;
 use crate::sparse::batch_top_k;
 use crate::{Activation, Params, Result};
 
+/// The BatchTopK recipe (see the module docs).
 pub struct BatchTopK {
+    /// Mean active latents per token; the batch keeps its k × batch largest activations.
     pub k: usize,
+    /// The AuxK loss on dead latents.
     pub aux: AuxK,
+    /// Whether b_dec is subtracted from the input before encoding.
     pub apply_b_dec_to_input: bool,
     /// Rate of the running mean that estimates the inference threshold.
     pub threshold_lr: f64,

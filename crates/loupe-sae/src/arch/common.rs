@@ -26,7 +26,9 @@ pub fn pre_activations(params: &Params, x: &Tensor, apply_b_dec_to_input: bool) 
 /// latents, weighted by `coefficient · min(dead / k, 1)`, the error held fixed (detached).
 #[derive(Clone, Copy, Debug)]
 pub struct AuxK {
+    /// Dead latents that reconstruct the error, at most.
     pub k: usize,
+    /// Weight of the auxiliary loss (before the `min(dead / k, 1)` factor).
     pub coefficient: f64,
 }
 
@@ -92,13 +94,18 @@ pub fn sparse_backward(
 /// The dense part shared by ReLU and JumpReLU: given activations `f` (`[batch, d_sae]`), the
 /// reconstruction error and the gradients of the MSE with respect to the decoder, b_dec and `f`.
 pub struct DenseDecode {
+    /// Σ ||x̂ − x||² over the batch.
     pub squared_error: f64,
+    /// d(MSE)/d(decoder), `[d_sae, d_in]`.
     pub g_dec: Tensor,
+    /// d(MSE)/d(b_dec), `[d_in]`.
     pub g_b_dec: Tensor,
     /// d(MSE)/d(f), `[batch, d_sae]`
     pub g_f: Tensor,
 }
 
+/// Decodes the dense activations `f` (`[batch, d_sae]`) and returns the squared error against `x`
+/// (`[batch, d_in]`) with the gradients of the batch-mean MSE.
 pub fn dense_decode(params: &Params, x: &Tensor, f: &Tensor) -> Result<DenseDecode> {
     let rows = x.dim(0)?;
     let dec = params.dec_tensor()?;
@@ -141,6 +148,7 @@ pub fn fire_counts(mask: &Tensor) -> Result<Vec<u32>> {
         .collect())
 }
 
+/// A 1-D f32 tensor on the CPU holding `values`.
 pub fn vector(values: Vec<f32>) -> Result<Tensor> {
     let n = values.len();
     Ok(Tensor::from_vec(values, n, &Device::Cpu)?)
@@ -160,6 +168,7 @@ fn column_sums(rows: &[f32], d: usize) -> Vec<f32> {
     sums
 }
 
+/// Adds `from` to `to` element by element (over the shorter of the two).
 pub fn add(to: &mut [f32], from: &[f32]) {
     to.iter_mut().zip(from).for_each(|(t, f)| *t += f);
 }

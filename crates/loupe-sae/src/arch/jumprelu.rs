@@ -14,12 +14,17 @@ use super::{Architecture, StepContext, StepOutput};
 use crate::params::to_vec;
 use crate::{Activation, Params, Result};
 
+/// The JumpReLU recipe (see the module docs).
 pub struct JumpRelu {
+    /// The L0 (mean active latents per token) the penalty steers towards.
     pub target_l0: f64,
+    /// Weight λ of the penalty λ·(L0/target − 1)².
     pub l0_coefficient: f64,
     /// ε, the width of the estimator's window.
     pub bandwidth: f64,
+    /// Every latent's threshold θ at initialisation, in normalised activation units.
     pub initial_threshold: f64,
+    /// Whether b_dec is subtracted from the input before encoding.
     pub apply_b_dec_to_input: bool,
 }
 

@@ -20,9 +20,13 @@ use crate::{Activation, Error, Params, Result, TrainConfig};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ArchitectureName {
+    /// ReLU with a decoder-norm-weighted L1 penalty (Anthropic, April 2024).
     Relu,
+    /// TopK: the k largest pre-activations per token (Gao et al. 2024), with AuxK.
     Topk,
+    /// BatchTopK: the k × batch largest over the batch (Bussmann et al. 2024); saved as a JumpReLU.
     Batchtopk,
+    /// JumpReLU with learned per-latent thresholds and an L0 penalty (Rajamanoharan et al. 2024).
     Jumprelu,
 }
 
@@ -65,6 +69,7 @@ pub struct StepOutput {
 }
 
 impl StepOutput {
+    /// The training loss: the sum of the named terms.
     pub fn loss(&self) -> f64 {
         self.losses.iter().map(|(_, v)| v).sum()
     }
@@ -75,7 +80,10 @@ impl StepOutput {
     }
 }
 
+/// One SAE training recipe: how latents are chosen, the losses and their gradients, decoder
+/// constraints, and what the saved SAE computes. Built by name with [`build`].
 pub trait Architecture: Send {
+    /// The name as configs write it (`topk`), also recorded in the saved SAE's metadata.
     fn name(&self) -> &'static str;
 
     /// Whether the recipe subtracts b_dec from the input before encoding.
@@ -106,6 +114,7 @@ pub trait Architecture: Send {
         Vec::new()
     }
 
+    /// Restores the state [`Architecture::state`] returned, when resuming from a checkpoint.
     fn set_state(&mut self, _state: &[(String, f64)]) {}
 }
 

@@ -13,8 +13,11 @@ use super::{Architecture, StepContext, StepOutput};
 use crate::params::to_vec;
 use crate::{Activation, Params, Result};
 
+/// The ReLU recipe (see the module docs).
 pub struct Relu {
+    /// Weight λ of the decoder-norm-weighted L1 penalty.
     pub l1_coefficient: f64,
+    /// Whether b_dec is subtracted from the input before encoding (false in the April 2024 recipe).
     pub apply_b_dec_to_input: bool,
 }
 

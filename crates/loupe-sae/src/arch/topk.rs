@@ -10,9 +10,13 @@ use crate::params::with_f32;
 use crate::sparse::top_k_per_row;
 use crate::{Activation, Params, Result};
 
+/// The TopK recipe (see the module docs).
 pub struct TopK {
+    /// Active latents per token.
     pub k: usize,
+    /// The AuxK loss on dead latents.
     pub aux: AuxK,
+    /// Whether b_dec is subtracted from the input before encoding.
     pub apply_b_dec_to_input: bool,
 }
 

@@ -5,7 +5,9 @@
 use super::Amplifier;
 use crate::{Error, Result};
 
+/// The `cfg` amplifier: classifier-free guidance against a null prompt (see the module docs).
 pub struct Cfg {
+    /// The guidance strength s; 0 is plain patching.
     pub s: f32,
     /// Names the null prompt in labels (several can be compared).
     pub null_name: String,

@@ -17,6 +17,7 @@ pub mod scale;
 
 use crate::Result;
 
+/// Turns a source activation `h` into the `h'` patched into the target prompt; one per variant.
 pub trait Amplifier: Send + Sync {
     /// How the variant reads in reports: `none`, `scale 3`, `cfg 2`, `sae NAME ×4`,
     /// `probe NAME +8σ`.

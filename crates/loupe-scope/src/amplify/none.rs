@@ -3,6 +3,7 @@
 use super::Amplifier;
 use crate::Result;
 
+/// The `none` amplifier: patches `h` unchanged.
 pub struct Plain;
 
 impl Amplifier for Plain {

@@ -5,21 +5,29 @@
 use super::{add_scaled, dot, Amplifier};
 use crate::{Error, Result};
 
+/// How a [`ProbeDirection`] changes `h`.
 pub enum ProbeMode {
+    /// Scale the component of `h` along the direction: `h + (α−1)(h·ŵ)ŵ`.
     Scale {
+        /// The factor α on the component; 1 is plain patching.
         alpha: f32,
     },
-    /// `sigma`: the typical norm of h at this hook.
+    /// Add `α·σ·ŵ` to `h`.
     Add {
+        /// How many σ to move.
         alpha: f32,
+        /// The typical norm of h at this hook.
         sigma: f32,
     },
 }
 
+/// The `probe` amplifier: moves `h` along a feature's direction (see the module docs).
 pub struct ProbeDirection {
+    /// The feature's name, as reports show it.
     pub name: String,
     /// Unit length.
     direction: Vec<f32>,
+    /// Scale the component along the direction, or add along it.
     pub mode: ProbeMode,
 }
 
@@ -39,6 +47,7 @@ impl ProbeDirection {
         })
     }
 
+    /// The unit-length direction ŵ, the hook's width.
     pub fn direction(&self) -> &[f32] {
         &self.direction
     }

@@ -12,20 +12,35 @@ use loupe_sae::Sae;
 use super::{add_scaled, Amplifier};
 use crate::{Error, Result};
 
+/// How a [`SaeFeature`] changes its latent's activation f_i.
 pub enum SaeMode {
-    Scale { alpha: f32 },
-    Clamp { c: f32, max_activation: f32 },
+    /// f_i' = α·f_i.
+    Scale {
+        /// The factor α; 1 is plain patching.
+        alpha: f32,
+    },
+    /// f_i' = c·max_i.
+    Clamp {
+        /// The multiple c of the latent's largest activation.
+        c: f32,
+        /// max_i, the latent's largest activation seen over a corpus.
+        max_activation: f32,
+    },
 }
 
+/// The `sae` amplifier: changes one SAE latent's activation and adds the change along its decoder row.
 pub struct SaeFeature {
+    /// The feature's name, as reports show it.
     pub name: String,
     sae: Arc<Sae>,
     latent: usize,
     decoder_row: Vec<f32>,
+    /// Scale the latent's activation, or clamp it to a multiple of its maximum.
     pub mode: SaeMode,
 }
 
 impl SaeFeature {
+    /// Amplifies latent `latent` of `sae`; an error when the SAE has no such latent.
     pub fn new(name: &str, sae: Arc<Sae>, latent: usize, mode: SaeMode) -> Result<Self> {
         if latent >= sae.d_sae {
             return Err(Error::mismatch(format!(

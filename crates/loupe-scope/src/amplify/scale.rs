@@ -3,7 +3,9 @@
 use super::Amplifier;
 use crate::Result;
 
+/// The `scale` amplifier: `h' = α·h`.
 pub struct Scale {
+    /// The factor α; 1 is plain patching.
     pub alpha: f32,
 }
 

@@ -15,6 +15,7 @@ use crate::{Error, Result};
 /// The sentence-embedding model the judge uses by default, under the models directory.
 pub const DEFAULT_EMBEDDER: &str = "all-MiniLM-L6-v2";
 
+/// A sentence-embedding model (BERT with mean pooling, e.g. all-MiniLM-L6-v2) for the similarity judge.
 pub struct Embedder {
     bert: BertModel,
     tokenizer: Tokenizer,

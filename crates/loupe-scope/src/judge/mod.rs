@@ -28,8 +28,11 @@ pub fn concept_hits(text: &str, concepts: &[String]) -> Vec<String> {
 /// that token under the patched distribution, in nats.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NextToken {
+    /// The patched row's most likely first token.
     pub patched_top1: u32,
+    /// Whether it is the source's own most likely next token.
     pub matches: bool,
+    /// `−ln p(source's top token)` under the patched first-token distribution, nats.
     pub surprisal: f32,
 }
 

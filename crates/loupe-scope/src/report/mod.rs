@@ -23,8 +23,11 @@ use markdown::markdown;
 
 /// What the report says about the run besides its records.
 pub struct ReportContext {
+    /// The model's name.
     pub model: String,
+    /// The target prompt's text.
     pub target_prompt: String,
+    /// The source hook, with the layer written `L` (`blocks.L.hook_resid_post`).
     pub site: String,
     /// Score above which a generation counts as interpreting its source.
     pub threshold: f32,
@@ -50,18 +53,27 @@ impl ReportContext {
     }
 }
 
+/// Where [`write_report`] put each file.
 pub struct ReportPaths {
+    /// `report.md`.
     pub markdown: PathBuf,
+    /// `report.html`.
     pub html: PathBuf,
+    /// `interpreted.svg`: the fraction of sources interpreted against layer, one line per family.
     pub plot: PathBuf,
+    /// `results.json`: every record.
     pub json: PathBuf,
+    /// `results.csv`: every record, one line each.
     pub csv: PathBuf,
 }
 
 /// The records arranged for reading: labels and families in the order the run made them.
 pub struct Summary<'a> {
+    /// Every record of the run.
     pub records: &'a [ScopeRecord],
+    /// Score above which a generation counts as interpreting its source.
     pub threshold: f32,
+    /// The source layers that have records, ascending.
     pub layers: Vec<usize>,
     /// Amplifier labels (`scale 6`), in run order.
     pub labels: Vec<String>,
