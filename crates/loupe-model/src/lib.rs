@@ -6,15 +6,21 @@
 //! which activations to capture and which to change, named by [`HookPoint`] exactly as
 //! TransformerLens names them. [`generate()`] runs the same hooked forward with a KV cache.
 //!
-//! ```no_run
+//! On a tiny random-weight model (`Model::load("smollm2", ...)` loads the real default model the
+//! same way):
+//!
+//! ```
 //! use loupe_model::{Hooks, HookPoint, Logits, Model};
 //! # fn main() -> loupe_model::Result<()> {
-//! let model = Model::load("smollm2", &candle_core::Device::Cpu)?;
-//! let hook: HookPoint = "blocks.15.hook_resid_post".parse()?;
-//! let batch = model.batch(&["The capital of France is"])?;
+//! let dir = tempfile::tempdir().unwrap();
+//! loupe_model::testing::write_tiny_hf_dir(dir.path(), 0)?;
+//! let model = Model::load(dir.path().to_str().unwrap(), &candle_core::Device::Cpu)?;
+//! let hook: HookPoint = "blocks.1.hook_resid_post".parse()?;
+//! let batch = model.batch(&["the cat sat"])?;
 //! let mut hooks = Hooks::new().capture(hook);
-//! model.llama.forward(&batch, &mut hooks, Logits::None)?;
-//! let resid = hooks.captured(hook).expect("captured"); // [batch, tokens, 576]
+//! model.llama.forward(&batch, &mut hooks, Logits::None)?; // stops after layer 1
+//! let resid = hooks.captured(hook).expect("captured"); // [batch, tokens, d_model]
+//! assert_eq!(resid.dims()[2], model.llama.width(hook));
 //! # Ok(()) }
 //! ```
 

@@ -4,6 +4,33 @@
 //!
 //! Training works on the activation store of `loupe-data`. The trained SAE is saved as SAELens
 //! saves one, in the model's own activation units, and is used through [`Sae`].
+//!
+//! A TopK SAE trained on a small synthetic store (sparse combinations of 32 directions in 16
+//! dimensions) and loaded back from its SAELens files:
+//!
+//! ```
+//! use loupe_sae::testing::{synthetic, write_store};
+//! use loupe_sae::{saelens, train, NoObserver, TrainConfig};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let data = synthetic(16, 32, 4000, 3.0, 0);
+//! write_store(&dir.path().join("store"), "blocks.2.hook_resid_post".parse()?, 16, &data.rows, 50, "synthetic")?;
+//! let config = TrainConfig::from_toml(
+//!     &format!(
+//!         "store = {:?}\nhook = \"blocks.2.hook_resid_post\"\noutput = {:?}\narchitecture = \"topk\"\n\
+//!          k = 3\nexpansion = 2\ntrain_tokens = 5120\nbatch_size = 256\n",
+//!         dir.path().join("store"),
+//!         dir.path().join("sae"),
+//!     ),
+//!     "example",
+//!     &[],
+//! )?;
+//! let outcome = train(&config, &mut NoObserver)?;
+//! let sae = saelens::load(&dir.path().join("sae"))?;
+//! assert_eq!((sae.d_in, sae.d_sae), (16, 32));
+//! assert!(outcome.metrics.unwrap().explained_variance > 0.0);
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 

@@ -14,6 +14,17 @@
 //! And the small pieces the crates would otherwise each write again: how long-running work
 //! reports [`progress`] and learns it should stop (Ctrl-C), [`vector`] dot products and norms,
 //! and [`html`] escaping for reports.
+//!
+//! ```
+//! use loupe_util::DirLock;
+//! # fn main() -> loupe_util::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let run = dir.path().join("run");
+//! let _lock = DirLock::acquire(&run, "loupe example")?; // held until dropped
+//! assert!(DirLock::acquire(&run, "a second writer").is_err());
+//! loupe_util::write_atomically(&run.join("cfg.json"), b"{}")?;
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 
 pub mod atomic;
