@@ -37,6 +37,7 @@ mod llama;
 mod model;
 mod sha_cache;
 mod source;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod tokenizer;
 

@@ -48,6 +48,7 @@ pub mod probe;
 pub mod rank;
 pub mod summary;
 pub mod sweep;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod top;
 pub mod train;

@@ -46,6 +46,7 @@ pub mod report;
 mod sae;
 pub mod saelens;
 pub mod sparse;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod top;
 mod train;
