@@ -1,6 +1,7 @@
 //! `loupe capture`: stream a corpus through the model and write the activations at chosen hook
 //! points into a store, shard by shard, resuming an interrupted capture where it stopped.
 
+use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

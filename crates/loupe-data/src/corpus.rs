@@ -1,6 +1,7 @@
 //! Reading documents: plain text files (one document each), directories of them, and JSONL files
 //! (one document per line, a configurable text field, label fields, and labelled character spans).
 
+use loupe_util::Problems as _;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};

@@ -15,23 +15,13 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    /// A corpus, store or manifest file that is missing, unreadable or malformed.
-    #[error("{}: {message}", path.display())]
-    File {
-        /// The file at fault.
-        path: PathBuf,
-        /// What is wrong with it.
-        message: String,
-    },
+    /// A file that is missing, unreadable or malformed (the file named, and the fix).
+    #[error(transparent)]
+    File(#[from] loupe_util::FileProblem),
 
-    /// A setting that cannot work, named.
-    #[error("{field}: {message}")]
-    Config {
-        /// The setting at fault, e.g. `batch_size`.
-        field: String,
-        /// Why its value cannot work.
-        message: String,
-    },
+    /// A setting that cannot work (the field named, and the fix).
+    #[error(transparent)]
+    Config(#[from] loupe_util::SettingProblem),
 
     /// A store that belongs to another model, hook or corpus than its user expects.
     #[error("store {}: {message}", path.display())]
@@ -45,19 +35,3 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
-
-impl Error {
-    pub(crate) fn file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Error::File {
-            path: path.into(),
-            message: message.to_string(),
-        }
-    }
-
-    pub(crate) fn config(field: &str, message: impl std::fmt::Display) -> Self {
-        Error::Config {
-            field: field.to_string(),
-            message: message.to_string(),
-        }
-    }
-}

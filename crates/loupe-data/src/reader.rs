@@ -2,6 +2,7 @@
 //! bounded shuffle buffer (memory independent of the store's size), split by document into a
 //! training and a held-out part.
 
+use loupe_util::Problems as _;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};

@@ -10,6 +10,7 @@
 //! the shard's length, so a changed byte, a truncated shard or one swapped for another is refused
 //! by the reader with the file named.
 
+use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

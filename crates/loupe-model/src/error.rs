@@ -1,5 +1,3 @@
-use std::path::PathBuf;
-
 /// Everything that can go wrong in loupe-model. Each message says what was wrong and, where there
 /// is one, what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -8,14 +6,13 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    /// A model, tokenizer or config file that is missing, unreadable or malformed.
-    #[error("{}: {message}", path.display())]
-    File {
-        /// The file at fault.
-        path: PathBuf,
-        /// What is wrong with it.
-        message: String,
-    },
+    /// A file that is missing, unreadable or malformed (the file named, and the fix).
+    #[error(transparent)]
+    File(#[from] loupe_util::FileProblem),
+
+    /// A setting that cannot work (the field named, and the fix).
+    #[error(transparent)]
+    Config(#[from] loupe_util::SettingProblem),
 
     /// A model name or path that resolves to nothing.
     #[error("model '{name}' not found: {hint}")]
@@ -66,12 +63,3 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
-
-impl Error {
-    pub(crate) fn file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Error::File {
-            path: path.into(),
-            message: message.to_string(),
-        }
-    }
-}

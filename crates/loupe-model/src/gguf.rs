@@ -1,6 +1,7 @@
 //! Reading llama-family GGUF files (llama.cpp's format): metadata into a [`LlamaConfig`], every
 //! tensor dequantized to f32 and renamed to the Hugging Face layout, and the tokenizer's fields.
 
+use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;

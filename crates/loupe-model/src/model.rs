@@ -1,3 +1,4 @@
+use loupe_util::Problems as _;
 use std::path::Path;
 
 use candle_core::{DType, Device};

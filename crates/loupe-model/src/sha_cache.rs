@@ -7,6 +7,7 @@
 //! the file hashed again, and one that cannot be written (a read-only models directory) is simply
 //! not written.
 
+use loupe_util::Problems as _;
 use std::fs::Metadata;
 use std::io::Write;
 use std::path::{Path, PathBuf};

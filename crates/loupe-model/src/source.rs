@@ -1,5 +1,6 @@
 //! Naming a model on the command line: a registered short name, a path, or a hub id.
 
+use loupe_util::Problems as _;
 use std::path::{Path, PathBuf};
 
 use crate::{sha_cache, Error, Result};

@@ -3,6 +3,7 @@
 //! the same model as a GGUF file laid out as llama.cpp writes it (q and k rows permuted, tokenizer
 //! in the metadata). Weights come from a seeded generator, so every run writes the same model.
 
+use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::path::Path;
 

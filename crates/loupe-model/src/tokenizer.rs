@@ -1,6 +1,7 @@
 //! The model's tokenizer: a `tokenizers::Tokenizer`, read from a `tokenizer.json` or built from
 //! the `tokenizer.ggml.*` fields of a GGUF file (so that a GGUF file is all a model needs).
 
+use loupe_util::Problems as _;
 use std::path::Path;
 
 use ahash::AHashMap;

@@ -1,5 +1,3 @@
-use std::path::PathBuf;
-
 /// Everything that can go wrong in loupe-probe; each message names the file or field and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -19,23 +17,13 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    /// A probe or config file that is missing, unreadable or malformed.
-    #[error("{}: {message}", path.display())]
-    File {
-        /// The file at fault.
-        path: PathBuf,
-        /// What is wrong with it.
-        message: String,
-    },
+    /// A file that is missing, unreadable or malformed (the file named, and the fix).
+    #[error(transparent)]
+    File(#[from] loupe_util::FileProblem),
 
-    /// A setting that cannot work, named.
-    #[error("{field}: {message}")]
-    Config {
-        /// The config field at fault, e.g. `stores`.
-        field: String,
-        /// Why its value cannot work.
-        message: String,
-    },
+    /// A setting that cannot work (the field named, and the fix).
+    #[error(transparent)]
+    Config(#[from] loupe_util::SettingProblem),
 
     /// A dataset that cannot train a probe (one class only, no such label).
     #[error("{message}")]
@@ -49,20 +37,6 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Error::File {
-            path: path.into(),
-            message: message.to_string(),
-        }
-    }
-
-    pub(crate) fn config(field: &str, message: impl std::fmt::Display) -> Self {
-        Error::Config {
-            field: field.to_string(),
-            message: message.to_string(),
-        }
-    }
-
     pub(crate) fn dataset(message: impl std::fmt::Display) -> Self {
         Error::Dataset {
             message: message.to_string(),

@@ -1,6 +1,7 @@
 //! Small labelled activation stores for tests: random activations with one planted feature neuron,
 //! written in the store format so the whole path (store → dataset → sweep → files) is exercised.
 
+use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::path::Path;
 

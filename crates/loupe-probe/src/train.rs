@@ -2,6 +2,7 @@
 //! every probe, and write the summary. A finished (feature, hook) sweep leaves `sweep.json` in its
 //! directory, so a run stopped with Ctrl-C (or by a crash) resumes with the sweeps it had not done.
 
+use loupe_util::Problems as _;
 use std::path::{Path, PathBuf};
 
 use loupe_data::reader::Store;

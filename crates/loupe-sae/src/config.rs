@@ -2,6 +2,7 @@
 //! overridable from the command line. Fields that only some architectures use are optional and
 //! each architecture checks that it has what it needs before training starts.
 
+use loupe_util::Problems as _;
 use std::path::PathBuf;
 
 use loupe_model::HookPoint;

@@ -1,5 +1,3 @@
-use std::path::PathBuf;
-
 /// Everything that can go wrong in loupe-sae; each message names the file or field and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -19,23 +17,13 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    /// An SAE, checkpoint or report file that is missing, unreadable or malformed.
-    #[error("{}: {message}", path.display())]
-    File {
-        /// The file at fault.
-        path: PathBuf,
-        /// What is wrong with it.
-        message: String,
-    },
+    /// A file that is missing, unreadable or malformed (the file named, and the fix).
+    #[error(transparent)]
+    File(#[from] loupe_util::FileProblem),
 
-    /// A setting that cannot work, named.
-    #[error("{field}: {message}")]
-    Config {
-        /// The config field at fault, e.g. `lr_decay_fraction`.
-        field: String,
-        /// Why its value cannot work.
-        message: String,
-    },
+    /// A setting that cannot work (the field named, and the fix).
+    #[error(transparent)]
+    Config(#[from] loupe_util::SettingProblem),
 
     /// An SAE and a store (or model) that do not belong together.
     #[error("{message}")]
@@ -63,19 +51,3 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
-
-impl Error {
-    pub(crate) fn file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Error::File {
-            path: path.into(),
-            message: message.to_string(),
-        }
-    }
-
-    pub(crate) fn config(field: &str, message: impl std::fmt::Display) -> Self {
-        Error::Config {
-            field: field.to_string(),
-            message: message.to_string(),
-        }
-    }
-}

@@ -3,6 +3,7 @@
 //! folded into the weights).
 
 use candle_core::{Device, Tensor};
+use loupe_util::Problems as _;
 
 use crate::params::{to_vec, with_f32};
 use crate::sparse::{top_k_per_row, SparseCode};

@@ -1,6 +1,7 @@
 //! Helpers for tests and benchmarks: synthetic activations with known sparse structure, a
 //! store written from any rows, and a measure of how well learned directions match true ones.
 
+use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::path::Path;
 

@@ -2,6 +2,7 @@
 //! each step: batch → forward and backward → clip → Adam → decoder constraint → bookkeeping, with
 //! evaluations and checkpoints at their intervals.
 
+use loupe_util::Problems as _;
 use std::path::Path;
 
 use candle_core::Tensor;

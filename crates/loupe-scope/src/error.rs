@@ -31,23 +31,13 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    /// A setting that cannot work, named.
-    #[error("{field}: {message}")]
-    Config {
-        /// The config field at fault.
-        field: String,
-        /// Why its value cannot work.
-        message: String,
-    },
+    /// A setting that cannot work (the field named, and the fix).
+    #[error(transparent)]
+    Config(#[from] loupe_util::SettingProblem),
 
-    /// A file or directory that could not be read or written.
-    #[error("{path}: {message}")]
-    Io {
-        /// The file or directory, as displayed.
-        path: String,
-        /// The OS error's message.
-        message: String,
-    },
+    /// A file that is missing, unreadable or malformed (the file named, and the fix).
+    #[error(transparent)]
+    File(#[from] loupe_util::FileProblem),
 
     /// A feature, SAE or probe that does not fit the site it is used at.
     #[error("{message}")]
@@ -61,20 +51,6 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn config(field: &str, message: impl std::fmt::Display) -> Self {
-        Error::Config {
-            field: field.to_string(),
-            message: message.to_string(),
-        }
-    }
-
-    pub(crate) fn io(path: &std::path::Path, error: impl std::fmt::Display) -> Self {
-        Error::Io {
-            path: path.display().to_string(),
-            message: error.to_string(),
-        }
-    }
-
     /// `source`, as the cause of a problem with config field `field`.
     pub(crate) fn field(field: &str, source: impl Into<Error>) -> Self {
         Error::Field {

@@ -19,6 +19,7 @@
 //! concepts = ["Spanish", "Spain"]
 //! ```
 
+use loupe_util::Problems as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -139,7 +140,7 @@ impl Feature {
         if !top.is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&top).map_err(|e| Error::io(&top, e))?;
+        let text = std::fs::read_to_string(&top).map_err(|e| Error::file(&top, e))?;
         let report: loupe_sae::top::TopReport =
             serde_json::from_str(&text).map_err(|e| Error::config(&top.display().to_string(), e))?;
         Ok(report

@@ -2,6 +2,7 @@
 //! features and matches them to the sweep's hooks, and builds every variant once, so that
 //! everything that can be wrong with a config is found before any forward pass.
 
+use loupe_util::Problems as _;
 use std::collections::BTreeMap;
 
 use loupe_model::{HookPoint, Model};

@@ -1,6 +1,7 @@
 //! Results of a scope run, one JSON object per patched generation in `results.jsonl`, appended as
 //! each batch finishes so that an interrupted run resumes where it stopped.
 
+use loupe_util::Problems as _;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -75,7 +76,7 @@ impl ResultsFile {
     /// Opens (or creates) the results file, returning the records already in it. A last line cut
     /// short by an interruption is dropped (the file is rewritten without it, atomically).
     pub fn open(path: &Path) -> Result<(Self, Vec<ScopeRecord>)> {
-        let io = |e: std::io::Error| Error::io(path, e);
+        let io = |e: std::io::Error| Error::file(path, e);
         let mut records = Vec::new();
         let mut dropped = false;
         if path.exists() {
@@ -133,7 +134,7 @@ impl ResultsFile {
             text.push_str(&serde_json::to_string(record).expect("records serialize"));
             text.push('\n');
         }
-        let io = |e: std::io::Error| Error::io(&self.path, e);
+        let io = |e: std::io::Error| Error::file(&self.path, e);
         self.file.write_all(text.as_bytes()).map_err(io)?;
         self.file.sync_data().map_err(io)
     }
@@ -146,7 +147,7 @@ pub fn done_keys(records: &[ScopeRecord]) -> HashSet<RecordKey> {
 
 /// Reads every record of a results file.
 pub fn read_results(path: &Path) -> Result<Vec<ScopeRecord>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()

@@ -7,6 +7,7 @@
 //! together, in batches of up to `generate.batch_rows` rows, from one [`PatchedTarget`]: the
 //! target prompt's tokens before the patched position run once for the whole sweep.
 
+use loupe_util::Problems as _;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -51,7 +52,7 @@ impl ScopePlan<'_> {
     /// Runs the sweep, appending to `out/results.jsonl` and skipping what it already holds.
     pub fn run(&self, embedder: &Embedder, progress: &mut dyn Progress) -> Result<RunSummary> {
         let out = &self.config.out;
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        std::fs::create_dir_all(out).map_err(|e| Error::file(out, e))?;
         self.check_run_identity(out)?;
         let (mut results, existing) = ResultsFile::open(&out.join("results.jsonl"))?;
         let done = done_keys(&existing);
@@ -258,7 +259,7 @@ impl ScopePlan<'_> {
         });
         let path = out.join("run.json");
         if path.exists() && out.join("results.jsonl").exists() {
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
             let previous: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| Error::config(&path.display().to_string(), e))?;
             if previous != identity {

@@ -1,5 +1,6 @@
 //! The variants of a sweep: each `[[amplifier]]` at each of its values, as an [`Amplifier`].
 
+use loupe_util::Problems as _;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 

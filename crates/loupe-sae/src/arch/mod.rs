@@ -13,6 +13,7 @@ mod relu;
 mod topk;
 
 use candle_core::Tensor;
+use loupe_util::Problems as _;
 
 use crate::{Activation, Error, Params, Result, TrainConfig};
 

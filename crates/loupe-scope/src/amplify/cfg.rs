@@ -4,6 +4,7 @@
 
 use super::Amplifier;
 use crate::{Error, Result};
+use loupe_util::Problems as _;
 
 /// The `cfg` amplifier: classifier-free guidance against a null prompt (see the module docs).
 pub struct Cfg {
