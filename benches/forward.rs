@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
         let mut hooks = Hooks::new().capture(loupe_model::HookPoint::ResidPost(29));
         b.iter(|| {
             hooks.clear_captured();
-            model.llama.forward(&batch, &mut hooks, Logits::None).unwrap()
+            model.llama.capture(&batch, &mut hooks).unwrap()
         })
     });
 

@@ -9,7 +9,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use loupe_model::{generate, GenerateConfig, HookPoint, Hooks, Logits, Model, Positions, Sampling};
+use loupe_model::{generate, GenerateConfig, HookPoint, Hooks, Model, Positions, Sampling};
 use loupe_scope::patch::{Patch, PatchedTarget};
 use loupe_scope::target::ENTITY_DESCRIPTION;
 
@@ -20,7 +20,7 @@ fn bench(c: &mut Criterion) {
     let hooks_read: Vec<HookPoint> = (1..=8).map(HookPoint::ResidPost).collect();
     let source = model.batch(&["Albert Einstein"]).unwrap();
     let mut capture = Hooks::new().capture_all(hooks_read.iter().copied());
-    model.llama.forward(&source, &mut capture, Logits::None).unwrap();
+    model.llama.capture(&source, &mut capture).unwrap();
     let mut variants: Vec<(HookPoint, Vec<f32>)> = Vec::new();
     for &hook in &hooks_read {
         let h = capture.captured(hook).unwrap();

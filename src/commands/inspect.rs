@@ -1,5 +1,5 @@
 use anyhow::Context;
-use loupe_model::{HookPoint, Hooks, Logits};
+use loupe_model::{HookPoint, Hooks};
 
 use super::ModelArgs;
 
@@ -26,7 +26,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let batch = model.batch(&[&args.prompt])?;
     let mut hooks = Hooks::new().capture(hook);
     let start = std::time::Instant::now();
-    model.llama.forward(&batch, &mut hooks, Logits::None)?;
+    model.llama.capture(&batch, &mut hooks)?;
     eprintln!(
         "forward pass up to {hook}: {} tokens in {:.3}s",
         ids.len(),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
-use loupe_model::{Batch, HookPoint, Hooks, Logits, Model};
+use loupe_model::{Batch, HookPoint, Hooks, Model};
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::{expand_path, interleave, CorpusSpec};
@@ -352,7 +352,7 @@ fn run_shard(
         let sequences: Vec<Vec<u32>> = chunk.iter().map(|c| c.tokens.clone()).collect();
         let batch = Batch::left_padded(&sequences, model.pad_id(), device)?;
         let mut hooks = Hooks::new().capture_all(config.hooks.iter().copied());
-        model.llama.forward(&batch, &mut hooks, Logits::None)?;
+        model.llama.capture(&batch, &mut hooks)?;
 
         let mut rows = Vec::new();
         for (r, context) in chunk.iter().enumerate() {

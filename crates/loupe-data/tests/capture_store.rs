@@ -9,7 +9,7 @@ use loupe_data::packing::{Packer, NO_LABEL};
 use loupe_data::reader::{ShardData, Split, Store};
 use loupe_data::store::StoreDType;
 use loupe_model::testing::{max_abs, write_tiny_hf_dir};
-use loupe_model::{Batch, HookPoint, Hooks, Logits, Model};
+use loupe_model::{Batch, HookPoint, Hooks, Model};
 use loupe_util::{NoProgress, Progress};
 
 const RESID: HookPoint = HookPoint::ResidPost(1);
@@ -106,7 +106,7 @@ fn stored_activations_equal_the_hooked_forward() {
         for context in &contexts {
             let batch = Batch::left_padded(std::slice::from_ref(&context.tokens), 0, &Device::Cpu).unwrap();
             let mut hooks = Hooks::new().capture(hook);
-            s.model.llama.forward(&batch, &mut hooks, Logits::None).unwrap();
+            s.model.llama.capture(&batch, &mut hooks).unwrap();
             let acts = hooks.captured(hook).unwrap().squeeze(0).unwrap();
             for i in (0..context.tokens.len()).filter(|&i| !context.is_separator(i)) {
                 expected.push(acts.get(i).unwrap());

@@ -107,7 +107,6 @@ pub fn generate_from(
 
     let mut logits = model
         .forward_cached(&batch, hooks, cache, Logits::Last)?
-        .expect("logits were asked for")
         .squeeze(1)?
         .to_dtype(DType::F32)?;
     let first_logits = logits.clone();
@@ -139,7 +138,6 @@ pub fn generate_from(
         batch = batch.next_step(&next)?;
         logits = model
             .forward_cached(&batch, hooks, cache, Logits::Last)?
-            .expect("logits were asked for")
             .squeeze(1)?
             .to_dtype(DType::F32)?;
     }

@@ -122,7 +122,7 @@ pub struct Intervention {
 pub struct Hooks {
     to_capture: BTreeSet<HookPoint>,
     interventions: Vec<Intervention>,
-    captured: BTreeMap<HookPoint, Vec<Tensor>>,
+    captured: BTreeMap<HookPoint, Tensor>,
 }
 
 impl Hooks {
@@ -199,12 +199,9 @@ impl Hooks {
     }
 
     /// The activation captured at `hook`, `[rows, columns, width]` over every forward call so far.
+    /// `None` when `hook` was not captured (not asked for, or no pass reached it).
     pub fn captured(&self, hook: HookPoint) -> Option<Tensor> {
-        let chunks = self.captured.get(&hook)?;
-        match chunks.as_slice() {
-            [one] => Some(one.clone()),
-            many => Tensor::cat(many, 1).ok(),
-        }
+        self.captured.get(&hook).cloned()
     }
 
     /// Forgets what was captured (keeping what to capture and the interventions).
@@ -218,7 +215,13 @@ impl Hooks {
             x = apply_one(intervention, x, batch)?;
         }
         if self.to_capture.contains(&hook) {
-            self.captured.entry(hook).or_default().push(x.clone());
+            // Later passes (generation steps) add columns; joined here, so that a shape that
+            // does not fit is an error of the pass, not a capture that silently goes missing.
+            let joined = match self.captured.remove(&hook) {
+                Some(earlier) => Tensor::cat(&[earlier, x.clone()], 1)?,
+                None => x.clone(),
+            };
+            self.captured.insert(hook, joined);
         }
         Ok(x)
     }

@@ -18,7 +18,7 @@
 //! let hook: HookPoint = "blocks.1.hook_resid_post".parse()?;
 //! let batch = model.batch(&["the cat sat"])?;
 //! let mut hooks = Hooks::new().capture(hook);
-//! model.llama.forward(&batch, &mut hooks, Logits::None)?; // stops after layer 1
+//! model.llama.capture(&batch, &mut hooks)?; // stops after layer 1
 //! let resid = hooks.captured(hook).expect("captured"); // [batch, tokens, d_model]
 //! assert_eq!(resid.dims()[2], model.llama.width(hook));
 //! # Ok(()) }

@@ -173,17 +173,15 @@ fn check_hf_architecture(json: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Which logits a forward pass computes. The unembedding is a fifth of SmolLM2's compute, so
-/// generation asks only for the last column, and a capture for none (which also lets the pass stop
-/// after the deepest hooked layer).
+/// Which logits [`Llama::forward`] computes. The unembedding is a fifth of SmolLM2's compute, so
+/// generation asks only for the last column. (A pass that needs no logits is [`Llama::capture`],
+/// which also stops after the deepest hooked layer.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
     /// Logits for every column, `[rows, columns, vocab]`.
     All,
     /// Logits for the last column only, `[rows, 1, vocab]` (what generation needs).
     Last,
-    /// No logits: the pass runs only as deep as the hooks need.
-    None,
 }
 
 /// Keys and values of every layer for the columns already run, `[rows, kv_heads, columns, head_dim]`.
@@ -495,10 +493,20 @@ impl Llama {
 
     /// Runs the model over `batch`, capturing and intervening as `hooks` says, and returns the
     /// logits asked for: `[rows, columns, vocab]` for [`Logits::All`], `[rows, 1, vocab]` for
-    /// [`Logits::Last`] (the last column is every row's last token: batches are left-padded),
-    /// `None` for [`Logits::None`], in which case the pass stops after the deepest hooked layer.
-    pub fn forward(&self, batch: &Batch, hooks: &mut Hooks, logits: Logits) -> Result<Option<Tensor>> {
-        self.run(batch, hooks, None, logits)
+    /// [`Logits::Last`] (the last column is every row's last token: batches are left-padded).
+    pub fn forward(&self, batch: &Batch, hooks: &mut Hooks, logits: Logits) -> Result<Tensor> {
+        let hidden = self.run(batch, hooks, None, Some(self.n_layers() - 1))?;
+        self.logits(&hidden, batch, logits)
+    }
+
+    /// Runs the model over `batch` only as deep as `hooks` needs, for what they capture (and
+    /// change): no logits, and no layer after the deepest hooked one.
+    pub fn capture(&self, batch: &Batch, hooks: &mut Hooks) -> Result<()> {
+        let Some(deepest) = hooks.deepest_layer() else {
+            return Ok(()); // nothing hooked: nothing to run
+        };
+        self.run(batch, hooks, None, deepest)?;
+        Ok(())
     }
 
     /// [`Llama::forward`] with a KV cache: `batch` holds only the columns after those in `cache`
@@ -509,7 +517,14 @@ impl Llama {
         hooks: &mut Hooks,
         cache: &mut KvCache,
         logits: Logits,
-    ) -> Result<Option<Tensor>> {
+    ) -> Result<Tensor> {
+        let hidden = self.prefill(batch, hooks, cache)?;
+        self.logits(&hidden, batch, logits)
+    }
+
+    /// Runs `batch` through every layer into `cache` (a shared prompt prefix, say) and returns
+    /// the last layer's residual stream, `[rows, columns, d_model]`, without unembedding it.
+    pub fn prefill(&self, batch: &Batch, hooks: &mut Hooks, cache: &mut KvCache) -> Result<Tensor> {
         if cache.columns() != batch.start_column() {
             return Err(Error::Invalid(format!(
                 "the KV cache holds {} columns but the batch starts at column {}",
@@ -517,16 +532,25 @@ impl Llama {
                 batch.start_column()
             )));
         }
-        self.run(batch, hooks, Some(cache), logits)
+        self.run(batch, hooks, Some(cache), Some(self.n_layers() - 1))
     }
 
+    fn logits(&self, hidden: &Tensor, batch: &Batch, logits: Logits) -> Result<Tensor> {
+        match logits {
+            Logits::All => self.unembed(hidden),
+            Logits::Last => self.unembed(&hidden.narrow(1, batch.columns() - 1, 1)?),
+        }
+    }
+
+    /// The residual stream after block `last_layer` (`None`: after the embedding alone), with
+    /// `hooks` applied on the way.
     fn run(
         &self,
         batch: &Batch,
         hooks: &mut Hooks,
         mut cache: Option<&mut KvCache>,
-        logits: Logits,
-    ) -> Result<Option<Tensor>> {
+        last_layer: Option<usize>,
+    ) -> Result<Tensor> {
         hooks.check_depth(self.n_layers())?;
         let context = self.config.max_position_embeddings;
         if batch.max_len() > context {
@@ -536,12 +560,6 @@ impl Llama {
                 context,
             });
         }
-        let last_layer = match (logits, &cache, hooks.deepest_layer()) {
-            (Logits::None, None, None) => return Ok(None),
-            (Logits::None, None, Some(deepest)) => deepest,
-            _ => Some(self.n_layers() - 1),
-        };
-
         let x = self.embed_tokens.forward(batch.ids())?;
         let mut x = hooks.apply(HookPoint::Embed, x, batch)?;
         if let Some(last_layer) = last_layer {
@@ -552,14 +570,7 @@ impl Llama {
                 x = block.forward(layer, x, batch, &rope, mask.as_ref(), layer_cache, hooks)?;
             }
         }
-        match logits {
-            Logits::None => Ok(None),
-            Logits::All => Ok(Some(self.unembed(&x)?)),
-            Logits::Last => {
-                let last = x.narrow(1, batch.columns() - 1, 1)?;
-                Ok(Some(self.unembed(&last)?))
-            }
-        }
+        Ok(x)
     }
 
     /// Final norm and unembedding: logits for residual-stream vectors `[..., hidden]`. Applied to

@@ -74,7 +74,6 @@ fn logits_and_residual_stream_match_transformers() {
             .llama
             .forward(&batch, &mut hooks, Logits::All)
             .unwrap()
-            .unwrap()
             .squeeze(0)
             .unwrap();
 

@@ -21,7 +21,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 fn logits(model: &Model, batch: &Batch, hooks: &mut Hooks) -> Tensor {
-    model.llama.forward(batch, hooks, Logits::All).unwrap().unwrap()
+    model.llama.forward(batch, hooks, Logits::All).unwrap()
 }
 
 const PROMPT: &str = "the cat sat on the mat";
@@ -218,11 +218,7 @@ fn a_capture_only_pass_stops_early_with_the_same_activations() {
     let mut full = Hooks::new().capture(hook);
     logits(&model, &batch, &mut full);
     let mut early = Hooks::new().capture(hook).capture(HookPoint::Embed);
-    assert!(model
-        .llama
-        .forward(&batch, &mut early, Logits::None)
-        .unwrap()
-        .is_none());
+    model.llama.capture(&batch, &mut early).unwrap();
     assert_eq!(early.deepest_layer(), Some(Some(1)));
     assert_eq!(
         max_abs_diff(&full.captured(hook).unwrap(), &early.captured(hook).unwrap()),
@@ -242,7 +238,7 @@ fn a_capture_only_pass_stops_early_with_the_same_activations() {
     let poisoned = Model::load(dir.path().to_str().unwrap(), &Device::Cpu).unwrap();
     assert!(max_abs(&logits(&poisoned, &batch, &mut Hooks::new())).is_nan());
     let mut early = Hooks::new().capture(hook);
-    poisoned.llama.forward(&batch, &mut early, Logits::None).unwrap();
+    poisoned.llama.capture(&batch, &mut early).unwrap();
     assert_eq!(
         max_abs_diff(&full.captured(hook).unwrap(), &early.captured(hook).unwrap()),
         0.0
@@ -257,7 +253,6 @@ fn greedy_by_recompute(model: &Model, prompt: &[u32], hooks: &Hooks, n: usize) -
         let logits = model
             .llama
             .forward(&batch, &mut hooks.clone(), Logits::All)
-            .unwrap()
             .unwrap();
         let last = logits.get(0).unwrap().get(seq.len() - 1).unwrap();
         seq.push(last.argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap());

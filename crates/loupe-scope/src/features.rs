@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
-use loupe_model::{HookPoint, Hooks, Logits, Model};
+use loupe_model::{HookPoint, Hooks, Model};
 use loupe_probe::Probe;
 use loupe_sae::Sae;
 use serde::Deserialize;
@@ -220,7 +220,7 @@ fn last_token_activations(model: &Model, hook: HookPoint, prompts: &[String], fi
     }
     let batch = model.batch(prompts)?;
     let mut hooks = Hooks::new().capture(hook);
-    model.llama.forward(&batch, &mut hooks, Logits::None)?;
+    model.llama.capture(&batch, &mut hooks)?;
     let captured = hooks.captured(hook).expect("the hook was captured");
     // Left-padded: every prompt's last token is the last column.
     let last = captured.narrow(1, captured.dim(1)? - 1, 1)?.squeeze(1)?;

@@ -5,8 +5,8 @@
 
 use candle_core::Tensor;
 use loupe_model::{
-    generate_from, Batch, Edit, GenerateConfig, Generation, HookPoint, Hooks, Intervention, KvCache, Logits,
-    Model, Positions,
+    generate_from, Batch, Edit, GenerateConfig, Generation, HookPoint, Hooks, Intervention, KvCache, Model,
+    Positions,
 };
 
 use crate::Result;
@@ -37,7 +37,7 @@ impl PatchedTarget {
             let mut cache = KvCache::new(llama.config());
             let batch =
                 Batch::left_padded(&[target_ids[..position].to_vec()], model.pad_id(), llama.device())?;
-            llama.forward_cached(&batch, &mut Hooks::new(), &mut cache, Logits::None)?;
+            llama.prefill(&batch, &mut Hooks::new(), &mut cache)?;
             Some(cache)
         } else {
             None

@@ -176,9 +176,7 @@ impl ScopePlan<'_> {
         for chunk in self.source_ids.chunks(SOURCE_CHUNK) {
             let batch = Batch::left_padded(chunk, self.model.pad_id(), llama.device())?;
             let mut hooks = Hooks::new().capture_all(hooks_read.iter().copied());
-            let logits = llama
-                .forward(&batch, &mut hooks, Logits::All)?
-                .expect("logits were asked for");
+            let logits = llama.forward(&batch, &mut hooks, Logits::All)?;
             for (row, ids) in chunk.iter().enumerate() {
                 let position = self
                     .config
@@ -228,7 +226,7 @@ impl ScopePlan<'_> {
             };
             let batch = Batch::left_padded(std::slice::from_ref(ids), self.model.pad_id(), llama.device())?;
             let mut hooks = Hooks::new().capture_all(hooks_read.iter().copied());
-            llama.forward(&batch, &mut hooks, Logits::None)?;
+            llama.capture(&batch, &mut hooks)?;
             let mut by_layer = BTreeMap::new();
             for (&layer, hook) in self.config.source.layers.iter().zip(hooks_read) {
                 let captured = hooks.captured(*hook).expect("captured");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use loupe_model::{generate, GenerateConfig, HookPoint, Hooks, Logits, Model, Positions, Sampling};
+use loupe_model::{generate, GenerateConfig, HookPoint, Hooks, Model, Positions, Sampling};
 use loupe_scope::amplify::sae::{SaeFeature, SaeMode};
 use loupe_scope::amplify::Amplifier;
 use loupe_scope::config::{AmplifierConfig, SaeAmplifierMode, Site, TargetLayer};
@@ -103,7 +103,7 @@ impl Progress for StopAfter {
 fn activation(model: &Model, prompt: &str, hook: HookPoint) -> Vec<f32> {
     let batch = model.batch(&[prompt]).unwrap();
     let mut hooks = Hooks::new().capture(hook);
-    model.llama.forward(&batch, &mut hooks, Logits::None).unwrap();
+    model.llama.capture(&batch, &mut hooks).unwrap();
     let captured = hooks.captured(hook).unwrap();
     let last = captured.dim(1).unwrap() - 1;
     captured
@@ -182,7 +182,7 @@ fn check_batched_equals_alone(site: Site, target_layer: TargetLayer) {
                 let batch =
                     loupe_model::Batch::left_padded(&[null_ids], model.pad_id(), &Device::Cpu).unwrap();
                 let mut hooks = Hooks::new().capture(hook);
-                model.llama.forward(&batch, &mut hooks, Logits::None).unwrap();
+                model.llama.capture(&batch, &mut hooks).unwrap();
                 let c = hooks.captured(hook).unwrap();
                 let n: Vec<f32> = c
                     .get(0)
