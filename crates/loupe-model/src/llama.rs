@@ -394,16 +394,18 @@ impl Block {
         &self,
         layer: usize,
         x: Tensor,
-        batch: &Batch,
-        rope: &RopeAt,
-        mask: Option<&Tensor>,
+        pass: &Pass,
         cache: Option<&mut candle_nn::kv_cache::KvCache>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
+        let batch = pass.batch;
         let x = hooks.apply(HookPoint::ResidPre(layer), x, batch)?;
-        let attn = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(&x)?, rope, mask, cache)?;
+        let attn = self.self_attn.forward(
+            &self.input_layernorm.forward(&x)?,
+            &pass.rope,
+            pass.mask.as_ref(),
+            cache,
+        )?;
         let attn = hooks.apply(HookPoint::AttnOut(layer), attn, batch)?;
         let x = hooks.apply(HookPoint::ResidMid(layer), (x + attn)?, batch)?;
 
@@ -422,6 +424,14 @@ impl Block {
 struct RopeAt {
     cos: Tensor,
     sin: Tensor,
+}
+
+/// What every block of one pass shares: the batch (for hooks' positions), its rotary tables and
+/// its attention mask (`None` when no token needs masking).
+struct Pass<'a> {
+    batch: &'a Batch,
+    rope: RopeAt,
+    mask: Option<Tensor>,
 }
 
 /// A llama-family decoder with hooks. See [`Llama::forward`].
@@ -563,11 +573,14 @@ impl Llama {
         let x = self.embed_tokens.forward(batch.ids())?;
         let mut x = hooks.apply(HookPoint::Embed, x, batch)?;
         if let Some(last_layer) = last_layer {
-            let rope = self.rope_at(batch)?;
-            let mask = batch.attention_mask()?;
+            let pass = Pass {
+                batch,
+                rope: self.rope_at(batch)?,
+                mask: batch.attention_mask()?,
+            };
             for (layer, block) in self.blocks.iter().enumerate().take(last_layer + 1) {
                 let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[layer]);
-                x = block.forward(layer, x, batch, &rope, mask.as_ref(), layer_cache, hooks)?;
+                x = block.forward(layer, x, &pass, layer_cache, hooks)?;
             }
         }
         Ok(x)
