@@ -246,6 +246,9 @@ impl TrainConfig {
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
         let config: TrainConfig = loupe_util::config::parse(text, origin, overrides)?;
         config.validate()?;
+        // Fields with defaults cannot tell "set" from "left out" once parsed: ask the text.
+        let written: toml::Table = loupe_util::config::parse(text, origin, overrides)?;
+        config.check_architecture_fields(&|field| written.contains_key(field))?;
         Ok(config)
     }
 
@@ -377,21 +380,32 @@ impl TrainConfig {
                 return Err(Error::config(field, "must be at least 1"));
             }
         }
-        self.check_architecture_fields()?;
+        self.check_architecture_fields(&|field| match field {
+            "k" => self.k.is_some(),
+            "aux_k" => self.aux_k.is_some(),
+            "l1_coefficient" => self.l1_coefficient.is_some(),
+            "target_l0" => self.target_l0.is_some(),
+            _ => false, // a field with a default: only the config's text says whether it was set
+        })?;
         Ok(())
     }
 
     /// Refuses a field that only other architectures use (it would be silently ignored).
-    fn check_architecture_fields(&self) -> Result<()> {
+    fn check_architecture_fields(&self, is_set: &dyn Fn(&str) -> bool) -> Result<()> {
         use ArchitectureName::*;
-        let fields: [(&str, bool, &[ArchitectureName]); 4] = [
-            ("k", self.k.is_some(), &[Topk, Batchtopk]),
-            ("aux_k", self.aux_k.is_some(), &[Topk, Batchtopk]),
-            ("l1_coefficient", self.l1_coefficient.is_some(), &[Relu]),
-            ("target_l0", self.target_l0.is_some(), &[Jumprelu]),
+        let fields: [(&str, &[ArchitectureName]); 9] = [
+            ("k", &[Topk, Batchtopk]),
+            ("aux_k", &[Topk, Batchtopk]),
+            ("aux_coefficient", &[Topk, Batchtopk]),
+            ("threshold_lr", &[Batchtopk]),
+            ("l1_coefficient", &[Relu]),
+            ("target_l0", &[Jumprelu]),
+            ("l0_coefficient", &[Jumprelu]),
+            ("threshold_bandwidth", &[Jumprelu]),
+            ("initial_threshold", &[Jumprelu]),
         ];
-        for (field, set, users) in fields {
-            if set && !users.contains(&self.architecture) {
+        for (field, users) in fields {
+            if is_set(field) && !users.contains(&self.architecture) {
                 let users: Vec<&str> = users.iter().map(|a| a.as_str()).collect();
                 return Err(Error::config(
                     field,

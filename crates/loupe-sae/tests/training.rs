@@ -152,6 +152,14 @@ fn bad_input_is_refused_before_training() {
         e.contains("k: belongs to architecture topk and batchtopk") && e.contains("relu"),
         "{e}"
     );
+    // Also a field that has a default, set in the file or with --set.
+    let e = parse("architecture = \"topk\"\nk = 3", &["l0_coefficient=2"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("l0_coefficient: belongs to architecture jumprelu"),
+        "{e}"
+    );
     let e = parse("architecture = \"topk\"\nk = 3\nb_dec_init = \"median\"", &[])
         .unwrap_err()
         .to_string();
