@@ -1,7 +1,6 @@
 //! `loupe capture`: stream a corpus through the model and write the activations at chosen hook
 //! points into a store, shard by shard, resuming an interrupted capture where it stopped.
 
-use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::corpus::{expand_path, interleave, CorpusSpec};
 use crate::packing::{Context, Packer};
 use crate::store::{file_info, write_shard, CorpusInfo, HookInfo, Manifest, ModelInfo, StoreDType};
+use loupe_util::Problems as _;
 use loupe_util::Progress;
 
 use crate::{Error, Result};

@@ -1,12 +1,12 @@
 //! Reading documents: plain text files (one document each), directories of them, and JSONL files
 //! (one document per line, a configurable text field, label fields, and labelled character spans).
 
-use loupe_util::Problems as _;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use loupe_util::Problems as _;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};

@@ -2,16 +2,15 @@
 //! bounded shuffle buffer (memory independent of the store's size), split by document into a
 //! training and a held-out part.
 
-use loupe_util::Problems as _;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use loupe_model::HookPoint;
+use loupe_util::Problems as _;
+use loupe_util::SafetensorsFile;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-
-use loupe_util::SafetensorsFile;
 
 use crate::store::{Manifest, ShardInfo};
 use crate::{Error, Result};

@@ -10,12 +10,12 @@
 //! the shard's length, so a changed byte, a truncated shard or one swapped for another is refused
 //! by the reader with the file named.
 
-use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
 use loupe_model::HookPoint;
+use loupe_util::Problems as _;
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::CorpusSpec;

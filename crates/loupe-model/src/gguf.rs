@@ -1,7 +1,6 @@
 //! Reading llama-family GGUF files (llama.cpp's format): metadata into a [`LlamaConfig`], every
 //! tensor dequantized to f32 and renamed to the Hugging Face layout, and the tokenizer's fields.
 
-use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
@@ -9,6 +8,7 @@ use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
+use loupe_util::Problems as _;
 
 use crate::{Error, LlamaConfig, Result};
 

@@ -15,12 +15,12 @@
 //! lengths, array lengths and dims are u64 from version 2 on and u32 in version 1. A string is its
 //! length then its bytes; an array is its u32 element type, its length, then the elements.
 
-use loupe_util::Problems as _;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 use candle_core::quantized::GgmlDType;
+use loupe_util::Problems as _;
 
 use crate::{Error, Result};
 

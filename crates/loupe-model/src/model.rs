@@ -1,8 +1,8 @@
-use loupe_util::Problems as _;
 use std::path::Path;
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
+use loupe_util::Problems as _;
 
 use crate::{gguf, Batch, Error, Llama, LlamaConfig, ModelSource, Result, Tokenizer};
 

@@ -7,12 +7,12 @@
 //! the file hashed again, and one that cannot be written (a read-only models directory) is simply
 //! not written.
 
-use loupe_util::Problems as _;
 use std::fs::Metadata;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
+use loupe_util::Problems as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

@@ -1,7 +1,8 @@
 //! Naming a model on the command line: a registered short name, a path, or a hub id.
 
-use loupe_util::Problems as _;
 use std::path::{Path, PathBuf};
+
+use loupe_util::Problems as _;
 
 use crate::{sha_cache, Error, Result};
 

@@ -3,7 +3,6 @@
 //! the same model as a GGUF file laid out as llama.cpp writes it (q and k rows permuted, tokenizer
 //! in the metadata). Weights come from a seeded generator, so every run writes the same model.
 
-use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -11,6 +10,7 @@ use ahash::AHashMap;
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
+use loupe_util::Problems as _;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;

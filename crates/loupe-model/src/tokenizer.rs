@@ -1,10 +1,10 @@
 //! The model's tokenizer: a `tokenizers::Tokenizer`, read from a `tokenizer.json` or built from
 //! the `tokenizer.ggml.*` fields of a GGUF file (so that a GGUF file is all a model needs).
 
-use loupe_util::Problems as _;
 use std::path::Path;
 
 use ahash::AHashMap;
+use loupe_util::Problems as _;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;

@@ -1,10 +1,10 @@
 //! One config struct per probe run (`loupe probe train --config configs/probe-lang.toml`), read
 //! from TOML with every top-level field overridable from the command line (`--set max_tokens=5000`).
 
-use loupe_util::Problems as _;
 use std::path::PathBuf;
 
 use loupe_model::HookPoint;
+use loupe_util::Problems as _;
 use serde::{Deserialize, Serialize};
 
 use crate::features::FeatureSpec;

@@ -10,12 +10,12 @@
 //! - `compound`: the token is the second word of a common English compound ("high *school*",
 //!   "credit *card*"), the first word being the token before it.
 
-use loupe_util::Problems as _;
 use std::collections::{BTreeSet, HashMap};
 
 use loupe_data::packing::NO_LABEL;
 use loupe_data::reader::Store;
 use loupe_model::Tokenizer;
+use loupe_util::Problems as _;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::Tokens;

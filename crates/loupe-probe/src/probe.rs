@@ -6,11 +6,11 @@
 //! The probe's score of an activation vector `x` (the hook's full width) is
 //! `bias + Σⱼ weights[j] · (x[neurons[j]] − mean[j]) / std[j]`; positive means "has the feature".
 
-use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use loupe_model::HookPoint;
+use loupe_util::Problems as _;
 use loupe_util::SafetensorsFile;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;

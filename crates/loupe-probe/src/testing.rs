@@ -1,7 +1,6 @@
 //! Small labelled activation stores for tests: random activations with one planted feature neuron,
 //! written in the store format so the whole path (store → dataset → sweep → files) is exercised.
 
-use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -9,6 +8,7 @@ use candle_core::{Device, Tensor};
 use loupe_data::packing::LabelVocab;
 use loupe_data::store::{HookInfo, Manifest, ModelInfo, StoreDType};
 use loupe_model::HookPoint;
+use loupe_util::Problems as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

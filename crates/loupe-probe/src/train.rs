@@ -2,11 +2,11 @@
 //! every probe, and write the summary. A finished (feature, hook) sweep leaves `sweep.json` in its
 //! directory, so a run stopped with Ctrl-C (or by a crash) resumes with the sweeps it had not done.
 
-use loupe_util::Problems as _;
 use std::path::{Path, PathBuf};
 
 use loupe_data::reader::Store;
 use loupe_model::{HookPoint, Tokenizer};
+use loupe_util::Problems as _;
 use loupe_util::Progress;
 use serde::{Deserialize, Serialize};
 

@@ -2,10 +2,10 @@
 //! training space, Adam's moments, step, normalisation, dead-latent counters, architecture state,
 //! the config), one safetensors file with the scalars as JSON metadata, written atomically.
 
-use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use loupe_util::Problems as _;
 use loupe_util::SafetensorsFile;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;

@@ -2,10 +2,10 @@
 //! overridable from the command line. Fields that only some architectures use are optional and
 //! each architecture checks that it has what it needs before training starts.
 
-use loupe_util::Problems as _;
 use std::path::PathBuf;
 
 use loupe_model::HookPoint;
+use loupe_util::Problems as _;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::ArchitectureName;

@@ -3,11 +3,11 @@
 //! (`W_enc [d_in, d_sae]`, `W_dec [d_sae, d_in]`, `b_enc`, `b_dec`, and `threshold` for
 //! JumpReLU), or Gemma Scope's `params.npz` with the same tensor names.
 
-use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use loupe_util::Problems as _;
 use serde_json::{json, Value};
 
 use crate::{Activation, Error, Result, Sae, SaeMetadata};

@@ -1,13 +1,13 @@
 //! Helpers for tests and benchmarks: synthetic activations with known sparse structure, a
 //! store written from any rows, and a measure of how well learned directions match true ones.
 
-use loupe_util::Problems as _;
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use loupe_data::store::{HookInfo, Manifest, ModelInfo, StoreDType};
 use loupe_model::HookPoint;
+use loupe_util::Problems as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -2,11 +2,11 @@
 //! each step: batch → forward and backward → clip → Adam → decoder constraint → bookkeeping, with
 //! evaluations and checkpoints at their intervals.
 
-use loupe_util::Problems as _;
 use std::path::Path;
 
 use candle_core::Tensor;
 use loupe_data::reader::{Split, Store};
+use loupe_util::Problems as _;
 use loupe_util::Progress;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

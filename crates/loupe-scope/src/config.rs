@@ -2,10 +2,10 @@
 //! source activations come from, what target prompt they are patched into, which amplifiers run,
 //! and how generations are judged.
 
-use loupe_util::Problems as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use loupe_util::Problems as _;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};

@@ -19,7 +19,6 @@
 //! concepts = ["Spanish", "Spain"]
 //! ```
 
-use loupe_util::Problems as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,6 +26,7 @@ use candle_core::{DType, Tensor};
 use loupe_model::{HookPoint, Hooks, Model};
 use loupe_probe::Probe;
 use loupe_sae::Sae;
+use loupe_util::Problems as _;
 use serde::Deserialize;
 
 use crate::{Error, Result};

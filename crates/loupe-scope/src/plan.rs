@@ -2,10 +2,10 @@
 //! features and matches them to the sweep's hooks, and builds every variant once, so that
 //! everything that can be wrong with a config is found before any forward pass.
 
-use loupe_util::Problems as _;
 use std::collections::BTreeMap;
 
 use loupe_model::{HookPoint, Model};
+use loupe_util::Problems as _;
 
 use crate::config::{ScopeConfig, TargetLayer};
 use crate::features::{load_book, Feature};

@@ -1,12 +1,12 @@
 //! Results of a scope run, one JSON object per patched generation in `results.jsonl`, appended as
 //! each batch finishes so that an interrupted run resumes where it stopped.
 
-use loupe_util::Problems as _;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use loupe_util::Problems as _;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};

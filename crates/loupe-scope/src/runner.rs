@@ -7,13 +7,13 @@
 //! together, in batches of up to `generate.batch_rows` rows, from one [`PatchedTarget`]: the
 //! target prompt's tokens before the patched position run once for the whole sweep.
 
-use loupe_util::Problems as _;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::DType;
 use loupe_model::{Batch, GenerateConfig, HookPoint, Hooks, Logits, Sampling};
 use loupe_util::vector::norm;
+use loupe_util::Problems as _;
 use loupe_util::Progress;
 
 use crate::config::TokenPosition;

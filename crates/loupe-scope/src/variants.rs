@@ -1,10 +1,10 @@
 //! The variants of a sweep: each `[[amplifier]]` at each of its values, as an [`Amplifier`].
 
-use loupe_util::Problems as _;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use loupe_model::HookPoint;
+use loupe_util::Problems as _;
 
 use crate::amplify::{
     cfg::Cfg,

@@ -2,9 +2,10 @@
 //! `h' = h + s·(h − h_null)`, `h_null` the same hook's activation for the null prompt (by default
 //! the BOS token alone) at the aligned position. s = 0 is plain patching.
 
+use loupe_util::Problems as _;
+
 use super::Amplifier;
 use crate::{Error, Result};
-use loupe_util::Problems as _;
 
 /// The `cfg` amplifier: classifier-free guidance against a null prompt (see the module docs).
 pub struct Cfg {

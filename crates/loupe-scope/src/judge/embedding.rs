@@ -3,12 +3,12 @@
 //! its last hidden states over the real tokens, as the model's `1_Pooling/config.json` says).
 //! Checked against sentence-transformers in `tests/embedding.rs`.
 
-use loupe_util::Problems as _;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use loupe_util::Problems as _;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::{Error, Result};
