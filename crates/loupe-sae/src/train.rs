@@ -68,6 +68,8 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
         }
         None => start(config, &store, d_in, arch.as_ref())?,
     };
+    // The step a resumed run started from: divergence right there points at what changed since.
+    let resumed_at = (run.info.step > 0).then_some(run.info.step);
     let metadata = metadata_for(config, &store);
     let total_steps = config.total_steps();
     let batch = config.batch_size as u64;
@@ -130,7 +132,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
             }
             let grad_norm = output.grads.norm_sq().sqrt();
             if !loss.is_finite() || !grad_norm.is_finite() {
-                return Err(diverged(step, loss, grad_norm, config, out));
+                return Err(diverged(step, loss, grad_norm, config, out, resumed_at));
             }
             if config.grad_clip > 0.0 && grad_norm > config.grad_clip {
                 output.grads.scale((config.grad_clip / grad_norm) as f32);
@@ -141,7 +143,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
                 normalize_rows(&mut run.params.dec, d_in);
             }
             if !run.params.all_finite() {
-                return Err(diverged(step, loss, grad_norm, config, out));
+                return Err(diverged(step, loss, grad_norm, config, out, resumed_at));
             }
 
             for (i, &fired) in output.fired.iter().enumerate() {
@@ -466,9 +468,16 @@ fn sparsity_scale(config: &TrainConfig, step: u64) -> f64 {
 
 /// Training went non-finite on finite input (the caller checked it): say what is kept, and what
 /// to change. Input and checkpoint are checked when read, so the hyperparameters are the suspect.
-fn diverged(step: u64, loss: f64, grad_norm: f64, config: &TrainConfig, out: &Path) -> Error {
+fn diverged(
+    step: u64,
+    loss: f64,
+    grad_norm: f64,
+    config: &TrainConfig,
+    out: &Path,
+    resumed_at: Option<u64>,
+) -> Error {
     let kept = match Checkpoint::load(out) {
-        Ok(Some(c)) if c.info.step == step => format!(
+        Ok(Some(_)) if resumed_at == Some(step) => format!(
             "it happened on the first step after resuming from the checkpoint in {}, which loaded as valid: \
              the settings changed since (if any) are the likely cause",
             out.display()
