@@ -6,14 +6,13 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 use loupe_model::{Batch, HookPoint, Hooks, Model};
+use loupe_util::Problems as _;
+use loupe_util::Progress;
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::{expand_path, interleave, CorpusSpec};
 use crate::packing::{Context, Packer};
 use crate::store::{file_info, write_shard, CorpusInfo, HookInfo, Manifest, ModelInfo, StoreDType};
-use loupe_util::Problems as _;
-use loupe_util::Progress;
-
 use crate::{Error, Result};
 
 /// One capture run: every field can be set in a TOML config and overridden on the command line.
