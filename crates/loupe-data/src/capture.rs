@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::corpus::{expand_path, interleave, CorpusSpec};
 use crate::packing::{Context, Packer};
+use crate::reader::first_non_finite_row;
 use crate::store::{file_info, write_shard, CorpusInfo, HookInfo, Manifest, ModelInfo, StoreDType};
 use crate::{Error, Result};
 
@@ -404,31 +405,15 @@ fn run_shard(
 /// they would be stored (f16 overflows past 65504), naming the first document that produced one,
 /// so that no store holds them.
 fn check_finite(kept: &Tensor, stored: &Tensor, hook: HookPoint, doc_ids: &[u32]) -> Result<()> {
-    // A sum is finite exactly when every term is (activations are far from f32's range).
-    let finite = |t: &Tensor| -> Result<bool> {
-        Ok(t.to_dtype(candle_core::DType::F32)?
-            .sum_all()?
-            .to_scalar::<f32>()?
-            .is_finite())
-    };
-    if finite(stored)? {
+    let Some(row) = first_non_finite_row(&stored.to_dtype(candle_core::DType::F32)?)? else {
         return Ok(());
-    }
-    let (bad, why) = if finite(kept)? {
-        (
-            stored,
-            "exceeds the range of f16 (65504): capture with dtype = \"bf16\" or \"f32\"",
-        )
-    } else {
-        (
-            kept,
-            "is NaN or infinite as the model computed it: check the model with `loupe verify`, or leave this document out",
-        )
     };
-    let as_f32 = bad.to_dtype(candle_core::DType::F32)?;
-    let width = as_f32.dim(1)?;
-    let values = as_f32.flatten_all()?.to_vec1::<f32>()?;
-    let row = values.iter().position(|v| !v.is_finite()).unwrap_or(0) / width;
+    let why = if first_non_finite_row(kept)?.is_none() {
+        "exceeds the range of f16 (65504): capture with dtype = \"bf16\" or \"f32\""
+    } else {
+        "is NaN or infinite as the model computed it: leave this document out (or, if every document \
+         does this, suspect the model file)"
+    };
     let doc = doc_ids.get(row).copied().unwrap_or(crate::packing::NO_DOC);
     Err(Error::config(
         "corpus",

@@ -8,7 +8,6 @@
 //! not written.
 
 use std::fs::Metadata;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -92,17 +91,8 @@ fn read_sidecar(sidecar: &Path) -> Option<Verified> {
 /// Writes the sidecar through a temporary file and a rename, so that a reader never sees half of
 /// one; any failure leaves no sidecar and is not an error.
 fn write_sidecar(sidecar: &Path, verified: &Verified) {
-    let mut temp_name = sidecar.file_name().unwrap_or_default().to_os_string();
-    temp_name.push(format!(".{}.tmp", std::process::id()));
-    let temp = sidecar.with_file_name(temp_name);
-    let written = (|| -> std::io::Result<()> {
-        let json = serde_json::to_string(verified).map_err(std::io::Error::other)?;
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(json.as_bytes())?;
-        std::fs::rename(&temp, sidecar)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
+    if let Ok(json) = serde_json::to_string(verified) {
+        let _ = loupe_util::write_atomically(sidecar, json.as_bytes());
     }
 }
 

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::{Error, Result};
 
 /// Writes `bytes` to `path` through a temp file in the same directory, flushed to disk, then a
-/// rename. A crash or a full disk leaves `path` as it was (and at most a `.tmp` file beside it).
+/// rename. A failure leaves `path` as it was and removes the temp file; a crash leaves at most a
+/// `.tmp` file beside it.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
     let write = || -> std::io::Result<()> {
@@ -19,8 +20,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(&tmp, "cannot write", e));
     }
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::io(path, format!("cannot move {} into place", tmp.display()), e))
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, format!("cannot move {} into place", tmp.display()), e)
+    })
 }
 
 /// The temp file `path` is written through: `<name>.tmp` beside it.
