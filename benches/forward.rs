@@ -10,15 +10,12 @@ use loupe_model::{generate, Batch, GenerateConfig, Hooks, Logits, Model, Samplin
 
 /// Matmul FLOPs per token of a forward pass with `context` tokens of attention and the unembedding.
 fn flops_per_token(model: &Model, context: usize) -> f64 {
-    let c = model.llama.config();
-    let (d, m, v) = (
-        c.hidden_size as f64,
-        c.intermediate_size as f64,
-        c.vocab_size as f64,
-    );
-    let kv = (c.num_key_value_heads * c.head_dim()) as f64;
-    let per_layer = 2.0 * (d * d * 2.0 + d * kv * 2.0 + 3.0 * d * m) + 4.0 * context as f64 * d;
-    per_layer * c.num_hidden_layers as f64 + 2.0 * d * v
+    let c = model.spec();
+    let (d, m, v) = (c.d_model as f64, c.d_mlp as f64, c.vocab_size as f64);
+    let q = (c.n_heads * c.d_head) as f64;
+    let kv = (c.n_kv_heads * c.d_head) as f64;
+    let per_layer = 2.0 * (d * q * 2.0 + d * kv * 2.0 + 3.0 * d * m) + 4.0 * context as f64 * q;
+    per_layer * c.n_layers as f64 + 2.0 * d * v
 }
 
 fn bench(c: &mut Criterion) {
@@ -41,18 +38,13 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements((rows * columns) as u64));
     group.bench_function("forward_8x128_all_logits", |b| {
-        b.iter(|| {
-            model
-                .llama
-                .forward(&batch, &mut Hooks::new(), Logits::All)
-                .unwrap()
-        })
+        b.iter(|| model.forward(&batch, &mut Hooks::new(), Logits::All).unwrap())
     });
     group.bench_function("forward_8x128_no_logits", |b| {
         let mut hooks = Hooks::new().capture(loupe_model::HookPoint::ResidPost(29));
         b.iter(|| {
             hooks.clear_captured();
-            model.llama.capture(&batch, &mut hooks).unwrap()
+            model.capture(&batch, &mut hooks).unwrap()
         })
     });
 
@@ -67,7 +59,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("generate_32_tokens_batch_1", |b| {
         b.iter(|| {
             generate(
-                &model.llama,
+                &model,
                 std::slice::from_ref(&prompt),
                 0,
                 &mut Hooks::new(),
@@ -79,7 +71,7 @@ fn bench(c: &mut Criterion) {
     let prompts = vec![prompt.clone(); 8];
     group.throughput(Throughput::Elements((8 * new_tokens) as u64));
     group.bench_function("generate_32_tokens_batch_8", |b| {
-        b.iter(|| generate(&model.llama, &prompts, 0, &mut Hooks::new(), &config).unwrap())
+        b.iter(|| generate(&model, &prompts, 0, &mut Hooks::new(), &config).unwrap())
     });
     group.finish();
 }

@@ -20,7 +20,7 @@ fn bench(c: &mut Criterion) {
     let hooks_read: Vec<HookPoint> = (1..=8).map(HookPoint::ResidPost).collect();
     let source = model.batch(&["Albert Einstein"]).unwrap();
     let mut capture = Hooks::new().capture_all(hooks_read.iter().copied());
-    model.llama.capture(&source, &mut capture).unwrap();
+    model.capture(&source, &mut capture).unwrap();
     let mut variants: Vec<(HookPoint, Vec<f32>)> = Vec::new();
     for &hook in &hooks_read {
         let h = capture.captured(hook).unwrap();
@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
                     Tensor::from_slice(value, value.len(), &Device::Cpu).unwrap(),
                 );
                 generate(
-                    &model.llama,
+                    &model,
                     std::slice::from_ref(&target_ids),
                     model.pad_id(),
                     &mut hooks,

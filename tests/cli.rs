@@ -82,7 +82,7 @@ fn hook_and_prompt_errors_on_a_tiny_model() {
 
     let out = loupe(&["hooks", "--model", model]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("blocks.2.mlp.hook_post\t48"));
+    assert!(stdout(&out).contains("blocks.2.mlp.hook_post\t[batch, pos, 48]"));
 }
 
 #[test]

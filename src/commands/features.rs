@@ -82,8 +82,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     | HookPoint::MlpOut(_)
                     | HookPoint::AttnOut(_)
             ) {
-                let v = Tensor::from_slice(d, (1, 1, d.len()), model.llama.device())?;
-                let logits = model.llama.unembed(&v)?.flatten_all()?.to_vec1::<f32>()?;
+                let v = Tensor::from_slice(d, (1, 1, d.len()), model.device())?;
+                let logits = model.unembed(&v)?.flatten_all()?.to_vec1::<f32>()?;
                 let mut ids: Vec<usize> = (0..logits.len()).collect();
                 ids.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
                 let tokens: Vec<String> = ids

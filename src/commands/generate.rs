@@ -53,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let start = Instant::now();
     let generation = generate(
-        &model.llama,
+        &model,
         std::slice::from_ref(&ids),
         model.pad_id(),
         &mut Hooks::new(),

@@ -1,5 +1,3 @@
-use loupe_model::HookPoint;
-
 use super::ModelArgs;
 
 #[derive(clap::Args, Debug)]
@@ -10,8 +8,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = args.model.load()?;
-    for hook in HookPoint::all(model.llama.n_layers()) {
-        println!("{hook}\t{}", model.llama.width(hook));
+    let spec = model.spec();
+    println!(
+        "# {} hook points of a {} model",
+        spec.hook_points().len(),
+        spec.family
+    );
+    for hook in spec.hook_points() {
+        println!("{hook}\t{}", spec.shape(hook));
     }
     Ok(())
 }

@@ -21,12 +21,12 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let hook: HookPoint = args.hook.parse()?;
     let model = args.model.load()?;
-    hook.check_depth(model.llama.n_layers())?;
+    let width = model.width(hook)?;
     let ids = model.encode_prompt(&args.prompt)?;
     let batch = model.batch(&[&args.prompt])?;
     let mut hooks = Hooks::new().capture(hook);
     let start = std::time::Instant::now();
-    model.llama.capture(&batch, &mut hooks)?;
+    model.capture(&batch, &mut hooks)?;
     eprintln!(
         "forward pass up to {hook}: {} tokens in {:.3}s",
         ids.len(),
@@ -35,17 +35,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let activation = hooks
         .captured(hook)
         .context("the hook point was not reached")?
-        .squeeze(0)?;
+        .reshape((ids.len(), width))?; // per-head activations flattened
     let norms = activation.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
 
     println!(
-        "{hook}: shape {:?} (batch, tokens, width)",
-        [1, ids.len(), model.llama.width(hook)]
+        "{hook}: shape {:?} (batch, tokens, width; {} as the model lays it out)",
+        [1, ids.len(), width],
+        model.spec().shape(hook)
     );
     let lens = if hook.is_model_width() {
-        Some(model.llama.unembed(&activation)?)
+        Some(model.unembed(&activation)?)
     } else {
-        println!("(no logit lens: {hook} has the MLP's width, not the residual stream's)");
+        println!("(no logit lens: {hook} is not a vector in the residual stream's space)");
         None
     };
     println!(

@@ -32,14 +32,15 @@ impl ModelArgs {
         let start = Instant::now();
         let model = Model::load(&self.model, &Device::Cpu)
             .with_context(|| format!("loading model '{}'", self.model))?;
-        let c = model.llama.config();
+        let c = model.spec();
         eprintln!(
-            "loaded {} from {} ({} layers, d_model {}, d_mlp {}, vocab {}) in {:.1}s",
+            "loaded {} ({}) from {} ({} layers, d_model {}, d_mlp {}, vocab {}) in {:.1}s",
             model.name,
+            c.family,
             model.source.path().display(),
-            c.num_hidden_layers,
-            c.hidden_size,
-            c.intermediate_size,
+            c.n_layers,
+            c.d_model,
+            c.d_mlp,
             c.vocab_size,
             start.elapsed().as_secs_f64()
         );

@@ -87,9 +87,10 @@ impl CaptureConfig {
             ));
         }
         for hook in &self.hooks {
-            hook.check_depth(model.llama.n_layers())?;
+            // Also refuses hooks the model lacks, and the pattern's key-wide rows.
+            model.width(*hook)?;
         }
-        let context = model.llama.config().max_position_embeddings;
+        let context = model.spec().context;
         if self.context_length < 2 || self.context_length > context {
             return Err(Error::config(
                 "context_length",
@@ -173,16 +174,18 @@ pub fn capture(model: &Model, config: &CaptureConfig, progress: &mut dyn Progres
         model: ModelInfo {
             name: model.name.clone(),
             sha256: model.source.fingerprint()?,
-            d_model: model.llama.config().hidden_size,
+            d_model: model.spec().d_model,
         },
         hooks: config
             .hooks
             .iter()
-            .map(|&h| HookInfo {
-                name: h,
-                width: model.llama.width(h),
+            .map(|&h| {
+                Ok(HookInfo {
+                    name: h,
+                    width: model.width(h)?,
+                })
             })
-            .collect(),
+            .collect::<Result<_>>()?,
         dtype: config.dtype,
         context_length: config.context_length,
         separator_token: config.separator_id(model)?,
@@ -340,7 +343,7 @@ fn run_shard(
     label_fields: &[String],
     progress: &mut dyn Progress,
 ) -> Result<Option<Shard>> {
-    let device = model.llama.device();
+    let device = model.device();
     let mut activations: Vec<Vec<Tensor>> = vec![Vec::new(); config.hooks.len()];
     let (mut token_ids, mut doc_ids, mut context_ids, mut positions) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -352,7 +355,7 @@ fn run_shard(
         let sequences: Vec<Vec<u32>> = chunk.iter().map(|c| c.tokens.clone()).collect();
         let batch = Batch::left_padded(&sequences, model.pad_id(), device)?;
         let mut hooks = Hooks::new().capture_all(config.hooks.iter().copied());
-        model.llama.capture(&batch, &mut hooks)?;
+        model.capture(&batch, &mut hooks)?;
 
         let mut rows = Vec::new();
         for (r, context) in chunk.iter().enumerate() {
@@ -373,7 +376,9 @@ fn run_shard(
         let rows = Tensor::from_vec(rows, n_rows, device)?;
         for (h, hook) in config.hooks.iter().enumerate() {
             let captured = hooks.captured(*hook).expect("captured");
-            let (b, t, width) = captured.dims3()?;
+            // Per-head activations ([b, t, head, d_head]) are stored flattened, as SAEs read them.
+            let (b, t) = (captured.dim(0)?, captured.dim(1)?);
+            let width = captured.elem_count() / (b * t);
             let kept = captured.reshape((b * t, width))?.index_select(&rows, 0)?;
             let stored = kept.to_dtype(config.dtype.dtype())?;
             check_finite(&kept, &stored, *hook, &doc_ids[doc_ids.len() - n_rows..])?;

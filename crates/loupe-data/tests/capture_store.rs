@@ -106,7 +106,7 @@ fn stored_activations_equal_the_hooked_forward() {
         for context in &contexts {
             let batch = Batch::left_padded(std::slice::from_ref(&context.tokens), 0, &Device::Cpu).unwrap();
             let mut hooks = Hooks::new().capture(hook);
-            s.model.llama.capture(&batch, &mut hooks).unwrap();
+            s.model.capture(&batch, &mut hooks).unwrap();
             let acts = hooks.captured(hook).unwrap().squeeze(0).unwrap();
             for i in (0..context.tokens.len()).filter(|&i| !context.is_separator(i)) {
                 expected.push(acts.get(i).unwrap());

@@ -143,19 +143,23 @@ impl Batch {
     }
 
     /// The additive attention mask, `[rows, 1, columns, end_column]`: 0 where a query may look at a
-    /// key, -inf where not. A token sees itself and the real tokens before it; padding is seen by
-    /// no real token. `None` when nothing needs masking (one new column and no padding).
-    pub(crate) fn attention_mask(&self) -> Result<Option<Tensor>> {
+    /// key, -inf where not. A token sees itself and the real tokens before it (with a sliding
+    /// `window`, only the `window` latest of them, itself included); padding is seen by no real
+    /// token. `None` when nothing needs masking (one new column, no padding, nothing out of the
+    /// window).
+    pub(crate) fn attention_mask(&self, window: Option<usize>) -> Result<Option<Tensor>> {
         let keys = self.end_column();
-        if self.columns == 1 && !self.has_padding() {
+        let window = window.filter(|&w| self.max_len() > w);
+        if self.columns == 1 && !self.has_padding() && window.is_none() {
             return Ok(None);
         }
+        let window = window.unwrap_or(usize::MAX);
         let mut mask = Vec::with_capacity(self.rows() * self.columns * keys);
         for &pad in &self.pads {
             for q in 0..self.columns {
                 let q_col = self.start_column + q;
                 mask.extend((0..keys).map(|k| {
-                    let visible = k == q_col || (k < q_col && k >= pad);
+                    let visible = k == q_col || (k < q_col && k >= pad && q_col - k < window);
                     if visible {
                         0f32
                     } else {
@@ -193,7 +197,7 @@ mod tests {
     fn mask_hides_padding_and_the_future() {
         let b = Batch::left_padded(&[vec![5, 6], vec![8]], 0, &Device::Cpu).unwrap();
         let m = b
-            .attention_mask()
+            .attention_mask(None)
             .unwrap()
             .unwrap()
             .squeeze(1)
@@ -204,5 +208,30 @@ mod tests {
         assert_eq!(m[0], vec![vec![0.0, inf], vec![0.0, 0.0]]);
         // Row 1: column 0 is padding; the pad query sees only itself, the real token only itself.
         assert_eq!(m[1], vec![vec![0.0, inf], vec![inf, 0.0]]);
+    }
+
+    #[test]
+    fn sliding_window_hides_keys_too_far_back() {
+        let b = Batch::left_padded(&[vec![5, 6, 7]], 0, &Device::Cpu).unwrap();
+        assert!(
+            b.attention_mask(Some(3)).unwrap().is_some(),
+            "causal mask still needed"
+        );
+        let m = b.attention_mask(Some(2)).unwrap().unwrap();
+        let m = m.squeeze(1).unwrap().to_vec3::<f32>().unwrap();
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(
+            m[0][2],
+            vec![inf, 0.0, 0.0],
+            "window 2: the token and the one before"
+        );
+        // One new column past the window: masked even without padding.
+        let step = b.next_step(&[8]).unwrap();
+        let m = step.attention_mask(Some(2)).unwrap().unwrap();
+        assert_eq!(
+            m.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![inf, inf, 0.0, 0.0]
+        );
+        assert!(step.attention_mask(None).unwrap().is_none());
     }
 }

@@ -7,7 +7,7 @@ use candle_transformers::generation::{LogitsProcessor, Sampling as CandleSamplin
 
 use candle_core::{DType, Tensor};
 
-use crate::{Batch, Error, Hooks, KvCache, Llama, Logits, Result};
+use crate::{Batch, Error, Hooks, KvCache, Logits, Model, Result};
 
 /// How the next token is chosen.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,14 +58,14 @@ pub struct Generation {
 
 /// Generates a continuation of each prompt, all prompts together as one batch.
 pub fn generate(
-    model: &Llama,
+    model: &Model,
     prompts: &[Vec<u32>],
     pad_id: u32,
     hooks: &mut Hooks,
     config: &GenerateConfig,
 ) -> Result<Vec<Generation>> {
     let batch = Batch::left_padded(prompts, pad_id, model.device())?;
-    let mut cache = KvCache::new(model.config());
+    let mut cache = KvCache::new(model.n_layers());
     Ok(generate_from(model, &mut cache, batch, hooks, config)?.0)
 }
 
@@ -74,14 +74,14 @@ pub fn generate(
 /// [`Batch::continuing`]). Also returns the logits of the first new token, `[rows, vocab]` f32,
 /// for judges that score the whole next-token distribution.
 pub fn generate_from(
-    model: &Llama,
+    model: &Model,
     cache: &mut KvCache,
     mut batch: Batch,
     hooks: &mut Hooks,
     config: &GenerateConfig,
 ) -> Result<(Vec<Generation>, Tensor)> {
     // The last new token is returned, never fed back: the model sees one position fewer.
-    let context = model.config().max_position_embeddings;
+    let context = model.spec().context;
     let positions = batch.max_len() + config.max_new_tokens.saturating_sub(1);
     if positions > context {
         return Err(Error::TooLong {

@@ -1,30 +1,37 @@
-//! Reading llama-family GGUF files (llama.cpp's format): metadata into a [`LlamaConfig`], every
-//! tensor dequantized to f32 and renamed to the Hugging Face layout, and the tokenizer's fields.
+//! Reading GGUF files (llama.cpp's format), whatever the family: metadata, every tensor
+//! dequantized to f32 under its GGUF name, and the tokenizer's fields. A family file turns them
+//! into its model (`llama::from_gguf`, `gemma3::from_gguf`, ...), renaming tensors to the Hugging
+//! Face layout so that both kinds of file load through one path.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 use loupe_util::Problems as _;
 
-use crate::{Error, LlamaConfig, Result};
+use crate::{Error, Result};
 
 /// What a GGUF file holds, ready to build a model and a tokenizer from.
-pub(crate) struct GgufModel {
-    pub config: LlamaConfig,
-    /// f32 weights named as in Hugging Face llama checkpoints.
+pub(crate) struct GgufFile {
+    pub path: PathBuf,
+    /// `general.architecture`: the family (`llama`, `qwen2`, `gemma3`, ...).
+    pub arch: String,
+    pub metadata: HashMap<String, Value>,
+    /// f32 weights under their GGUF names (`blk.0.attn_q.weight`, ...).
     pub tensors: HashMap<String, Tensor>,
     pub tokenizer: GgufTokenizerFields,
+    /// Where the tensors live.
+    pub device: Device,
 }
 
 /// The `tokenizer.ggml.*` fields of a GGUF file.
 pub(crate) struct GgufTokenizerFields {
     /// `gpt2` for byte-level BPE, `llama` for SentencePiece, ...
     pub model: String,
-    /// The pre-tokenizer kind (`smollm`, `gpt2`, `llama-bpe`, ...).
+    /// The pre-tokenizer kind (`smollm`, `gpt2`, `qwen2`, ...).
     pub pre: Option<String>,
     pub tokens: Vec<String>,
     /// llama.cpp token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
@@ -37,7 +44,7 @@ pub(crate) struct GgufTokenizerFields {
     pub chat_template: Option<String>,
 }
 
-pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
+pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufFile> {
     // candle allocates whatever the header claims; a corrupt count must be an error, not an abort.
     crate::gguf_check::check(path)?;
     let file = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
@@ -49,53 +56,11 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
         path,
         map: &content.metadata,
     };
-
     let arch = meta.string("general.architecture")?;
-    if arch != "llama" {
-        return Err(Error::file(path, format!("architecture '{arch}' is not supported; loupe runs the llama family (llama, SmolLM, TinyLlama)")));
-    }
-    let n_heads = meta.u64("llama.attention.head_count")? as usize;
-    let n_kv_heads = meta.u64_or("llama.attention.head_count_kv", n_heads as u64)? as usize;
-    let tokens = meta.strings("tokenizer.ggml.tokens")?;
-    let has_output = content.tensor_infos.contains_key("output.weight");
-    let config = LlamaConfig {
-        hidden_size: meta.u64("llama.embedding_length")? as usize,
-        intermediate_size: meta.u64("llama.feed_forward_length")? as usize,
-        vocab_size: meta.u64_or("llama.vocab_size", tokens.len() as u64)? as usize,
-        num_hidden_layers: meta.u64("llama.block_count")? as usize,
-        num_attention_heads: n_heads,
-        num_key_value_heads: n_kv_heads,
-        rms_norm_eps: meta.f64("llama.attention.layer_norm_rms_epsilon")?,
-        rope_theta: meta.f64_or("llama.rope.freq_base", 10_000.0)? as f32,
-        max_position_embeddings: meta.u64("llama.context_length")? as usize,
-        tie_word_embeddings: !has_output,
-    };
-    config
-        .validate_named(gguf_key)
-        .map_err(|e| Error::file(path, e))?;
-    if tokens.len() > config.vocab_size {
-        return Err(Error::file(
-            path,
-            format!(
-                "tokenizer.ggml.tokens has {} tokens but llama.vocab_size is {}; the file is corrupt: delete it and fetch it again",
-                tokens.len(),
-                config.vocab_size
-            ),
-        ));
-    }
-    if meta.map.contains_key("llama.rope.scaling.type")
-        || content.tensor_infos.contains_key("rope_freqs.weight")
-    {
-        return Err(Error::file(
-            path,
-            "rope scaling (Llama 3.1 style) is not supported yet",
-        ));
-    }
+    let tokenizer = tokenizer_fields(&meta)?;
 
     let mut tensors = HashMap::with_capacity(content.tensor_infos.len());
     for name in content.tensor_infos.keys() {
-        let hf_name = hf_name(name)
-            .ok_or_else(|| Error::file(path, format!("unexpected tensor '{name}' for a llama model")))?;
         let tensor = content
             .tensor(&mut reader, name, device)
             .and_then(|q| q.dequantize(device))
@@ -105,19 +70,61 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
                     format!("cannot read tensor '{name}' ({e}); the file may be corrupt"),
                 )
             })?;
-        let tensor = if name.ends_with("attn_q.weight") {
-            unpermute_rope_rows(&tensor, n_heads)
-        } else if name.ends_with("attn_k.weight") {
-            unpermute_rope_rows(&tensor, n_kv_heads)
-        } else {
-            Ok(tensor)
+        tensors.insert(name.clone(), tensor);
+    }
+    Ok(GgufFile {
+        path: path.to_path_buf(),
+        arch,
+        metadata: content.metadata,
+        tensors,
+        tokenizer,
+        device: device.clone(),
+    })
+}
+
+impl GgufFile {
+    /// Typed access to the metadata, errors naming the file and the key.
+    pub(crate) fn meta(&self) -> Metadata<'_> {
+        Metadata {
+            path: &self.path,
+            map: &self.metadata,
         }
-        .map_err(|e| Error::file(path, format!("tensor '{name}' does not split into heads: {e}")))?;
-        tensors.insert(hf_name, tensor);
     }
 
+    /// The key of a family field: `block_count` is `<arch>.block_count`.
+    pub(crate) fn key(&self, field: &str) -> String {
+        format!("{}.{field}", self.arch)
+    }
+
+    /// The tensors under new names (`rename` gives the Hugging Face name of a GGUF name, or
+    /// `None` for a tensor the family does not know: an error naming it).
+    pub(crate) fn renamed_tensors(
+        &mut self,
+        rename: impl Fn(&str) -> Option<String>,
+    ) -> Result<HashMap<String, Tensor>> {
+        let mut renamed = HashMap::with_capacity(self.tensors.len());
+        for (name, tensor) in self.tensors.drain() {
+            let hf_name = rename(&name).ok_or_else(|| {
+                Error::file(
+                    &self.path,
+                    format!("unexpected tensor '{name}' for a {} model", self.arch),
+                )
+            })?;
+            renamed.insert(hf_name, tensor);
+        }
+        Ok(renamed)
+    }
+
+    /// An error for a value the family cannot run with, naming the file.
+    pub(crate) fn invalid(&self, message: impl std::fmt::Display) -> Error {
+        Error::file(&self.path, message)
+    }
+}
+
+fn tokenizer_fields(meta: &Metadata) -> Result<GgufTokenizerFields> {
+    let tokens = meta.strings("tokenizer.ggml.tokens")?;
     let n_tokens = tokens.len();
-    let tokenizer = GgufTokenizerFields {
+    Ok(GgufTokenizerFields {
         model: meta.string("tokenizer.ggml.model")?,
         pre: meta
             .map
@@ -150,95 +157,39 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufModel> {
             .get("tokenizer.chat_template")
             .and_then(|v| v.to_string().ok())
             .cloned(),
-    };
-    Ok(GgufModel {
-        config,
-        tensors,
-        tokenizer,
     })
 }
 
-/// The GGUF metadata key a [`LlamaConfig`] field is read from, for error messages.
-fn gguf_key(field: &'static str) -> &'static str {
-    match field {
-        "hidden_size" => "llama.embedding_length",
-        "intermediate_size" => "llama.feed_forward_length",
-        "vocab_size" => "llama.vocab_size (or the length of tokenizer.ggml.tokens)",
-        "num_hidden_layers" => "llama.block_count",
-        "num_attention_heads" => "llama.attention.head_count",
-        "num_key_value_heads" => "llama.attention.head_count_kv",
-        "max_position_embeddings" => "llama.context_length",
-        "rms_norm_eps" => "llama.attention.layer_norm_rms_epsilon",
-        "rope_theta" => "llama.rope.freq_base",
-        other => other,
-    }
-}
-
-/// The Hugging Face name of a llama.cpp tensor.
-fn hf_name(gguf_name: &str) -> Option<String> {
-    let top = match gguf_name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(name) = top {
-        return Some(name.to_string());
-    }
-    let rest = gguf_name.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let hf_part = match part {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf_part}"))
-}
-
-/// llama.cpp's converter permutes the rows of q and k within each head so that rotary embeddings
-/// can rotate adjacent pairs (`rope_i`); Hugging Face rotates the two halves of a head. This undoes
-/// the permutation (a head's rows `[pair][2]` become `[2][pair]`), so the model has one rope path.
-fn unpermute_rope_rows(w: &Tensor, n_heads: usize) -> Result<Tensor> {
-    let (rows, cols) = w.dims2()?;
-    let head_dim = rows / n_heads;
-    Ok(w.reshape((n_heads, head_dim / 2, 2, cols))?
-        .transpose(1, 2)?
-        .reshape((rows, cols))?)
-}
-
 /// Typed access to GGUF metadata, with errors that name the file and the key.
-struct Metadata<'a> {
+pub(crate) struct Metadata<'a> {
     path: &'a Path,
     map: &'a HashMap<String, Value>,
 }
 
 impl Metadata<'_> {
-    fn get(&self, key: &str) -> Result<&Value> {
+    /// Whether the file has `key`.
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Result<&Value> {
         self.map
             .get(key)
             .ok_or_else(|| Error::file(self.path, format!("GGUF metadata has no '{key}'")))
     }
 
-    fn bad(&self, key: &str, e: candle_core::Error) -> Error {
+    pub(crate) fn bad(&self, key: &str, e: candle_core::Error) -> Error {
         Error::file(
             self.path,
             format!("GGUF metadata '{key}' has the wrong type: {e}"),
         )
     }
 
-    fn string(&self, key: &str) -> Result<String> {
+    pub(crate) fn string(&self, key: &str) -> Result<String> {
         self.get(key)?.to_string().cloned().map_err(|e| self.bad(key, e))
     }
 
-    fn strings(&self, key: &str) -> Result<Vec<String>> {
+    pub(crate) fn strings(&self, key: &str) -> Result<Vec<String>> {
         let values = self.get(key)?.to_vec().map_err(|e| self.bad(key, e))?;
         values
             .iter()
@@ -246,7 +197,7 @@ impl Metadata<'_> {
             .collect()
     }
 
-    fn u64(&self, key: &str) -> Result<u64> {
+    pub(crate) fn u64(&self, key: &str) -> Result<u64> {
         let v = self.get(key)?;
         v.to_u64()
             .or_else(|_| v.to_i64().map(|i| i as u64))
@@ -254,7 +205,7 @@ impl Metadata<'_> {
             .map_err(|e| self.bad(key, e))
     }
 
-    fn u64_or(&self, key: &str, default: u64) -> Result<u64> {
+    pub(crate) fn u64_or(&self, key: &str, default: u64) -> Result<u64> {
         if self.map.contains_key(key) {
             self.u64(key)
         } else {
@@ -263,7 +214,7 @@ impl Metadata<'_> {
     }
 
     /// A token id, which must be one of the `n_tokens` tokens.
-    fn token_id(&self, key: &str, n_tokens: usize) -> Result<Option<u32>> {
+    pub(crate) fn token_id(&self, key: &str, n_tokens: usize) -> Result<Option<u32>> {
         if !self.map.contains_key(key) {
             return Ok(None);
         }
@@ -277,7 +228,7 @@ impl Metadata<'_> {
         }
     }
 
-    fn f64(&self, key: &str) -> Result<f64> {
+    pub(crate) fn f64(&self, key: &str) -> Result<f64> {
         let v = self.get(key)?;
         v.to_f32()
             .map(f64::from)
@@ -285,7 +236,7 @@ impl Metadata<'_> {
             .map_err(|e| self.bad(key, e))
     }
 
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+    pub(crate) fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
         if self.map.contains_key(key) {
             self.f64(key)
         } else {

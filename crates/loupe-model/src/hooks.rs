@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 
-use crate::{Batch, Error, HookPoint, Result};
+use crate::{Batch, Error, HookLayout, HookPoint, Result};
 
 /// Which positions of each sequence an intervention touches. A position is a token's index in its
 /// own sequence (padding does not count), so the same intervention means the same thing in a
@@ -99,16 +99,36 @@ impl Edit {
 
 /// One change to the forward pass: at `hook`, for the chosen rows of the batch (all when `None`)
 /// and positions, apply `edit`.
+///
+/// At a per-head hook point (`attn.hook_q`, `hook_z`, `hook_pattern`, ...; see
+/// [`HookPoint::layout`]) `heads` picks heads: the edit then sees one vector per selected head
+/// (`d_head` wide, or one row of keys for the pattern and scores). With `heads: None` it sees each
+/// token's heads together, flattened (`head × d_head` wide).
 #[derive(Clone, Debug)]
 pub struct Intervention {
     /// Where in the model the edit applies.
     pub hook: HookPoint,
-    /// Which token positions of each sequence it applies to.
+    /// Which token positions of each sequence it applies to (query positions for the pattern).
     pub positions: Positions,
     /// Which rows (sequences) of the batch it applies to, by index; `None` for all.
     pub rows: Option<Vec<usize>>,
+    /// Which heads it applies to at a per-head hook point; `None` for all, together.
+    pub heads: Option<Vec<usize>>,
     /// The change made to the selected activations.
     pub edit: Edit,
+}
+
+impl Intervention {
+    /// `edit` at `hook` and `positions`, on every row and every head.
+    pub fn new(hook: HookPoint, positions: Positions, edit: Edit) -> Self {
+        Intervention {
+            hook,
+            positions,
+            rows: None,
+            heads: None,
+            edit,
+        }
+    }
 }
 
 /// What a forward pass should capture and change: the one way every part of loupe (capture,
@@ -151,32 +171,17 @@ impl Hooks {
 
     /// Shorthand: replace the activation at `hook` at `positions` of every row by `value`.
     pub fn replace(self, hook: HookPoint, positions: Positions, value: Tensor) -> Self {
-        self.intervene(Intervention {
-            hook,
-            positions,
-            rows: None,
-            edit: Edit::Replace(value),
-        })
+        self.intervene(Intervention::new(hook, positions, Edit::Replace(value)))
     }
 
     /// Shorthand: add `value` to the activation at `hook` at `positions` of every row.
     pub fn add(self, hook: HookPoint, positions: Positions, value: Tensor) -> Self {
-        self.intervene(Intervention {
-            hook,
-            positions,
-            rows: None,
-            edit: Edit::Add(value),
-        })
+        self.intervene(Intervention::new(hook, positions, Edit::Add(value)))
     }
 
     /// Shorthand: scale the activation at `hook` at `positions` of every row by `factor`.
     pub fn scale(self, hook: HookPoint, positions: Positions, factor: f64) -> Self {
-        self.intervene(Intervention {
-            hook,
-            positions,
-            rows: None,
-            edit: Edit::Scale(factor),
-        })
+        self.intervene(Intervention::new(hook, positions, Edit::Scale(factor)))
     }
 
     /// Every hook point that is captured or intervened on.
@@ -198,8 +203,15 @@ impl Hooks {
         self.hook_points().try_for_each(|h| h.check_depth(n_layers))
     }
 
-    /// The activation captured at `hook`, `[rows, columns, width]` over every forward call so far.
-    /// `None` when `hook` was not captured (not asked for, or no pass reached it).
+    /// Whether anything captures or changes the activation at `hook` (a model computes some
+    /// activations, such as the attention pattern of a fused kernel, only when asked).
+    pub fn touches(&self, hook: HookPoint) -> bool {
+        self.to_capture.contains(&hook) || self.interventions.iter().any(|i| i.hook == hook)
+    }
+
+    /// The activation captured at `hook`, laid out as [`HookPoint::layout`] says (`[rows,
+    /// columns, width]` for most), over every forward call so far. `None` when `hook` was not
+    /// captured (not asked for, or no pass reached it).
     pub fn captured(&self, hook: HookPoint) -> Option<Tensor> {
         self.captured.get(&hook).cloned()
     }
@@ -209,7 +221,8 @@ impl Hooks {
         self.captured.clear();
     }
 
-    /// Runs the interventions at `hook` on `x` (`[rows, columns, width]`), then captures it.
+    /// Runs the interventions at `hook` on `x` (laid out as [`HookPoint::layout`] says), then
+    /// captures it.
     pub(crate) fn apply(&mut self, hook: HookPoint, mut x: Tensor, batch: &Batch) -> Result<Tensor> {
         for intervention in self.interventions.iter().filter(|i| i.hook == hook) {
             x = apply_one(intervention, x, batch)?;
@@ -218,7 +231,7 @@ impl Hooks {
             // Later passes (generation steps) add columns; joined here, so that a shape that
             // does not fit is an error of the pass, not a capture that silently goes missing.
             let joined = match self.captured.remove(&hook) {
-                Some(earlier) => Tensor::cat(&[earlier, x.clone()], 1)?,
+                Some(earlier) => join_columns(hook, earlier, x.clone())?,
                 None => x.clone(),
             };
             self.captured.insert(hook, joined);
@@ -227,18 +240,71 @@ impl Hooks {
     }
 }
 
+/// An earlier capture and a later pass's, joined along the token axis. A pattern's later rows
+/// see more keys: the earlier rows are widened with what a key they could not see holds (0 in
+/// the pattern, -inf in the scores).
+fn join_columns(hook: HookPoint, earlier: Tensor, later: Tensor) -> Result<Tensor> {
+    if hook.layout() != HookLayout::Pattern {
+        return Ok(Tensor::cat(&[earlier, later], 1)?);
+    }
+    let (keys_before, keys_now) = (earlier.dim(3)?, later.dim(3)?);
+    let earlier = if keys_now > keys_before {
+        let (b, h, q, _) = earlier.dims4()?;
+        let fill = match hook {
+            HookPoint::AttnScores(_) => f32::NEG_INFINITY,
+            _ => 0.0,
+        };
+        let unseen = Tensor::full(fill, (b, h, q, keys_now - keys_before), earlier.device())?
+            .to_dtype(earlier.dtype())?;
+        Tensor::cat(&[earlier, unseen], 3)?
+    } else {
+        earlier
+    };
+    Ok(Tensor::cat(&[earlier, later], 2)?)
+}
+
 fn apply_one(intervention: &Intervention, x: Tensor, batch: &Batch) -> Result<Tensor> {
-    let (rows, columns, width) = x.dims3()?;
-    let row_selected = |r: usize| intervention.rows.as_ref().is_none_or(|rs| rs.contains(&r));
+    let hook = intervention.hook;
     if let Some(rows) = &intervention.rows {
         if let Some(bad) = rows.iter().find(|&&r| r >= batch.rows()) {
             return Err(Error::Invalid(format!(
-                "intervention at {} names row {bad}, but the batch has {} rows",
-                intervention.hook,
+                "intervention at {hook} names row {bad}, but the batch has {} rows",
                 batch.rows()
             )));
         }
     }
+    // Every layout as [rows, columns, units, width]: units are heads, or 1.
+    let layout = hook.layout();
+    let x = match layout {
+        HookLayout::Vector => x.unsqueeze(2)?,
+        HookLayout::Heads => x,
+        HookLayout::Pattern => x.transpose(1, 2)?.contiguous()?,
+    };
+    let (rows, columns, units, width) = x.dims4()?;
+    let heads: Vec<usize> = match &intervention.heads {
+        None => Vec::new(),
+        Some(_) if layout == HookLayout::Vector => {
+            return Err(Error::Invalid(format!(
+                "intervention at {hook} picks heads, but {hook} has one vector per token, not one                  per head; pick heads at attn.hook_q, hook_k, hook_v, hook_z, hook_pattern or                  hook_attn_scores"
+            )))
+        }
+        Some(heads) => {
+            if let Some(bad) = heads.iter().find(|&&h| h >= units) {
+                return Err(Error::Invalid(format!(
+                    "intervention at {hook} names head {bad}, but it has {units} heads (0 to {})",
+                    units - 1
+                )));
+            }
+            heads.clone()
+        }
+    };
+    // With heads picked, the edit sees one row per (token, head); otherwise one per token.
+    let (group, edit_width) = if heads.is_empty() {
+        (1, units * width)
+    } else {
+        (units, width)
+    };
+    let row_selected = |r: usize| intervention.rows.as_ref().is_none_or(|rs| rs.contains(&r));
     let mut flat_indices = Vec::new();
     for row in (0..rows).filter(|&r| row_selected(r)) {
         for column in 0..columns {
@@ -246,23 +312,40 @@ fn apply_one(intervention: &Intervention, x: Tensor, batch: &Batch) -> Result<Te
                 .position(row, column)
                 .is_some_and(|p| intervention.positions.contains(p))
             {
-                flat_indices.push((row * columns + column) as u32);
+                let token = (row * columns + column) * group;
+                if heads.is_empty() {
+                    flat_indices.push(token as u32);
+                } else {
+                    flat_indices.extend(heads.iter().map(|&h| (token + h) as u32));
+                }
             }
         }
     }
+    let restore = |out: Tensor| -> Result<Tensor> {
+        let out = out.reshape((rows, columns, units, width))?;
+        Ok(match layout {
+            HookLayout::Vector => out.squeeze(2)?,
+            HookLayout::Heads => out,
+            HookLayout::Pattern => out.transpose(1, 2)?.contiguous()?,
+        })
+    };
     if flat_indices.is_empty() {
-        return Ok(x);
+        return restore(x);
     }
-    let flat = x.reshape((rows * columns, width))?;
-    if flat_indices.len() == rows * columns {
-        return Ok(intervention.edit.apply(&flat)?.reshape((rows, columns, width))?);
+    let total = rows * columns * group;
+    let flat = x.reshape((total, edit_width))?;
+    if flat_indices.len() == total {
+        return restore(intervention.edit.apply(&flat)?);
     }
     let n = flat_indices.len();
     let indices = Tensor::from_vec(flat_indices, n, x.device())?;
     let selected = flat.index_select(&indices, 0)?;
     let edited = intervention.edit.apply(&selected)?;
     // scatter writes the edited rows in place of the old ones exactly (no x + (new - old)).
-    let scatter_indices = indices.unsqueeze(1)?.broadcast_as((n, width))?.contiguous()?;
+    let scatter_indices = indices
+        .unsqueeze(1)?
+        .broadcast_as((n, edit_width))?
+        .contiguous()?;
     let out = flat.scatter(&scatter_indices, &edited.contiguous()?, 0)?;
-    Ok(out.reshape((rows, columns, width))?)
+    restore(out)
 }

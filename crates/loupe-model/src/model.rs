@@ -1,15 +1,29 @@
 use std::path::Path;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use loupe_util::Problems as _;
 
-use crate::{gguf, Batch, Error, Llama, LlamaConfig, ModelSource, Result, Tokenizer};
+use crate::gguf::{self, GgufFile};
+use crate::layers::{KvCache, Pass};
+use crate::network::{ModelSpec, Network, SUPPORTED_FAMILIES};
+use crate::{gemma3, gpt2, llama, neox, qwen2};
+use crate::{Batch, Error, HookPoint, Hooks, LlamaConfig, ModelSource, Result, Tokenizer};
 
-/// A loaded model: the hooked network and its tokenizer.
+/// Which logits [`Model::forward`] computes. The unembedding is a fifth of SmolLM2's compute, so
+/// generation asks only for the last column. (A pass that needs no logits is [`Model::capture`],
+/// which also stops after the deepest hooked layer.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Logits for every column, `[rows, columns, vocab]`.
+    All,
+    /// Logits for the last column only, `[rows, 1, vocab]` (what generation needs).
+    Last,
+}
+
+/// A loaded model of any supported family: the hooked network and its tokenizer.
 pub struct Model {
-    /// The network, with hook points.
-    pub llama: Llama,
+    network: Box<dyn Network>,
     /// Its tokenizer.
     pub tokenizer: Tokenizer,
     /// The name it was loaded by.
@@ -24,29 +38,153 @@ impl Model {
     /// Loads a model by name (see [`ModelSource::resolve`]), weights dequantized to f32.
     pub fn load(name: &str, device: &Device) -> Result<Self> {
         let source = ModelSource::resolve(name)?;
-        let (llama, tokenizer, chat_template) = match &source {
+        let (network, tokenizer, chat_template) = match &source {
             ModelSource::Gguf { path, tokenizer_json } => {
-                let file = gguf::read(path, device)?;
+                let mut file = gguf::read(path, device)?;
                 let tokenizer = match tokenizer_json {
                     Some(json) => Tokenizer::from_file(json, file.tokenizer.bos, file.tokenizer.eos)?,
                     None => Tokenizer::from_gguf(&file.tokenizer, path)?,
                 };
-                let vb = VarBuilder::from_tensors(file.tensors, DType::F32, device);
-                let llama = Llama::load(vb, file.config).map_err(|e| Error::file(path, e))?;
-                (llama, tokenizer, file.tokenizer.chat_template)
+                let chat_template = file.tokenizer.chat_template.take();
+                (network_from_gguf(file)?, tokenizer, chat_template)
             }
             ModelSource::HfDir { dir } => {
-                let (llama, tokenizer) = load_hf_dir(dir, device)?;
-                (llama, tokenizer, hf_chat_template(dir))
+                let (network, tokenizer) = load_hf_dir(dir, device)?;
+                (network, tokenizer, hf_chat_template(dir))
             }
         };
         Ok(Model {
-            llama,
+            network,
             tokenizer,
             name: name.to_string(),
             source,
             chat_template,
         })
+    }
+
+    /// The model's shape and family.
+    pub fn spec(&self) -> &ModelSpec {
+        self.network.spec()
+    }
+
+    /// Transformer blocks in the model.
+    pub fn n_layers(&self) -> usize {
+        self.spec().n_layers
+    }
+
+    /// The device the weights live on (CPU or a GPU).
+    pub fn device(&self) -> &Device {
+        self.network.device()
+    }
+
+    /// The model's hook points, in forward order.
+    pub fn hook_points(&self) -> Vec<HookPoint> {
+        self.spec().hook_points()
+    }
+
+    /// The width of one token's activation at `hook` (see [`ModelSpec::width`]).
+    pub fn width(&self, hook: HookPoint) -> Result<usize> {
+        self.spec().check(hook)?;
+        self.spec().width(hook)
+    }
+
+    /// Block `layer`'s MLP output projection, `[d_model, d_mlp]`: it maps the neurons
+    /// (`mlp.hook_post`) to the MLP's output (`hook_mlp_out`, before any post-MLP norm).
+    pub fn mlp_out_weight(&self, layer: usize) -> Option<&Tensor> {
+        self.network.mlp_out_weight(layer)
+    }
+
+    /// Runs the model over `batch`, capturing and intervening as `hooks` says, and returns the
+    /// logits asked for: `[rows, columns, vocab]` for [`Logits::All`], `[rows, 1, vocab]` for
+    /// [`Logits::Last`] (the last column is every row's last token: batches are left-padded).
+    pub fn forward(&self, batch: &Batch, hooks: &mut Hooks, logits: Logits) -> Result<Tensor> {
+        let hidden = self.run(batch, hooks, None, Some(self.n_layers() - 1))?;
+        self.logits(&hidden, batch, logits)
+    }
+
+    /// Runs the model over `batch` only as deep as `hooks` needs, for what they capture (and
+    /// change): no logits, and no layer after the deepest hooked one.
+    pub fn capture(&self, batch: &Batch, hooks: &mut Hooks) -> Result<()> {
+        let Some(deepest) = hooks.deepest_layer() else {
+            return Ok(()); // nothing hooked: nothing to run
+        };
+        self.run(batch, hooks, None, deepest)?;
+        Ok(())
+    }
+
+    /// [`Model::forward`] with a KV cache: `batch` holds only the columns after those in `cache`
+    /// (see [`Batch::next_step`]), whose keys and values are appended to it. Every layer runs.
+    pub fn forward_cached(
+        &self,
+        batch: &Batch,
+        hooks: &mut Hooks,
+        cache: &mut KvCache,
+        logits: Logits,
+    ) -> Result<Tensor> {
+        let hidden = self.prefill(batch, hooks, cache)?;
+        self.logits(&hidden, batch, logits)
+    }
+
+    /// Runs `batch` through every layer into `cache` (a shared prompt prefix, say) and returns
+    /// the last layer's residual stream, `[rows, columns, d_model]`, without unembedding it.
+    pub fn prefill(&self, batch: &Batch, hooks: &mut Hooks, cache: &mut KvCache) -> Result<Tensor> {
+        if cache.columns() != batch.start_column() {
+            return Err(Error::Invalid(format!(
+                "the KV cache holds {} columns but the batch starts at column {}",
+                cache.columns(),
+                batch.start_column()
+            )));
+        }
+        if cache.layers.len() != self.n_layers() {
+            return Err(Error::Invalid(format!(
+                "the KV cache has {} layers but the model has {}: make it with KvCache::new(model.n_layers())",
+                cache.layers.len(),
+                self.n_layers()
+            )));
+        }
+        self.run(batch, hooks, Some(cache), Some(self.n_layers() - 1))
+    }
+
+    /// Final norm and unembedding: logits for residual-stream vectors `[..., d_model]`. Applied to
+    /// an intermediate layer's residual stream, this is the logit lens.
+    pub fn unembed(&self, resid: &Tensor) -> Result<Tensor> {
+        self.network.unembed(resid)
+    }
+
+    fn logits(&self, hidden: &Tensor, batch: &Batch, logits: Logits) -> Result<Tensor> {
+        match logits {
+            Logits::All => self.unembed(hidden),
+            Logits::Last => self.unembed(&hidden.narrow(1, batch.columns() - 1, 1)?),
+        }
+    }
+
+    /// The residual stream after block `last_layer` (`None`: after the embedding alone), with
+    /// `hooks` applied on the way.
+    fn run(
+        &self,
+        batch: &Batch,
+        hooks: &mut Hooks,
+        mut cache: Option<&mut KvCache>,
+        last_layer: Option<usize>,
+    ) -> Result<Tensor> {
+        let spec = self.spec();
+        hooks.hook_points().try_for_each(|hook| spec.check(hook))?;
+        if batch.max_len() > spec.context {
+            return Err(Error::TooLong {
+                what: "the input".into(),
+                len: batch.max_len(),
+                context: spec.context,
+            });
+        }
+        let mut x = self.network.embed(batch, hooks)?;
+        if let Some(last_layer) = last_layer {
+            let pass = Pass::new(batch, self.network.ropes(), self.network.sliding_window())?;
+            for layer in 0..=last_layer {
+                let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[layer]);
+                x = self.network.block(layer, x, &pass, layer_cache, hooks)?;
+            }
+        }
+        Ok(x)
     }
 
     /// A conversation as the model's chat template lays it out, ending with the prompt for the
@@ -101,7 +239,7 @@ impl Model {
             .iter()
             .map(|p| self.encode_prompt(p.as_ref()))
             .collect::<Result<Vec<_>>>()?;
-        Batch::left_padded(&sequences, self.pad_id(), self.llama.device())
+        Batch::left_padded(&sequences, self.pad_id(), self.device())
     }
 
     /// Token ids of one prompt; an error if it is empty or longer than the context.
@@ -112,7 +250,7 @@ impl Model {
                 "the prompt is empty: give at least one token of text".into(),
             ));
         }
-        let context = self.llama.config().max_position_embeddings;
+        let context = self.spec().context;
         if ids.len() > context {
             return Err(Error::TooLong {
                 what: "the prompt".into(),
@@ -145,17 +283,31 @@ fn hf_chat_template(dir: &Path) -> Option<String> {
     }
 }
 
-fn load_hf_dir(dir: &Path, device: &Device) -> Result<(Llama, Tokenizer)> {
+/// The network a GGUF file describes, by its `general.architecture`.
+fn network_from_gguf(file: GgufFile) -> Result<Box<dyn Network>> {
+    Ok(match file.arch.as_str() {
+        "llama" => Box::new(llama::from_gguf(file, "llama")?),
+        "qwen2" => Box::new(qwen2::from_gguf(file)?),
+        "gemma3" => Box::new(gemma3::from_gguf(file)?),
+        other => {
+            return Err(file.invalid(format!(
+                "architecture '{other}' is not supported; loupe runs {SUPPORTED_FAMILIES}"
+            )))
+        }
+    })
+}
+
+fn load_hf_dir(dir: &Path, device: &Device) -> Result<(Box<dyn Network>, Tokenizer)> {
     let config_path = dir.join("config.json");
     let json = std::fs::read_to_string(&config_path)
         .map_err(|e| Error::file(&config_path, format!("cannot read: {e}")))?;
-    let config = LlamaConfig::from_hf_json(&json).map_err(|e| Error::file(&config_path, e))?;
     let ids: serde_json::Value = serde_json::from_str(&json).map_err(|e| Error::file(&config_path, e))?;
     let token_id = |key: &str| match &ids[key] {
         serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
         serde_json::Value::Array(a) => a.first().and_then(|n| n.as_u64()).map(|n| n as u32),
         _ => None,
     };
+    let family = hf_family(&ids).map_err(|e| Error::file(&config_path, e))?;
 
     let mut weights: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| Error::file(dir, format!("cannot list: {e}")))?
@@ -170,11 +322,62 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<(Llama, Tokenizer)> {
     // model is loaded, which is what mmap needs.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device) }
         .map_err(|e| Error::file(dir, format!("cannot read the safetensors weights: {e}")))?;
-    let llama = Llama::load(vb, config).map_err(|e| Error::file(dir, e))?;
+    let config_error = |e: String| Error::file(&config_path, e);
+    let network: Box<dyn Network> = match family.as_str() {
+        "llama" => {
+            let config = LlamaConfig::from_hf_json(&json).map_err(config_error)?;
+            Box::new(llama::Llama::load(vb, config, "llama").map_err(|e| Error::file(dir, e))?)
+        }
+        "qwen2" => {
+            let config = qwen2::config_from_hf_json(&json).map_err(config_error)?;
+            Box::new(qwen2::load(vb, config).map_err(|e| Error::file(dir, e))?)
+        }
+        "gpt2" => Box::new(gpt2::from_hf(&json, vb).map_err(|e| Error::file(dir, e))?),
+        "gpt_neox" => Box::new(neox::from_hf(&json, vb).map_err(|e| Error::file(dir, e))?),
+        _ => unreachable!("hf_family returns supported families only"),
+    };
     let tokenizer = Tokenizer::from_file(
         &dir.join("tokenizer.json"),
         token_id("bos_token_id"),
         token_id("eos_token_id"),
     )?;
-    Ok((llama, tokenizer))
+    Ok((network, tokenizer))
+}
+
+/// The family a `config.json` describes (`model_type`, or else `architectures`), or an error
+/// naming it and the supported ones.
+fn hf_family(config: &serde_json::Value) -> std::result::Result<String, String> {
+    let unsupported = |arch: &str| {
+        Err(format!(
+            "architecture {arch} is not supported; loupe runs {SUPPORTED_FAMILIES} from model \
+             directories (Gemma 3 from GGUF files)"
+        ))
+    };
+    if let Some(model_type) = config.get("model_type").and_then(|t| t.as_str()) {
+        return match model_type {
+            "llama" | "qwen2" | "gpt2" | "gpt_neox" => Ok(model_type.to_string()),
+            other => unsupported(other),
+        };
+    }
+    let archs: Vec<&str> = config
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .map(|a| a.iter().filter_map(|a| a.as_str()).collect())
+        .unwrap_or_default();
+    let known = [
+        ("Llama", "llama"),
+        ("Qwen2", "qwen2"),
+        ("GPT2", "gpt2"),
+        ("GPTNeoX", "gpt_neox"),
+    ];
+    for arch in &archs {
+        if let Some((_, family)) = known.iter().find(|(prefix, _)| arch.starts_with(prefix)) {
+            return Ok(family.to_string());
+        }
+    }
+    match archs.is_empty() {
+        // Older llama checkpoints name neither; llama's fields are checked when it loads.
+        true => Ok("llama".to_string()),
+        false => unsupported(&archs.join(", ")),
+    }
 }

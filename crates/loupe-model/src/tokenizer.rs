@@ -10,7 +10,9 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use crate::gguf::GgufTokenizerFields;
@@ -26,6 +28,9 @@ pub struct Tokenizer {
     bos: Option<u32>,
     eos: Option<u32>,
 }
+
+/// The pre-tokenizer split of Qwen2's tokenizer.json (llama.cpp's `qwen2` pre-tokenizer).
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 // llama.cpp token types that are special tokens rather than pieces of text.
 const TOKEN_TYPE_CONTROL: i32 = 3;
@@ -45,11 +50,12 @@ impl Tokenizer {
     }
 
     /// Builds the tokenizer that a GGUF file describes. Byte-level BPE (`tokenizer.ggml.model =
-    /// gpt2`) with the `gpt2` and `smollm` pre-tokenizers is supported; for anything else, put the
-    /// model's `tokenizer.json` next to the GGUF file.
+    /// gpt2`) with the `gpt2`, `smollm` and `qwen2` pre-tokenizers is supported; for anything else
+    /// (such as Gemma's SentencePiece vocabulary), put the model's `tokenizer.json` next to the
+    /// GGUF file.
     pub(crate) fn from_gguf(fields: &GgufTokenizerFields, path: &Path) -> Result<Self> {
         let unsupported = |what: String| {
-            Error::file(path, format!("{what}; put the model's tokenizer.json next to the GGUF file (named tokenizer.json or <file stem>.tokenizer.json)"))
+            Error::file(path, format!("{what}; put the model's tokenizer.json next to the GGUF file (named tokenizer.json or <file stem>.tokenizer.json; for a registered model, `scripts/fetch-models NAME` fetches it)"))
         };
         if fields.model != "gpt2" {
             return Err(unsupported(format!(
@@ -62,6 +68,17 @@ impl Tokenizer {
             None | Some("default") | Some("gpt2") => byte_level.into(),
             // SmolLM's: digits one by one, then the GPT-2 byte-level split.
             Some("smollm") => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+            // Qwen2's: its own split (digits one by one, no space before letters kept apart from
+            // punctuation), then the byte-level mapping without GPT-2's split.
+            Some("qwen2") => {
+                let split = Split::new(
+                    SplitPattern::Regex(QWEN2_SPLIT.into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(|e| unsupported(format!("cannot build the qwen2 pre-tokenizer ({e})")))?;
+                Sequence::new(vec![split.into(), ByteLevel::new(false, false, false).into()]).into()
+            }
             Some(other) => {
                 return Err(unsupported(format!(
                     "pre-tokenizer '{other}' cannot be built from GGUF yet"

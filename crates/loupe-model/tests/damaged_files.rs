@@ -629,7 +629,7 @@ fn a_bert_directory_names_its_architecture() {
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     let message = load_error(dir.path());
     assert!(
-        message.contains("architecture bert is not supported; loupe runs the llama family"),
+        message.contains("architecture bert is not supported; loupe runs llama"),
         "{message}"
     );
 

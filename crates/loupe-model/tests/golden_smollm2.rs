@@ -71,7 +71,6 @@ fn logits_and_residual_stream_match_transformers() {
         let batch = model.batch(&[text]).unwrap();
         let mut hooks = Hooks::new().capture_all(layers.iter().map(|&l| HookPoint::ResidPost(l)));
         let logits = model
-            .llama
             .forward(&batch, &mut hooks, Logits::All)
             .unwrap()
             .squeeze(0)
@@ -134,7 +133,7 @@ fn greedy_continuations_match_transformers_in_one_batch() {
         sampling: Sampling::Greedy,
         stop_tokens: vec![],
     };
-    let generations = generate(&model.llama, &prompts, model.pad_id(), &mut Hooks::new(), &config).unwrap();
+    let generations = generate(model, &prompts, model.pad_id(), &mut Hooks::new(), &config).unwrap();
     for (i, (generation, expected)) in generations.iter().zip(&expected).enumerate() {
         assert_eq!(
             &generation.tokens,

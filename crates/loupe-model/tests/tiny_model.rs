@@ -21,7 +21,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 fn logits(model: &Model, batch: &Batch, hooks: &mut Hooks) -> Tensor {
-    model.llama.forward(batch, hooks, Logits::All).unwrap()
+    model.forward(batch, hooks, Logits::All).unwrap()
 }
 
 const PROMPT: &str = "the cat sat on the mat";
@@ -31,8 +31,8 @@ fn capturing_changes_nothing_and_the_residual_identities_hold() {
     let (_dir, model) = tiny_model();
     let batch = model.batch(&[PROMPT]).unwrap();
     let plain = logits(&model, &batch, &mut Hooks::new());
-    let n_layers = model.llama.n_layers();
-    let mut hooks = Hooks::new().capture_all(HookPoint::all(n_layers));
+    let n_layers = model.n_layers();
+    let mut hooks = Hooks::new().capture_all(model.hook_points());
     let captured = logits(&model, &batch, &mut hooks);
     assert_eq!(max_abs_diff(&plain, &captured), 0.0);
 
@@ -63,7 +63,7 @@ fn capturing_changes_nothing_and_the_residual_identities_hold() {
         }
         assert_eq!(
             get(HookPoint::MlpPost(l)).dims(),
-            &[1, batch.columns(), model.llama.config().intermediate_size]
+            &[1, batch.columns(), model.spec().d_mlp]
         );
     }
     assert_eq!(
@@ -71,10 +71,7 @@ fn capturing_changes_nothing_and_the_residual_identities_hold() {
         0.0
     );
     // The last residual stream through the unembedding gives the logits.
-    let relogits = model
-        .llama
-        .unembed(&get(HookPoint::ResidPost(n_layers - 1)))
-        .unwrap();
+    let relogits = model.unembed(&get(HookPoint::ResidPost(n_layers - 1))).unwrap();
     assert!(max_abs_diff(&relogits, &plain) < 1e-5);
 }
 
@@ -83,15 +80,15 @@ fn neutral_interventions_change_nothing() {
     let (_dir, model) = tiny_model();
     let batch = model.batch(&[PROMPT]).unwrap();
     let plain = logits(&model, &batch, &mut Hooks::new());
-    let d = model.llama.config().hidden_size;
+    let d = model.spec().d_model;
     let zeros = Tensor::zeros(d, candle_core::DType::F32, &Device::Cpu).unwrap();
-    for hook in HookPoint::all(model.llama.n_layers()) {
-        let width = model.llama.width(hook);
-        let zeros_w = Tensor::zeros(width, candle_core::DType::F32, &Device::Cpu).unwrap();
-        let mut hooks =
-            Hooks::new()
-                .add(hook, Positions::All, zeros_w)
-                .scale(hook, Positions::Only(vec![1, 3]), 1.0);
+    for hook in model.hook_points() {
+        let mut hooks = Hooks::new().scale(hook, Positions::Only(vec![1, 3]), 1.0);
+        // The pattern's rows are as wide as the keys: no fixed-width vector to add there.
+        if let Ok(width) = model.width(hook) {
+            let zeros_w = Tensor::zeros(width, candle_core::DType::F32, &Device::Cpu).unwrap();
+            hooks = hooks.add(hook, Positions::All, zeros_w);
+        }
         assert_eq!(
             max_abs_diff(&plain, &logits(&model, &batch, &mut hooks)),
             0.0,
@@ -118,7 +115,7 @@ fn a_replacement_changes_only_its_position_and_later_ones() {
     let (_dir, model) = tiny_model();
     let batch = model.batch(&[PROMPT]).unwrap();
     let plain = logits(&model, &batch, &mut Hooks::new());
-    let d = model.llama.config().hidden_size;
+    let d = model.spec().d_model;
     let value = Tensor::ones(d, candle_core::DType::F32, &Device::Cpu).unwrap();
     let pos = 3;
     let mut hooks = Hooks::new()
@@ -155,10 +152,8 @@ fn edit_functions_and_rows_select_what_they_touch() {
     let before = hooks.captured(hook).unwrap();
     let mut hooks = Hooks::new()
         .intervene(Intervention {
-            hook,
-            positions: Positions::Only(vec![0]),
             rows: Some(vec![1]),
-            edit: double,
+            ..Intervention::new(hook, Positions::Only(vec![0]), double)
         })
         .capture(hook);
     logits(&model, &batch, &mut hooks);
@@ -175,7 +170,6 @@ fn edit_functions_and_rows_select_what_they_touch() {
     let wrong = Tensor::zeros(5, candle_core::DType::F32, &Device::Cpu).unwrap();
     let mut hooks = Hooks::new().add(hook, Positions::All, wrong);
     let err = model
-        .llama
         .forward(&batch, &mut hooks, Logits::All)
         .unwrap_err()
         .to_string();
@@ -218,7 +212,7 @@ fn a_capture_only_pass_stops_early_with_the_same_activations() {
     let mut full = Hooks::new().capture(hook);
     logits(&model, &batch, &mut full);
     let mut early = Hooks::new().capture(hook).capture(HookPoint::Embed);
-    model.llama.capture(&batch, &mut early).unwrap();
+    model.capture(&batch, &mut early).unwrap();
     assert_eq!(early.deepest_layer(), Some(Some(1)));
     assert_eq!(
         max_abs_diff(&full.captured(hook).unwrap(), &early.captured(hook).unwrap()),
@@ -238,7 +232,7 @@ fn a_capture_only_pass_stops_early_with_the_same_activations() {
     let poisoned = Model::load(dir.path().to_str().unwrap(), &Device::Cpu).unwrap();
     assert!(max_abs(&logits(&poisoned, &batch, &mut Hooks::new())).is_nan());
     let mut early = Hooks::new().capture(hook);
-    poisoned.llama.capture(&batch, &mut early).unwrap();
+    poisoned.capture(&batch, &mut early).unwrap();
     assert_eq!(
         max_abs_diff(&full.captured(hook).unwrap(), &early.captured(hook).unwrap()),
         0.0
@@ -250,10 +244,7 @@ fn greedy_by_recompute(model: &Model, prompt: &[u32], hooks: &Hooks, n: usize) -
     let mut seq = prompt.to_vec();
     for _ in 0..n {
         let batch = Batch::left_padded(&[seq.clone()], 0, &Device::Cpu).unwrap();
-        let logits = model
-            .llama
-            .forward(&batch, &mut hooks.clone(), Logits::All)
-            .unwrap();
+        let logits = model.forward(&batch, &mut hooks.clone(), Logits::All).unwrap();
         let last = logits.get(0).unwrap().get(seq.len() - 1).unwrap();
         seq.push(last.argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap());
     }
@@ -272,7 +263,7 @@ fn greedy(n: usize) -> GenerateConfig {
 fn cached_generation_equals_full_recompute_with_and_without_interventions() {
     let (_dir, model) = tiny_model();
     let prompt = model.encode_prompt(PROMPT).unwrap();
-    let d = model.llama.config().hidden_size;
+    let d = model.spec().d_model;
     let steer = Tensor::ones(d, candle_core::DType::F32, &Device::Cpu).unwrap();
     let cases = [
         ("no intervention", Hooks::new()),
@@ -283,6 +274,28 @@ fn cached_generation_equals_full_recompute_with_and_without_interventions() {
         (
             "add at every position",
             Hooks::new().add(HookPoint::ResidMid(1), Positions::All, (&steer * 0.5).unwrap()),
+        ),
+        (
+            "edit one head's cached values at a prompt position",
+            Hooks::new().intervene(Intervention {
+                heads: Some(vec![1]),
+                ..Intervention::new(HookPoint::AttnV(1), Positions::Only(vec![1]), Edit::Scale(-3.0))
+            }),
+        ),
+        (
+            "edit keys at every position",
+            Hooks::new().scale(HookPoint::AttnK(0), Positions::All, 2.0),
+        ),
+        (
+            "zero a head's output at generated positions",
+            Hooks::new().intervene(Intervention {
+                heads: Some(vec![3]),
+                ..Intervention::new(
+                    HookPoint::AttnZ(2),
+                    Positions::Only((prompt.len()..prompt.len() + 12).collect()),
+                    Edit::Scale(0.0),
+                )
+            }),
         ),
         (
             "scale a generated position",
@@ -296,7 +309,7 @@ fn cached_generation_equals_full_recompute_with_and_without_interventions() {
     for (what, hooks) in cases {
         let expected = greedy_by_recompute(&model, &prompt, &hooks, 12);
         let got = generate(
-            &model.llama,
+            &model,
             std::slice::from_ref(&prompt),
             0,
             &mut hooks.clone(),
@@ -307,7 +320,7 @@ fn cached_generation_equals_full_recompute_with_and_without_interventions() {
     }
     // The patch really does change the continuation (else the test above proves little).
     let patched = generate(
-        &model.llama,
+        &model,
         std::slice::from_ref(&prompt),
         0,
         &mut Hooks::new().replace(
@@ -319,7 +332,7 @@ fn cached_generation_equals_full_recompute_with_and_without_interventions() {
     )
     .unwrap();
     let plain = generate(
-        &model.llama,
+        &model,
         std::slice::from_ref(&prompt),
         0,
         &mut Hooks::new(),
@@ -346,10 +359,10 @@ fn batched_generation_equals_one_by_one() {
         stop_tokens: vec![],
     };
     for config in [greedy(10), sampled] {
-        let batched = generate(&model.llama, &prompts, 0, &mut Hooks::new(), &config).unwrap();
+        let batched = generate(&model, &prompts, 0, &mut Hooks::new(), &config).unwrap();
         for (prompt, together) in prompts.iter().zip(&batched) {
             let alone = generate(
-                &model.llama,
+                &model,
                 std::slice::from_ref(prompt),
                 0,
                 &mut Hooks::new(),
@@ -366,7 +379,7 @@ fn generation_stops_at_stop_tokens_and_captures_every_token() {
     let (_dir, model) = tiny_model();
     let prompt = model.encode_prompt(PROMPT).unwrap();
     let free = generate(
-        &model.llama,
+        &model,
         std::slice::from_ref(&prompt),
         0,
         &mut Hooks::new(),
@@ -381,15 +394,9 @@ fn generation_stops_at_stop_tokens_and_captures_every_token() {
     };
     let hook = HookPoint::ResidPost(2);
     let mut hooks = Hooks::new().capture(hook);
-    let stopped = generate(
-        &model.llama,
-        std::slice::from_ref(&prompt),
-        0,
-        &mut hooks,
-        &config,
-    )
-    .unwrap()
-    .remove(0);
+    let stopped = generate(&model, std::slice::from_ref(&prompt), 0, &mut hooks, &config)
+        .unwrap()
+        .remove(0);
     let first_stop = free.tokens.iter().position(|&t| t == stop).unwrap();
     assert_eq!(stopped.tokens, free.tokens[..=first_stop].to_vec());
     assert_eq!(stopped.stop, loupe_model::StopReason::StopToken);
@@ -397,11 +404,7 @@ fn generation_stops_at_stop_tokens_and_captures_every_token() {
     let captured = hooks.captured(hook).unwrap();
     assert_eq!(
         captured.dims(),
-        &[
-            1,
-            prompt.len() + stopped.tokens.len() - 1,
-            model.llama.config().hidden_size
-        ]
+        &[1, prompt.len() + stopped.tokens.len() - 1, model.spec().d_model]
     );
 }
 
@@ -411,7 +414,6 @@ fn bad_requests_are_clear_errors() {
     let batch = model.batch(&[PROMPT]).unwrap();
     let mut deep = Hooks::new().capture(HookPoint::ResidPost(3));
     let err = model
-        .llama
         .forward(&batch, &mut deep, Logits::All)
         .unwrap_err()
         .to_string();
@@ -425,7 +427,7 @@ fn bad_requests_are_clear_errors() {
     let err = model.encode_prompt("").unwrap_err().to_string();
     assert!(err.contains("empty"), "{err}");
     let prompt = model.encode_prompt(PROMPT).unwrap();
-    let err = generate(&model.llama, &[prompt], 0, &mut Hooks::new(), &greedy(60))
+    let err = generate(&model, &[prompt], 0, &mut Hooks::new(), &greedy(60))
         .unwrap_err()
         .to_string();
     assert!(err.contains("context of 64"), "{err}");
@@ -438,10 +440,7 @@ fn a_gguf_with_permuted_q_and_k_gives_the_same_model() {
     let path = gguf_dir.path().join("tiny.gguf");
     write_tiny_gguf(&path, 7).unwrap();
     let gguf = Model::load(path.to_str().unwrap(), &Device::Cpu).unwrap();
-    // GGUF stores the norm epsilon as f32.
-    let mut expected = hf.llama.config().clone();
-    expected.rms_norm_eps = expected.rms_norm_eps as f32 as f64;
-    assert_eq!(gguf.llama.config(), &expected);
+    assert_eq!(gguf.spec(), hf.spec());
     for text in [PROMPT, "tt t  t\n\nthe <|im_end|> end", "ça 123"] {
         assert_eq!(
             gguf.tokenizer.encode(text).unwrap(),
@@ -471,7 +470,7 @@ fn models_are_found_by_path_directory_and_hub_id() {
     // SAFETY: nextest runs each test in its own process; no other thread reads the environment.
     unsafe { std::env::set_var("HF_HOME", root.path()) };
     let model = Model::load("tiny-org/tiny-llama", &Device::Cpu).unwrap();
-    assert_eq!(model.llama.n_layers(), 3);
+    assert_eq!(model.n_layers(), 3);
 
     let gguf_dir = root.path().join("gguf");
     std::fs::create_dir_all(&gguf_dir).unwrap();
@@ -547,20 +546,137 @@ fn single_row_projections_split_across_threads_give_the_same_logits() {
 #[test]
 fn generation_may_fill_the_whole_context() {
     let (_dir, model) = tiny_model();
-    let context = model.llama.config().max_position_embeddings;
+    let context = model.spec().context;
     let prompt: Vec<u32> = (0..10).map(|i| 5 + i).collect();
     // The last new token is never fed back, so prompt + new tokens may exceed the context by one.
     let fits = greedy(context - prompt.len() + 1);
-    let out = generate(
-        &model.llama,
-        std::slice::from_ref(&prompt),
-        0,
-        &mut Hooks::new(),
-        &fits,
-    )
-    .unwrap();
+    let out = generate(&model, std::slice::from_ref(&prompt), 0, &mut Hooks::new(), &fits).unwrap();
     assert_eq!(out[0].tokens.len(), context - prompt.len() + 1);
     let too_long = greedy(context - prompt.len() + 2);
-    let e = generate(&model.llama, &[prompt], 0, &mut Hooks::new(), &too_long).unwrap_err();
+    let e = generate(&model, &[prompt], 0, &mut Hooks::new(), &too_long).unwrap_err();
     assert!(e.to_string().contains(&format!("{context}")), "{e}");
+}
+
+#[test]
+fn attention_hooks_have_transformerlens_shapes_and_agree_with_each_other() {
+    let (_dir, model) = tiny_model();
+    let batch = model.batch(&[PROMPT, "hi"]).unwrap();
+    let (rows, t) = (batch.rows(), batch.columns());
+    let spec = model.spec().clone();
+    let (nh, nkv, hd) = (spec.n_heads, spec.n_kv_heads, spec.d_head);
+    let l = 1;
+    let mut hooks = Hooks::new().capture_all([
+        HookPoint::AttnV(l),
+        HookPoint::AttnScores(l),
+        HookPoint::AttnPattern(l),
+        HookPoint::AttnZ(l),
+    ]);
+    let plain = logits(&model, &batch, &mut hooks);
+    let get = |h| hooks.captured(h).unwrap();
+    let (v, scores, pattern, z) = (
+        get(HookPoint::AttnV(l)),
+        get(HookPoint::AttnScores(l)),
+        get(HookPoint::AttnPattern(l)),
+        get(HookPoint::AttnZ(l)),
+    );
+    assert_eq!(v.dims(), &[rows, t, nkv, hd]);
+    assert_eq!(scores.dims(), &[rows, nh, t, t]);
+    assert_eq!(pattern.dims(), &[rows, nh, t, t]);
+    assert_eq!(z.dims(), &[rows, t, nh, hd]);
+    let softmax = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+    assert!(
+        max_abs_diff(&softmax, &pattern) < 1e-6,
+        "pattern = softmax(scores)"
+    );
+    // Row 0 has no padding: each head's output is its pattern times its kv head's values.
+    let v0 = v.get(0).unwrap().transpose(0, 1).unwrap().contiguous().unwrap(); // [nkv, t, hd]
+    let v0 = Tensor::stack(
+        &(0..nh)
+            .map(|h| v0.get(h / (nh / nkv)).unwrap())
+            .collect::<Vec<_>>(),
+        0,
+    )
+    .unwrap();
+    let z0 = pattern
+        .get(0)
+        .unwrap()
+        .matmul(&v0)
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap();
+    assert!(max_abs_diff(&z0, &z.get(0).unwrap()) < 1e-5, "z = pattern · v");
+
+    // An edit on one head changes that head only.
+    let mut hooks = Hooks::new()
+        .intervene(Intervention {
+            heads: Some(vec![1]),
+            ..Intervention::new(HookPoint::AttnZ(l), Positions::All, Edit::Scale(0.0))
+        })
+        .capture(HookPoint::AttnZ(l));
+    let edited = logits(&model, &batch, &mut hooks);
+    assert!(
+        max_abs_diff(&plain, &edited) > 1e-4,
+        "zeroing a head changes the output"
+    );
+    // (Row 0: row 1's padding is no position, and is left as it was.)
+    let z_edited = hooks.captured(HookPoint::AttnZ(l)).unwrap().get(0).unwrap();
+    for head in 0..nh {
+        let ours = z_edited.narrow(1, head, 1).unwrap();
+        let before = z.get(0).unwrap().narrow(1, head, 1).unwrap();
+        match head {
+            1 => assert_eq!(max_abs(&ours), 0.0),
+            _ => assert_eq!(max_abs_diff(&ours, &before), 0.0, "head {head}"),
+        }
+    }
+    // Heads exist only where the activation has them.
+    let mut hooks = Hooks::new().intervene(Intervention {
+        heads: Some(vec![0]),
+        ..Intervention::new(HookPoint::ResidPost(0), Positions::All, Edit::Scale(0.0))
+    });
+    let err = model
+        .forward(&batch, &mut hooks, Logits::All)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("picks heads") && err.contains("hook_z"), "{err}");
+    let mut hooks = Hooks::new().intervene(Intervention {
+        heads: Some(vec![nh]),
+        ..Intervention::new(HookPoint::AttnQ(0), Positions::All, Edit::Scale(0.0))
+    });
+    let err = model
+        .forward(&batch, &mut hooks, Logits::All)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("head {nh}")), "{err}");
+}
+
+#[test]
+fn the_pattern_captured_during_generation_covers_every_token() {
+    let (_dir, model) = tiny_model();
+    let prompt = model.encode_prompt(PROMPT).unwrap();
+    let hook = HookPoint::AttnPattern(0);
+    let mut hooks = Hooks::new().capture(hook);
+    generate(&model, std::slice::from_ref(&prompt), 0, &mut hooks, &greedy(5)).unwrap();
+    let pattern = hooks.captured(hook).unwrap();
+    // The last generated token is never fed back.
+    let n = prompt.len() + 4;
+    assert_eq!(pattern.dims(), &[1, model.spec().n_heads, n, n]);
+    // Each query's probabilities sum to 1, and the future (added as the keys grew) is 0.
+    let sums = pattern
+        .sum(3)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+    let future = pattern
+        .get(0)
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .narrow(0, 1, n - 1)
+        .unwrap();
+    assert_eq!(max_abs(&future), 0.0);
 }

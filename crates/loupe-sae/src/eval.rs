@@ -189,15 +189,13 @@ pub fn spliced(
     let mut scored = 0usize;
     for chunk in contexts.chunks(batch_size.max(1)) {
         let sequences: Vec<Vec<u32>> = chunk.iter().map(|c| c.tokens.clone()).collect();
-        let batch = Batch::left_padded(&sequences, model.pad_id(), model.llama.device())?;
+        let batch = Batch::left_padded(&sequences, model.pad_id(), model.device())?;
         let splice = |edit: Edit| {
             let mut hooks = Hooks::new();
             for (row, c) in chunk.iter().enumerate() {
                 hooks = hooks.intervene(Intervention {
-                    hook,
-                    positions: Positions::Only(c.positions.clone()),
                     rows: Some(vec![row]),
-                    edit: edit.clone(),
+                    ..Intervention::new(hook, Positions::Only(c.positions.clone()), edit.clone())
                 });
             }
             hooks
@@ -216,7 +214,7 @@ pub fn spliced(
                     what: "the evaluation was not finished and its report not written".into(),
                 });
             }
-            let logits = model.llama.forward(&batch, &mut hooks, Logits::All)?;
+            let logits = model.forward(&batch, &mut hooks, Logits::All)?;
             log_probs.push(log_softmax(&logits.to_dtype(DType::F32)?)?);
             progress.advance(sequences.iter().map(Vec::len).sum::<usize>() as u64);
         }

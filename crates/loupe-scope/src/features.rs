@@ -220,7 +220,7 @@ fn last_token_activations(model: &Model, hook: HookPoint, prompts: &[String], fi
     }
     let batch = model.batch(prompts)?;
     let mut hooks = Hooks::new().capture(hook);
-    model.llama.capture(&batch, &mut hooks)?;
+    model.capture(&batch, &mut hooks)?;
     let captured = hooks.captured(hook).expect("the hook was captured");
     // Left-padded: every prompt's last token is the last column.
     let last = captured.narrow(1, captured.dim(1)? - 1, 1)?.squeeze(1)?;
@@ -252,10 +252,11 @@ fn resolve(
             )
         })
     };
-    let llama = &model.llama;
     let check_hook = |hook: HookPoint, field: &str| -> Result<()> {
-        hook.check_depth(llama.n_layers())
-            .map_err(|e| Error::field(&at(field), e))
+        model.spec().check(hook).map_err(|e| Error::field(&at(field), e))
+    };
+    let width = |hook: HookPoint, field: &str| -> Result<usize> {
+        model.width(hook).map_err(|e| Error::field(&at(field), e))
     };
     let (hook, direction, source) = match entry.kind.as_str() {
         "probe" => {
@@ -281,7 +282,7 @@ fn resolve(
                 Some(site) if site == probe.info.hook => (site, direction),
                 Some(site) => (
                     site,
-                    lift(llama, probe.info.hook, site, &direction)
+                    lift(model, probe.info.hook, site, &direction)
                         .map_err(|m| Error::config(&at("site"), m))?,
                 ),
             };
@@ -304,13 +305,13 @@ fn resolve(
                 )
             })?;
             check_hook(hook, "sae")?;
-            if sae.d_in != llama.width(hook) {
+            let hook_width = width(hook, "sae")?;
+            if sae.d_in != hook_width {
                 return Err(Error::mismatch(format!(
-                    "{}: the SAE reads {} dimensions but {hook} of {} has {}",
+                    "{}: the SAE reads {} dimensions but {hook} of {} has {hook_width}",
                     at("sae"),
                     sae.d_in,
                     model.name,
-                    llama.width(hook)
                 )));
             }
             let latent = match (entry.latent, entry.positive.is_empty()) {
@@ -404,13 +405,13 @@ fn resolve(
             ))
         }
     };
-    if direction.len() != llama.width(hook) {
+    let hook_width = width(hook, "hook")?;
+    if direction.len() != hook_width {
         return Err(Error::mismatch(format!(
-            "{}: the direction is {} wide but {hook} of {} is {} wide",
+            "{}: the direction is {} wide but {hook} of {} is {hook_width} wide",
             at("hook"),
             direction.len(),
             model.name,
-            llama.width(hook)
         )));
     }
     Ok(Feature {
@@ -424,12 +425,7 @@ fn resolve(
 
 /// Moves a direction over MLP neurons to the MLP's output (or the residual stream it is added
 /// to) of the same layer: `W_down · v`.
-fn lift(
-    llama: &loupe_model::Llama,
-    from: HookPoint,
-    to: HookPoint,
-    v: &[f32],
-) -> std::result::Result<Vec<f32>, String> {
+fn lift(model: &Model, from: HookPoint, to: HookPoint, v: &[f32]) -> std::result::Result<Vec<f32>, String> {
     let HookPoint::MlpPost(layer) = from else {
         return Err(format!(
             "only a probe on mlp.hook_post can move to another hook; this one reads {from}"
@@ -440,9 +436,13 @@ fn lift(
             "a probe on {from} moves to blocks.{layer}.hook_mlp_out or blocks.{layer}.hook_resid_post, not {to}"
         ));
     }
-    let w = llama
-        .mlp_down_proj(layer)
-        .ok_or_else(|| format!("the model has no layer {layer}"))?;
+    let w = model.mlp_out_weight(layer).ok_or_else(|| {
+        format!(
+            "a {} model has no linear map from blocks.{layer}.mlp.hook_post to {to} (it has no \
+             layer {layer}, or normalises the MLP's output); steer at {from} itself",
+            model.spec().family
+        )
+    })?;
     let lifted = (|| -> candle_core::Result<Vec<f32>> {
         let v = Tensor::from_slice(v, (v.len(), 1), w.device())?;
         w.to_dtype(DType::F32)?

@@ -32,12 +32,11 @@ pub struct Patch<'a> {
 impl PatchedTarget {
     /// Runs `target_ids[..position]` through the model once.
     pub fn new(model: &Model, target_ids: &[u32], position: usize) -> Result<Self> {
-        let llama = &model.llama;
         let prefix = if position > 0 {
-            let mut cache = KvCache::new(llama.config());
+            let mut cache = KvCache::new(model.n_layers());
             let batch =
-                Batch::left_padded(&[target_ids[..position].to_vec()], model.pad_id(), llama.device())?;
-            llama.prefill(&batch, &mut Hooks::new(), &mut cache)?;
+                Batch::left_padded(&[target_ids[..position].to_vec()], model.pad_id(), model.device())?;
+            model.prefill(&batch, &mut Hooks::new(), &mut cache)?;
             Some(cache)
         } else {
             None
@@ -62,8 +61,7 @@ impl PatchedTarget {
         patches: &[Patch],
         config: &GenerateConfig,
     ) -> Result<(Vec<Generation>, Tensor)> {
-        let llama = &model.llama;
-        let device = llama.device();
+        let device = model.device();
         let rows = patches.len();
         let sequences = vec![self.suffix.clone(); rows];
         let (mut cache, batch) = match &self.prefix {
@@ -72,19 +70,21 @@ impl PatchedTarget {
                 Batch::continuing(&sequences, self.position, device)?,
             ),
             None => (
-                KvCache::new(llama.config()),
+                KvCache::new(model.n_layers()),
                 Batch::left_padded(&sequences, model.pad_id(), device)?,
             ),
         };
         let mut hooks = Hooks::new();
         for (row, patch) in patches.iter().enumerate() {
             hooks = hooks.intervene(Intervention {
-                hook: patch.hook,
-                positions: Positions::Only(vec![self.position]),
                 rows: Some(vec![row]),
-                edit: Edit::Replace(Tensor::from_slice(patch.value, patch.value.len(), device)?),
+                ..Intervention::new(
+                    patch.hook,
+                    Positions::Only(vec![self.position]),
+                    Edit::Replace(Tensor::from_slice(patch.value, patch.value.len(), device)?),
+                )
             });
         }
-        Ok(generate_from(llama, &mut cache, batch, &mut hooks, config)?)
+        Ok(generate_from(model, &mut cache, batch, &mut hooks, config)?)
     }
 }

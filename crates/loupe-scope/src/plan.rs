@@ -31,8 +31,7 @@ impl<'a> ScopePlan<'a> {
     /// Checks `config` against `model`: every error a run could meet in its settings, before any
     /// generation.
     pub fn new(config: &ScopeConfig, model: &'a Model) -> Result<Self> {
-        let llama = &model.llama;
-        let n_layers = llama.n_layers();
+        let n_layers = model.n_layers();
         if config.source.layers.is_empty() {
             return Err(Error::config(
                 "source.layers",

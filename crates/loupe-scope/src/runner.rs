@@ -171,12 +171,11 @@ impl ScopePlan<'_> {
     /// Each source prompt's activation at the source position of every hook read, and the
     /// model's own next-token prediction there.
     fn source_activations(&self, hooks_read: &[HookPoint]) -> Result<Vec<SourceActivations>> {
-        let llama = &self.model.llama;
         let mut out = Vec::with_capacity(self.sources.len());
         for chunk in self.source_ids.chunks(SOURCE_CHUNK) {
-            let batch = Batch::left_padded(chunk, self.model.pad_id(), llama.device())?;
+            let batch = Batch::left_padded(chunk, self.model.pad_id(), self.model.device())?;
             let mut hooks = Hooks::new().capture_all(hooks_read.iter().copied());
-            let logits = llama.forward(&batch, &mut hooks, Logits::All)?;
+            let logits = self.model.forward(&batch, &mut hooks, Logits::All)?;
             for (row, ids) in chunk.iter().enumerate() {
                 let position = self
                     .config
@@ -217,16 +216,19 @@ impl ScopePlan<'_> {
         &self,
         hooks_read: &[HookPoint],
     ) -> Result<BTreeMap<String, BTreeMap<usize, Vec<f32>>>> {
-        let llama = &self.model.llama;
         let mut out = BTreeMap::new();
         for (name, ids) in &self.nulls {
             let position = match self.config.source.position {
                 TokenPosition::Last => ids.len() - 1,
                 TokenPosition::Index(i) => i.min(ids.len() - 1),
             };
-            let batch = Batch::left_padded(std::slice::from_ref(ids), self.model.pad_id(), llama.device())?;
+            let batch = Batch::left_padded(
+                std::slice::from_ref(ids),
+                self.model.pad_id(),
+                self.model.device(),
+            )?;
             let mut hooks = Hooks::new().capture_all(hooks_read.iter().copied());
-            llama.capture(&batch, &mut hooks)?;
+            self.model.capture(&batch, &mut hooks)?;
             let mut by_layer = BTreeMap::new();
             for (&layer, hook) in self.config.source.layers.iter().zip(hooks_read) {
                 let captured = hooks.captured(*hook).expect("captured");

@@ -194,8 +194,8 @@ impl ScopePlan<'_> {
         if source_hooks.contains(&feature.hook) {
             return Ok(feature);
         }
-        let llama = &self.model.llama;
         let site_hook = source_hooks[0];
+        let site_width = self.model.width(site_hook)?;
         let message = if feature.hook.layer().map(|l| self.source_hook(l)) != Some(feature.hook) {
             format!(
                 "feature '{name}' lives at {} ({} wide), but this sweep patches {} ({} wide): set source.site to match, \
@@ -203,7 +203,7 @@ impl ScopePlan<'_> {
                 feature.hook,
                 feature.direction.len(),
                 site_hook,
-                llama.width(site_hook)
+                site_width
             )
         } else {
             let what = match feature.source {

@@ -118,7 +118,7 @@ file = "v.safetensors"
     let batch = model.batch(&["tt t"]).unwrap();
     let run = |hooks: Hooks| -> Vec<f32> {
         let mut hooks = hooks.capture(out);
-        model.llama.capture(&batch, &mut hooks).unwrap();
+        model.capture(&batch, &mut hooks).unwrap();
         let h = hooks.captured(out).unwrap();
         h.get(0).unwrap().get(0).unwrap().to_vec1().unwrap()
     };
@@ -134,7 +134,7 @@ file = "v.safetensors"
     let last = |prompt: &str| -> Vec<f32> {
         let batch = model.batch(&[prompt]).unwrap();
         let mut hooks = Hooks::new().capture(hook);
-        model.llama.capture(&batch, &mut hooks).unwrap();
+        model.capture(&batch, &mut hooks).unwrap();
         let h = hooks.captured(hook).unwrap().get(0).unwrap();
         h.get(h.dim(0).unwrap() - 1).unwrap().to_vec1().unwrap()
     };
@@ -232,7 +232,7 @@ fn an_sae_latent_can_be_named_by_contrasting_prompts() {
         for p in prompts {
             let batch = model.batch(&[*p]).unwrap();
             let mut hooks = Hooks::new().capture(hook);
-            model.llama.capture(&batch, &mut hooks).unwrap();
+            model.capture(&batch, &mut hooks).unwrap();
             let c = hooks.captured(hook).unwrap();
             let last = c
                 .get(0)

@@ -103,7 +103,7 @@ impl Progress for StopAfter {
 fn activation(model: &Model, prompt: &str, hook: HookPoint) -> Vec<f32> {
     let batch = model.batch(&[prompt]).unwrap();
     let mut hooks = Hooks::new().capture(hook);
-    model.llama.capture(&batch, &mut hooks).unwrap();
+    model.capture(&batch, &mut hooks).unwrap();
     let captured = hooks.captured(hook).unwrap();
     let last = captured.dim(1).unwrap() - 1;
     captured
@@ -182,7 +182,7 @@ fn check_batched_equals_alone(site: Site, target_layer: TargetLayer) {
                 let batch =
                     loupe_model::Batch::left_padded(&[null_ids], model.pad_id(), &Device::Cpu).unwrap();
                 let mut hooks = Hooks::new().capture(hook);
-                model.llama.capture(&batch, &mut hooks).unwrap();
+                model.capture(&batch, &mut hooks).unwrap();
                 let c = hooks.captured(hook).unwrap();
                 let n: Vec<f32> = c
                     .get(0)
@@ -209,7 +209,7 @@ fn check_batched_equals_alone(site: Site, target_layer: TargetLayer) {
             Tensor::from_slice(&amplified, amplified.len(), &Device::Cpu).unwrap(),
         );
         let alone = generate(
-            &model.llama,
+            &model,
             std::slice::from_ref(&target_ids),
             model.pad_id(),
             &mut hooks,

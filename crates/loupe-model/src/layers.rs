@@ -1,0 +1,338 @@
+//! Building blocks that every model family shares: projections, rotary embeddings, the KV cache,
+//! and the attention kernel with its hook points (`attn.hook_q` to `attn.hook_z`). A family file
+//! (`llama.rs`, `gemma3.rs`, ...) puts them together in its own order.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
+use rayon::prelude::*;
+
+use crate::{Batch, Error, HookPoint, Hooks, Result};
+
+/// `x · Wᵀ (+ b)` for a projection. With a single row (batch-1 decoding), gemm's matrix-vector
+/// path runs on one core and is bound by reading the weights; splitting the output features across
+/// rayon's threads reads them with every core (on two cores, batch-1 decoding ran 1.7× faster).
+/// Each output is the same dot product either way, so results do not change.
+pub(crate) fn project(linear: &Linear, x: &Tensor) -> Result<Tensor> {
+    let threads = rayon::current_num_threads();
+    let (out_dim, in_dim) = linear.weight().dims2()?;
+    if x.elem_count() != in_dim || threads < 2 || out_dim < 2 * threads {
+        return Ok(linear.forward(x)?);
+    }
+    let row = x.reshape((1, in_dim))?;
+    let chunk = out_dim.div_ceil(threads);
+    let parts: Vec<Tensor> = (0..out_dim)
+        .step_by(chunk)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|start| {
+            row.matmul(
+                &linear
+                    .weight()
+                    .narrow(0, start, chunk.min(out_dim - start))?
+                    .t()?,
+            )
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let mut out = Tensor::cat(&parts, 1)?;
+    if let Some(bias) = linear.bias() {
+        out = out.broadcast_add(bias)?;
+    }
+    let mut shape = x.dims().to_vec();
+    *shape.last_mut().expect("x has a feature dimension") = out_dim;
+    Ok(out.reshape(shape)?)
+}
+
+/// Concatenates the weights (and biases, with `bias`) of several projections of the same input
+/// into one `Linear`: one large matmul runs faster than several small ones.
+pub(crate) fn fused_linear(
+    vb: &VarBuilder,
+    in_dim: usize,
+    parts: &[(&str, usize)],
+    bias: bool,
+) -> Result<Linear> {
+    let weights = parts
+        .iter()
+        .map(|&(name, out_dim)| vb.get((out_dim, in_dim), &format!("{name}.weight")))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let bias = if bias {
+        let biases = parts
+            .iter()
+            .map(|&(name, out_dim)| vb.get(out_dim, &format!("{name}.bias")))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Some(Tensor::cat(&biases, 0)?)
+    } else {
+        None
+    };
+    Ok(Linear::new(Tensor::cat(&weights, 0)?, bias))
+}
+
+/// The most positions loupe builds rotary tables for (the longest contexts are 1M).
+const MAX_CONTEXT: usize = 1 << 20;
+/// The most memory the rotary tables may take.
+const MAX_ROPE_TABLE_BYTES: usize = 4 << 30;
+
+/// Rotary position embedding tables: cos and sin of position × inverse frequency for every
+/// position of the context, `[positions, rotary_dim / 2]`, in the rotate-half convention of
+/// Hugging Face (GGUF weights permuted for llama.cpp's adjacent pairs are un-permuted on load).
+/// `rotary_dim` below the head width rotates only the first dimensions of each head (GPT-NeoX).
+pub(crate) struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    rotary_dim: usize,
+}
+
+impl Rope {
+    pub(crate) fn new(theta: f32, rotary_dim: usize, context: usize, device: &Device) -> Result<Self> {
+        check_rope(theta, rotary_dim, context, str::to_string).map_err(Error::Invalid)?;
+        let inv_freq: Vec<f32> = (0..rotary_dim)
+            .step_by(2)
+            .map(|i| 1f32 / theta.powf(i as f32 / rotary_dim as f32))
+            .collect();
+        let n_freq = inv_freq.len();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, n_freq), device)?;
+        let positions = Tensor::arange(0u32, context as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((context, 1))?;
+        let angles = positions.matmul(&inv_freq)?;
+        Ok(Rope {
+            cos: angles.cos()?,
+            sin: angles.sin()?,
+            rotary_dim,
+        })
+    }
+
+    /// The tables for the positions of one batch.
+    pub(crate) fn at(&self, batch: &Batch) -> Result<RopeAt> {
+        let positions = batch.rope_positions()?;
+        let shape = (batch.rows(), batch.columns(), self.rotary_dim / 2);
+        Ok(RopeAt {
+            cos: self.cos.index_select(&positions, 0)?.reshape(shape)?,
+            sin: self.sin.index_select(&positions, 0)?.reshape(shape)?,
+            rotary_dim: self.rotary_dim,
+        })
+    }
+}
+
+/// Checks rotary settings before any table is allocated: a corrupt file's sizes must be an
+/// error, not a 100 GB allocation. `name` gives each setting's name in the file it was read from
+/// (`rope_theta`, `rotary_dim`, `context`), as a family calls it.
+pub(crate) fn check_rope(
+    theta: f32,
+    rotary_dim: usize,
+    context: usize,
+    name: impl Fn(&'static str) -> String,
+) -> std::result::Result<(), String> {
+    if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) {
+        return Err(format!(
+            "the rotary embedding's width ({}) is {rotary_dim}; it must be even and positive",
+            name("rotary_dim")
+        ));
+    }
+    let bytes = rotary_dim.checked_mul(4).and_then(|b| b.checked_mul(context));
+    if context > MAX_CONTEXT || bytes.is_none_or(|b| b > MAX_ROPE_TABLE_BYTES) {
+        return Err(format!(
+            "{} is {context} positions, more than loupe builds rotary tables for (at most \
+             {MAX_CONTEXT} positions and {} GiB of tables); the file is corrupt, or the model is \
+             not one loupe can run",
+            name("context"),
+            MAX_ROPE_TABLE_BYTES >> 30
+        ));
+    }
+    if !(theta.is_finite() && theta > 0.0) {
+        return Err(format!(
+            "{} is {theta}; it must be a positive number",
+            name("rope_theta")
+        ));
+    }
+    Ok(())
+}
+
+/// Rotary cos/sin for the positions of one batch, `[rows, columns, rotary_dim / 2]`.
+pub(crate) struct RopeAt {
+    cos: Tensor,
+    sin: Tensor,
+    rotary_dim: usize,
+}
+
+impl RopeAt {
+    /// Rotates `x`, `[rows, heads, columns, head_dim]` (contiguous).
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let head_dim = x.dim(3)?;
+        if self.rotary_dim == head_dim {
+            return Ok(candle_nn::rotary_emb::rope(x, &self.cos, &self.sin)?);
+        }
+        let rotated = x.narrow(3, 0, self.rotary_dim)?.contiguous()?;
+        let rotated = candle_nn::rotary_emb::rope(&rotated, &self.cos, &self.sin)?;
+        let kept = x.narrow(3, self.rotary_dim, head_dim - self.rotary_dim)?;
+        Ok(Tensor::cat(&[rotated, kept], 3)?.contiguous()?)
+    }
+}
+
+/// What every block of one pass shares: the batch (for hooks' positions), its rotary tables (one
+/// per base the family uses) and its attention masks (`None` when no token needs masking).
+pub(crate) struct Pass<'a> {
+    pub batch: &'a Batch,
+    pub ropes: Vec<RopeAt>,
+    /// Causal and padding mask, `[rows, 1, columns, keys]`.
+    pub mask: Option<Tensor>,
+    /// The same, also hiding keys more than the sliding window back; `None` when no key is.
+    window_mask: Option<Tensor>,
+}
+
+impl<'a> Pass<'a> {
+    /// The mask of a local-attention (sliding-window) layer.
+    pub(crate) fn local_mask(&self) -> Option<&Tensor> {
+        self.window_mask.as_ref().or(self.mask.as_ref())
+    }
+
+    pub(crate) fn new(batch: &'a Batch, ropes: &[Rope], window: Option<usize>) -> Result<Self> {
+        Ok(Pass {
+            batch,
+            ropes: ropes.iter().map(|r| r.at(batch)).collect::<Result<_>>()?,
+            mask: batch.attention_mask(None)?,
+            // Only when some key is out of the window; otherwise the causal mask is the same.
+            window_mask: match window.filter(|&w| batch.max_len() > w) {
+                Some(window) => batch.attention_mask(Some(window))?,
+                None => None,
+            },
+        })
+    }
+}
+
+/// Keys and values of every layer for the columns already run, `[rows, kv_heads, columns,
+/// head_dim]` (keys after the rotary embedding).
+pub struct KvCache {
+    pub(crate) layers: Vec<candle_nn::kv_cache::KvCache>,
+}
+
+impl KvCache {
+    /// An empty cache for a model of `n_layers` blocks ([`crate::Model::n_layers`]).
+    pub fn new(n_layers: usize) -> Self {
+        // The cache grows in steps of this many columns when it fills up.
+        const GROW_BY: usize = 256;
+        let layers = (0..n_layers)
+            .map(|_| candle_nn::kv_cache::KvCache::new(2, GROW_BY))
+            .collect();
+        KvCache { layers }
+    }
+
+    /// Columns held.
+    pub fn columns(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.current_seq_len())
+    }
+
+    /// A cache of `rows` rows, each a copy of this one-row cache: a prompt prefix run once and
+    /// then continued by many rows (patch experiments share the target prompt's prefill so).
+    pub fn repeat_rows(&self, rows: usize) -> Result<KvCache> {
+        // Room for the prefix and a short continuation; the cache grows by as much again when
+        // it fills. (Many rows at the default 256 columns would allocate gigabytes.)
+        let capacity = self.columns() + 32;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let mut copy = candle_nn::kv_cache::KvCache::new(2, capacity);
+            if let (Some(k), Some(v)) = (layer.k()?, layer.v()?) {
+                if k.dim(0)? != 1 {
+                    return Err(Error::Invalid(format!(
+                        "repeat_rows needs a one-row cache, this one has {} rows",
+                        k.dim(0)?
+                    )));
+                }
+                let (k, v) = (k.repeat((rows, 1, 1, 1))?, v.repeat((rows, 1, 1, 1))?);
+                copy.append(&k.contiguous()?, &v.contiguous()?)?;
+            }
+            layers.push(copy);
+        }
+        Ok(KvCache { layers })
+    }
+}
+
+/// The shape of one attention layer and how it mixes: what [`attend`] needs beside its inputs.
+pub(crate) struct AttentionShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies q·k (usually 1/√head_dim).
+    pub scale: f64,
+}
+
+/// Multi-head attention with grouped-query sharing, from queries, keys and values laid out as
+/// `[rows, columns, heads, head_dim]` before the rotary embedding (`None` for models with learned
+/// positions), with the hook points
+/// `attn.hook_q` to `attn.hook_z` of `layer` on the way. Returns the heads' outputs concatenated,
+/// `[rows, columns, heads × head_dim]`, the input of the output projection.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend(
+    layer: usize,
+    shape: &AttentionShape,
+    (q, k, v): (Tensor, Tensor, Tensor),
+    rope: Option<&RopeAt>,
+    mask: Option<&Tensor>,
+    cache: Option<&mut candle_nn::kv_cache::KvCache>,
+    pass_batch: &Batch,
+    hooks: &mut Hooks,
+) -> Result<Tensor> {
+    let (b, t, _, _) = q.dims4()?;
+    let AttentionShape {
+        n_heads: nh,
+        n_kv_heads: nkv,
+        head_dim: hd,
+        scale,
+    } = *shape;
+    let q = hooks.apply(HookPoint::AttnQ(layer), q, pass_batch)?;
+    let k = hooks.apply(HookPoint::AttnK(layer), k, pass_batch)?;
+    let v = hooks.apply(HookPoint::AttnV(layer), v, pass_batch)?;
+    let (q, k) = (q.transpose(1, 2)?.contiguous()?, k.transpose(1, 2)?.contiguous()?);
+    let (q, k) = match rope {
+        Some(rope) => (rope.apply(&q)?, rope.apply(&k)?),
+        None => (q, k),
+    };
+    let v = v.transpose(1, 2)?.contiguous()?;
+    let (k, v) = match cache {
+        Some(cache) => cache.append(&k, &v)?,
+        None => (k, v),
+    };
+    let (k, v) = (k.contiguous()?, v.contiguous()?);
+    let keys = k.dim(2)?;
+
+    // Grouped-query attention without copying k and v for every query head: the n_rep query
+    // heads that share a kv head are consecutive, so [b, nh, t, hd] regroups as
+    // [b, nkv, n_rep * t, hd] and each group is one matmul against its kv head.
+    let n_rep = nh / nkv;
+    let q = q.reshape((b, nkv, n_rep * t, hd))?;
+    let mut scores = (q.matmul(&k.t()?)? * scale)?;
+    if let Some(mask) = mask {
+        scores = scores.reshape((b, nh, t, keys))?.broadcast_add(mask)?;
+    }
+    let scores_hook = HookPoint::AttnScores(layer);
+    if hooks.touches(scores_hook) {
+        scores = hooks.apply(scores_hook, scores.reshape((b, nh, t, keys))?, pass_batch)?;
+    }
+    let mut probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let pattern_hook = HookPoint::AttnPattern(layer);
+    if hooks.touches(pattern_hook) {
+        probs = hooks.apply(pattern_hook, probs.reshape((b, nh, t, keys))?, pass_batch)?;
+    }
+    let z = probs
+        .reshape((b, nkv, n_rep * t, keys))?
+        .matmul(&v)?
+        .reshape((b, nh, t, hd))?
+        .transpose(1, 2)?;
+    let z_hook = HookPoint::AttnZ(layer);
+    let z = if hooks.touches(z_hook) {
+        hooks.apply(z_hook, z.contiguous()?, pass_batch)?
+    } else {
+        z
+    };
+    Ok(z.reshape((b, t, nh * hd))?)
+}
+
+/// Splits a fused `[q | k | v]` projection's output, `[rows, columns, (nh + 2·nkv) × hd]`, into
+/// queries, keys and values laid out as `[rows, columns, heads, head_dim]`.
+pub(crate) fn split_qkv(qkv: &Tensor, shape: &AttentionShape) -> Result<(Tensor, Tensor, Tensor)> {
+    let (b, t, _) = qkv.dims3()?;
+    let (nh, nkv, hd) = (shape.n_heads, shape.n_kv_heads, shape.head_dim);
+    let heads = |start: usize, n: usize| -> Result<Tensor> {
+        Ok(qkv.narrow(2, start * hd, n * hd)?.reshape((b, t, n, hd))?)
+    };
+    Ok((heads(0, nh)?, heads(nh, nkv)?, heads(nh + nkv, nkv)?))
+}
