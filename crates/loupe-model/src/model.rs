@@ -219,10 +219,16 @@ impl Model {
     }
 
     /// Tokens that end a generation: the tokenizer's EOS, and for chat models the end-of-turn
-    /// marker `<|im_end|>` when the vocabulary has one.
+    /// marker (`<|im_end|>`, Gemma's `<end_of_turn>`, ...) when the vocabulary has one.
     pub fn stop_tokens(&self) -> Vec<u32> {
         let mut stops: Vec<u32> = self.tokenizer.eos().into_iter().collect();
-        for marker in ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>"] {
+        for marker in [
+            "<|im_end|>",
+            "<|endoftext|>",
+            "</s>",
+            "<|eot_id|>",
+            "<end_of_turn>",
+        ] {
             if let Some(id) = self.tokenizer.token_to_id(marker) {
                 if !stops.contains(&id) {
                     stops.push(id);
