@@ -43,10 +43,47 @@ Hook points, for one prompt (the batch dimension is dropped), at the layers aske
                                                   the final norm's output)
 """
 
+import hashlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
+
+MODELS_DIR = Path(os.environ.get("LOUPE_HOME", Path.home() / ".cache/loupe")) / "models"
+OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+
+# Tricky text for the tokenizer golden cases of the real models (digits, spaces, emoji, CJK, code):
+# make-golden-smollm2.py's list and four more.
+TOKENIZER_CASES = [
+    "Hello, world!",
+    "The quick brown fox jumps over the lazy dog.",
+    "Bonjour, je m'appelle Élodie et j'habite à Québec depuis 1998.",
+    "Ça coûte 12,50 € — très cher !",
+    "In 2024, 3.14159 × 1000 = 3141.59; call 555-0123.",
+    "a  1",
+    "x   42 and  7,  99",
+    "def f(x):\n    return x ** 2  # square\n\n\nprint(f(10))",
+    "if (a != b && c >= 0) { return arr[i]; }",
+    "Emoji: 🙂🚀🇫🇷 and 中文字符 and Ελληνικά",
+    "   leading spaces\ttabs\t\tand\r\nwindows newlines\n\n\n",
+    "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
+    "It's, they're, we'll, I'd, you've",
+    "",
+    "日本語のテキストと한국어",
+    "🙂🙂🙂",
+    "    indented code\n\tx = 1",
+    "1234567890 12 345",
+]
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @dataclass

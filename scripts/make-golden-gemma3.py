@@ -55,7 +55,6 @@ Writes tests/fixtures/gemma3-golden.json and tests/fixtures/gemma3-golden.safete
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -67,13 +66,21 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.models.gemma3.modeling_gemma3 import apply_rotary_pos_emb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from golden_hooks import Arch, Recorder, greedy, hook_names, versions  # noqa: E402
+from golden_hooks import (  # noqa: E402
+    MODELS_DIR,
+    OUT,
+    TOKENIZER_CASES,
+    Arch,
+    Recorder,
+    greedy,
+    hook_names,
+    sha256,
+    versions,
+)
 
-MODELS_DIR = Path(os.environ.get("LOUPE_HOME", Path.home() / ".cache/loupe")) / "models"
 GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
 GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 TOKENIZER_FILE = "gemma-3-270m-q4_k_m.tokenizer.json"
-OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
 PROMPTS = [
     "The capital of France is",
@@ -84,27 +91,6 @@ PROMPTS = [
 LAYERS = [0, 5, 17]
 GREEDY_TOKENS = 20
 LOGITS_LAST = 3
-
-TOKENIZER_CASES = [
-    "Hello, world!",
-    "The quick brown fox jumps over the lazy dog.",
-    "Bonjour, je m'appelle Élodie et j'habite à Québec depuis 1998.",
-    "Ça coûte 12,50 € — très cher !",
-    "In 2024, 3.14159 × 1000 = 3141.59; call 555-0123.",
-    "a  1",
-    "x   42 and  7,  99",
-    "def f(x):\n    return x ** 2  # square\n\n\nprint(f(10))",
-    "if (a != b && c >= 0) { return arr[i]; }",
-    "Emoji: 🙂🚀🇫🇷 and 中文字符 and Ελληνικά",
-    "   leading spaces\ttabs\t\tand\r\nwindows newlines\n\n\n",
-    "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
-    "It's, they're, we'll, I'd, you've",
-    "",
-    "日本語のテキストと한국어",
-    "🙂🙂🙂",
-    "    indented code\n\tx = 1",
-    "1234567890 12 345",
-]
 
 # google/gemma-3-270m's published config.json, for the fields the GGUF does not carry or that a
 # loader could get wrong.
@@ -140,16 +126,6 @@ NORMS = {
     "self_attn.q_norm": "attn_q_norm",
     "self_attn.k_norm": "attn_k_norm",
 }
-
-
-def sha256(path):
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_config(config):

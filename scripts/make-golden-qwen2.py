@@ -48,7 +48,6 @@ Writes tests/fixtures/qwen2-golden.json and tests/fixtures/qwen2-golden.safetens
 """
 
 import json
-import os
 import sys
 import unicodedata
 from pathlib import Path
@@ -59,12 +58,20 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from golden_hooks import Arch, Recorder, greedy, hook_names, versions  # noqa: E402
+from golden_hooks import (  # noqa: E402
+    MODELS_DIR,
+    OUT,
+    TOKENIZER_CASES,
+    Arch,
+    Recorder,
+    greedy,
+    hook_names,
+    sha256,
+    versions,
+)
 
-MODELS_DIR = Path(os.environ.get("LOUPE_HOME", Path.home() / ".cache/loupe")) / "models"
 GGUF_FILE = "qwen2.5-coder-1.5b-instruct.gguf"
 GGUF_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
-OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
 PROMPTS = [
     "The capital of France is",
@@ -73,37 +80,6 @@ PROMPTS = [
 LAYERS = [0, 27]
 GREEDY_TOKENS = 8
 LOGITS_LAST = 3
-
-TOKENIZER_CASES = [
-    "Hello, world!",
-    "The quick brown fox jumps over the lazy dog.",
-    "Bonjour, je m'appelle Élodie et j'habite à Québec depuis 1998.",
-    "Ça coûte 12,50 € — très cher !",
-    "In 2024, 3.14159 × 1000 = 3141.59; call 555-0123.",
-    "a  1",
-    "x   42 and  7,  99",
-    "def f(x):\n    return x ** 2  # square\n\n\nprint(f(10))",
-    "if (a != b && c >= 0) { return arr[i]; }",
-    "Emoji: 🙂🚀🇫🇷 and 中文字符 and Ελληνικά",
-    "   leading spaces\ttabs\t\tand\r\nwindows newlines\n\n\n",
-    "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
-    "It's, they're, we'll, I'd, you've",
-    "",
-    "日本語のテキストと한국어",
-    "🙂🙂🙂",
-    "    indented code\n\tx = 1",
-    "1234567890 12 345",
-]
-
-
-def sha256(path):
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main():

@@ -58,9 +58,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from golden_hooks import Arch, Recorder, greedy, hook_names, versions  # noqa: E402
+from golden_hooks import OUT, Arch, Recorder, greedy, hook_names, versions  # noqa: E402
 
-OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 VOCAB = 512
 GREEDY_TOKENS = 10
 EOT = "<|endoftext|>"

@@ -13,7 +13,9 @@ use candle_core::{Device, Module, Tensor, D};
 use candle_nn::{embedding, linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
 
 use crate::gguf::GgufFile;
-use crate::layers::{attend, check_rope, fused_linear, project, split_qkv, AttentionShape, Pass, Rope};
+use crate::layers::{
+    attend, check_positive, check_rope, fused_linear, project, split_qkv, AttentionShape, Pass, Rope,
+};
 use crate::network::{ModelSpec, Network};
 use crate::{Batch, HookPoint, Hooks, Result};
 
@@ -97,11 +99,7 @@ impl Gemma3Config {
             ("attention.head_count_kv", self.num_key_value_heads),
             ("attention.sliding_window", self.sliding_window),
         ];
-        for (field, value) in sizes {
-            if value == 0 {
-                return Err(format!("{arch}.{field} is 0; it must be positive"));
-            }
-        }
+        check_positive(sizes.map(|(field, value)| (format!("{arch}.{field}"), value)))?;
         if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(format!(
                 "{arch}.attention.head_count {} must be a multiple of {arch}.attention.head_count_kv {}",

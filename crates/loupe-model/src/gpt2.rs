@@ -9,7 +9,7 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
-use crate::layers::{attend, project, split_qkv, AttentionShape, Pass};
+use crate::layers::{attend, check_positive, project, split_qkv, AttentionShape, Pass};
 use crate::network::{ModelSpec, Network};
 use crate::{Batch, Error, HookPoint, Hooks, Result};
 
@@ -44,17 +44,16 @@ fn default_true() -> bool {
 
 impl Gpt2Config {
     fn validate(&self) -> std::result::Result<(), String> {
-        for (field, value) in [
-            ("vocab_size", self.vocab_size),
-            ("n_positions", self.n_positions),
-            ("n_embd", self.n_embd),
-            ("n_layer", self.n_layer),
-            ("n_head", self.n_head),
-        ] {
-            if value == 0 {
-                return Err(format!("{field} is 0; it must be positive"));
-            }
-        }
+        check_positive(
+            [
+                ("vocab_size", self.vocab_size),
+                ("n_positions", self.n_positions),
+                ("n_embd", self.n_embd),
+                ("n_layer", self.n_layer),
+                ("n_head", self.n_head),
+            ]
+            .map(|(field, value)| (field.to_string(), value)),
+        )?;
         if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(format!(
                 "n_embd {} must split into n_head {} heads",

@@ -275,6 +275,7 @@ fn apply_one(intervention: &Intervention, x: Tensor, batch: &Batch) -> Result<Te
     }
     // Every layout as [rows, columns, units, width]: units are heads, or 1.
     let layout = hook.layout();
+    let original = x.clone();
     let x = match layout {
         HookLayout::Vector => x.unsqueeze(2)?,
         HookLayout::Heads => x,
@@ -330,7 +331,7 @@ fn apply_one(intervention: &Intervention, x: Tensor, batch: &Batch) -> Result<Te
         })
     };
     if flat_indices.is_empty() {
-        return restore(x);
+        return Ok(original);
     }
     let total = rows * columns * group;
     let flat = x.reshape((total, edit_width))?;

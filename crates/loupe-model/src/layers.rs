@@ -66,6 +66,17 @@ pub(crate) fn fused_linear(
     Ok(Linear::new(Tensor::cat(&weights, 0)?, bias))
 }
 
+/// An error naming the first of `sizes` (a field's name as its file spells it, and its value)
+/// that is 0: a model with no layers, heads or width cannot be built.
+pub(crate) fn check_positive(
+    sizes: impl IntoIterator<Item = (String, usize)>,
+) -> std::result::Result<(), String> {
+    match sizes.into_iter().find(|(_, value)| *value == 0) {
+        Some((field, _)) => Err(format!("{field} is 0; it must be positive")),
+        None => Ok(()),
+    }
+}
+
 /// The most positions loupe builds rotary tables for (the longest contexts are 1M).
 const MAX_CONTEXT: usize = 1 << 20;
 /// The most memory the rotary tables may take.

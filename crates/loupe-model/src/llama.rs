@@ -8,7 +8,9 @@ use candle_nn::{embedding, linear_no_bias, rms_norm, Embedding, Linear, RmsNorm,
 use serde::{Deserialize, Serialize};
 
 use crate::gguf::GgufFile;
-use crate::layers::{attend, check_rope, fused_linear, project, split_qkv, AttentionShape, Pass, Rope};
+use crate::layers::{
+    attend, check_positive, check_rope, fused_linear, project, split_qkv, AttentionShape, Pass, Rope,
+};
 use crate::network::{ModelSpec, Network};
 use crate::{Batch, Error, HookPoint, Hooks, Result};
 
@@ -92,11 +94,7 @@ impl LlamaConfig {
             ("num_key_value_heads", self.num_key_value_heads),
             ("max_position_embeddings", self.max_position_embeddings),
         ];
-        for (field, value) in sizes {
-            if value == 0 {
-                return Err(format!("{} is 0; it must be positive", name(field)));
-            }
-        }
+        check_positive(sizes.map(|(field, value)| (name(field), value)))?;
         let heads = self.num_attention_heads;
         if !self.hidden_size.is_multiple_of(heads) || !self.head_dim().is_multiple_of(2) {
             return Err(format!(

@@ -11,7 +11,7 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
-use crate::layers::{attend, check_rope, project, split_qkv, AttentionShape, Pass, Rope};
+use crate::layers::{attend, check_positive, check_rope, project, split_qkv, AttentionShape, Pass, Rope};
 use crate::network::{ModelSpec, Network};
 use crate::{Batch, Error, HookPoint, Hooks, Result};
 
@@ -67,17 +67,16 @@ impl NeoxConfig {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        for (field, value) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("intermediate_size", self.intermediate_size),
-        ] {
-            if value == 0 {
-                return Err(format!("{field} is 0; it must be positive"));
-            }
-        }
+        check_positive(
+            [
+                ("vocab_size", self.vocab_size),
+                ("hidden_size", self.hidden_size),
+                ("num_hidden_layers", self.num_hidden_layers),
+                ("num_attention_heads", self.num_attention_heads),
+                ("intermediate_size", self.intermediate_size),
+            ]
+            .map(|(field, value)| (field.to_string(), value)),
+        )?;
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} must split into num_attention_heads {} heads",
@@ -267,13 +266,13 @@ impl Network for Neox {
         let attn_out = hooks.apply(HookPoint::AttnOut(layer), project(&block.dense, &z)?, batch)?;
 
         // Parallel: the MLP reads the block's input; sequential: the residual after attention.
-        let (mlp_in, x) = if self.spec.parallel_attention {
-            (x.clone(), x)
-        } else {
-            let mid = hooks.apply(HookPoint::ResidMid(layer), (&x + &attn_out)?, batch)?;
-            (mid.clone(), mid)
+        let mid = match self.spec.parallel_attention {
+            true => None,
+            false => Some(hooks.apply(HookPoint::ResidMid(layer), (&x + &attn_out)?, batch)?),
         };
-        let h = block.post_attention_layernorm.forward(&mlp_in)?;
+        let h = block
+            .post_attention_layernorm
+            .forward(mid.as_ref().unwrap_or(&x))?;
         let h = hooks.apply(HookPoint::Ln2Normalized(layer), h, batch)?;
         let neurons = project(&block.dense_h_to_4h, &h)?.gelu_erf()?;
         let neurons = hooks.apply(HookPoint::MlpPost(layer), neurons, batch)?;
@@ -282,9 +281,9 @@ impl Network for Neox {
             project(&block.dense_4h_to_h, &neurons)?,
             batch,
         )?;
-        let out = match self.spec.parallel_attention {
-            true => ((mlp_out + attn_out)? + x)?,
-            false => (x + mlp_out)?,
+        let out = match mid {
+            None => ((mlp_out + attn_out)? + x)?,
+            Some(mid) => (mid + mlp_out)?,
         };
         hooks.apply(HookPoint::ResidPost(layer), out, batch)
     }
