@@ -340,7 +340,8 @@ impl Network for Gemma3 {
         project(&self.lm_head, &self.norm.forward(resid)?)
     }
 
-    fn mlp_out_weight(&self, layer: usize) -> Option<&Tensor> {
-        self.blocks.get(layer).map(|b| b.down_proj.weight())
+    /// `None`: `hook_mlp_out` is the post-MLP norm of the down projection, which no matrix gives.
+    fn mlp_out_weight(&self, _layer: usize) -> Option<&Tensor> {
+        None
     }
 }

@@ -89,7 +89,8 @@ impl Model {
     }
 
     /// Block `layer`'s MLP output projection, `[d_model, d_mlp]`: it maps the neurons
-    /// (`mlp.hook_post`) to the MLP's output (`hook_mlp_out`, before any post-MLP norm).
+    /// (`mlp.hook_post`) to the MLP's output (`hook_mlp_out`). `None` past the last layer, and
+    /// for families that normalise the MLP's output after it (Gemma 3): no linear map then.
     pub fn mlp_out_weight(&self, layer: usize) -> Option<&Tensor> {
         self.network.mlp_out_weight(layer)
     }

@@ -152,6 +152,7 @@ pub(crate) trait Network: Send + Sync {
     /// Final norm and unembedding of residual-stream vectors `[..., d_model]`.
     fn unembed(&self, resid: &Tensor) -> Result<Tensor>;
 
-    /// Block `layer`'s MLP output projection, `[d_model, d_mlp]`.
+    /// Block `layer`'s MLP output projection, `[d_model, d_mlp]`, when `hook_mlp_out` is that
+    /// projection of `mlp.hook_post` (`None` where a norm follows it).
     fn mlp_out_weight(&self, layer: usize) -> Option<&Tensor>;
 }

@@ -19,6 +19,8 @@ fn model() -> Model {
 fn gemma3_matches_transformers() {
     let model = model();
     assert_eq!(model.spec().family, "gemma3");
+    // A norm follows the MLP's down projection: no matrix maps the neurons to hook_mlp_out.
+    assert!(model.mlp_out_weight(0).is_none());
     let golden = Golden::load("gemma3-golden");
     check_tokenizer(&model, &golden);
     check_forward(&model, &golden, 1e-4);
