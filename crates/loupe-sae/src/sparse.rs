@@ -42,6 +42,25 @@ impl SparseCode {
         code
     }
 
+    /// A code from fixed-width slots: row b's entries are the first `counts[b]` of
+    /// `latents[b·k..]` and `values[b·k..]`.
+    fn from_slots(width: usize, k: usize, counts: &[usize], latents: &[u32], values: &[f32]) -> Self {
+        let nnz = counts.iter().sum();
+        let mut code = SparseCode {
+            width,
+            offsets: Vec::with_capacity(counts.len() + 1),
+            latents: Vec::with_capacity(nnz),
+            values: Vec::with_capacity(nnz),
+        };
+        code.offsets.push(0);
+        for (row, &n) in counts.iter().enumerate() {
+            code.latents.extend_from_slice(&latents[row * k..][..n]);
+            code.values.extend_from_slice(&values[row * k..][..n]);
+            code.offsets.push(code.latents.len());
+        }
+        code
+    }
+
     /// Tokens (rows) in the code.
     pub fn rows(&self) -> usize {
         self.offsets.len() - 1
@@ -82,9 +101,7 @@ impl SparseCode {
         let mut out = vec![0.0; self.rows() * d];
         out.par_chunks_mut(d).enumerate().for_each(|(row, out_row)| {
             for p in self.row_range(row) {
-                let w = weights[p];
-                let t = &table[self.latents[p] as usize * d..][..d];
-                out_row.iter_mut().zip(t).for_each(|(o, &t)| *o += w * t);
+                axpy(out_row, weights[p], &table[self.latents[p] as usize * d..][..d]);
             }
         });
         out
@@ -104,8 +121,7 @@ impl SparseCode {
         chunks.into_par_iter().enumerate().for_each(|(row, out_row)| {
             let r = &rows[row * d..][..d];
             for (o, p) in out_row.iter_mut().zip(self.row_range(row)) {
-                let t = &table[self.latents[p] as usize * d..][..d];
-                *o = dot(r, t);
+                *o = dot(r, &table[self.latents[p] as usize * d..][..d]);
             }
         });
         out
@@ -117,13 +133,15 @@ impl SparseCode {
     pub fn scatter_rows(&self, weights: &[f32], rows: &[f32], d: usize) -> Vec<f32> {
         let by_latent = self.by_latent();
         let mut out = vec![0.0; self.width * d];
-        out.par_chunks_mut(d).enumerate().for_each(|(latent, out_row)| {
-            for &(row, p) in &by_latent.entries[by_latent.offsets[latent]..by_latent.offsets[latent + 1]] {
-                let w = weights[p as usize];
-                let r = &rows[row as usize * d..][..d];
-                out_row.iter_mut().zip(r).for_each(|(o, &r)| *o += w * r);
-            }
-        });
+        out.par_chunks_mut(d)
+            .enumerate()
+            .with_min_len(64)
+            .for_each(|(latent, out_row)| {
+                let entries = &by_latent.entries[by_latent.offsets[latent]..by_latent.offsets[latent + 1]];
+                for &(row, p) in entries {
+                    axpy(out_row, weights[p as usize], &rows[row as usize * d..][..d]);
+                }
+            });
         out
     }
 
@@ -164,31 +182,140 @@ struct ByLatent {
     entries: Vec<(u32, u32)>,
 }
 
+use loupe_util::vector::axpy;
 pub(crate) use loupe_util::vector::dot;
+use multiversion::multiversion;
 
 /// The `k` largest of each row of `pre` (`[rows, width]`), keeping only positive values (a TopK
 /// followed by a ReLU, as SAELens and OpenAI define it). When `allowed` is given, only those
 /// latents compete (AuxK's top-k over dead latents).
 pub fn top_k_per_row(pre: &[f32], width: usize, k: usize, allowed: Option<&[u32]>) -> SparseCode {
-    let rows: Vec<Vec<(u32, f32)>> = pre
-        .par_chunks(width)
-        .map(|row| {
-            let mut candidates: Vec<(u32, f32)> = match allowed {
-                Some(allowed) => allowed.iter().map(|&i| (i, row[i as usize])).collect(),
-                None => row.iter().enumerate().map(|(i, &v)| (i as u32, v)).collect(),
-            };
-            let k = k.min(candidates.len());
-            if k < candidates.len() {
-                candidates.select_nth_unstable_by(k, |a, b| b.1.total_cmp(&a.1));
-                candidates.truncate(k);
-            }
-            candidates.retain(|&(_, v)| v > 0.0);
-            candidates.sort_unstable_by_key(|&(i, _)| i);
-            candidates
-        })
-        .collect();
-    SparseCode::from_rows(width, rows)
+    let rows = pre.len() / width;
+    let k = k.min(allowed.map_or(width, <[u32]>::len));
+    if k == 0 {
+        return SparseCode::from_rows(width, vec![Vec::new(); rows]);
+    }
+    // Each row fills a k-wide slot; the slots are compacted afterwards.
+    let mut latents = vec![0u32; rows * k];
+    let mut values = vec![0f32; rows * k];
+    let mut counts = vec![0usize; rows];
+    latents
+        .par_chunks_mut(k)
+        .zip(values.par_chunks_mut(k))
+        .zip(counts.par_iter_mut())
+        .zip(pre.par_chunks(width))
+        .with_min_len(16)
+        .for_each_init(
+            || Selection::new(k),
+            |top, (((latents, values), count), row)| {
+                match allowed {
+                    Some(allowed) => top.scan(allowed.iter().map(|&i| (i, row[i as usize]))),
+                    None => scan_row(top, row),
+                }
+                *count = top.write_sorted(latents, values);
+            },
+        );
+    SparseCode::from_slots(width, k, &counts, &latents, &values)
 }
+
+/// The `k` largest positive values seen so far, found in one pass with no allocation: a value
+/// enters only if it beats `floor` (0 at first, since only positive values count), and most of a
+/// row's values fail that test, 16 at a time. Entrants are appended to a buffer of `2k`; when it
+/// is full it is cut back to its `k` largest and the floor rises to the smallest of them, so each
+/// entrant costs O(1) on average.
+struct Selection {
+    k: usize,
+    /// (latent, value), unordered; at most `2k`.
+    held: Vec<(u32, f32)>,
+    floor: f32,
+}
+
+impl Selection {
+    fn new(k: usize) -> Self {
+        Selection {
+            k,
+            held: Vec::with_capacity(2 * k),
+            floor: 0.0,
+        }
+    }
+
+    #[inline(always)]
+    fn offer(&mut self, latent: u32, value: f32) {
+        if value > self.floor {
+            self.held.push((latent, value));
+            if self.held.len() == 2 * self.k {
+                self.cut();
+            }
+        }
+    }
+
+    /// Keeps the `k` largest held values and raises the floor to the smallest of them.
+    fn cut(&mut self) {
+        if self.held.len() > self.k {
+            self.held
+                .select_nth_unstable_by(self.k - 1, |a, b| b.1.total_cmp(&a.1));
+            self.held.truncate(self.k);
+            self.floor = self.held[self.k - 1].1;
+        }
+    }
+
+    fn reset(&mut self) {
+        self.held.clear();
+        self.floor = 0.0;
+    }
+
+    fn scan(&mut self, entries: impl Iterator<Item = (u32, f32)>) {
+        self.reset();
+        for (latent, value) in entries {
+            self.offer(latent, value);
+        }
+    }
+
+    /// Writes the `k` largest held values in latent order and returns how many there are.
+    fn write_sorted(&mut self, latents: &mut [u32], values: &mut [f32]) -> usize {
+        self.cut();
+        self.held.sort_unstable_by_key(|&(latent, _)| latent);
+        for (i, &(latent, value)) in self.held.iter().enumerate() {
+            latents[i] = latent;
+            values[i] = value;
+        }
+        self.held.len()
+    }
+}
+
+/// Offers a whole row to `selection`: 16 values at a time are compared with its floor in one
+/// vector test, and looked at one by one only when one of them beats it.
+#[multiversion(targets = "simd")]
+fn scan_row(selection: &mut Selection, row: &[f32]) {
+    selection.reset();
+    for (c, chunk) in row.chunks(LANES).enumerate() {
+        let floor = selection.floor;
+        if chunk.iter().fold(false, |any, &v| any | (v > floor)) {
+            for (j, &v) in chunk.iter().enumerate() {
+                selection.offer((c * LANES + j) as u32, v);
+            }
+        }
+    }
+}
+
+/// The entries of `row` at or above `cut` (and positive), in latent order.
+#[multiversion(targets = "simd")]
+fn at_or_above(row: &[f32], cut: f32) -> Vec<(u32, f32)> {
+    let mut kept = Vec::new();
+    for (c, chunk) in row.chunks(LANES).enumerate() {
+        if chunk.iter().fold(false, |any, &v| any | (v >= cut)) {
+            for (j, &v) in chunk.iter().enumerate() {
+                if v >= cut && v > 0.0 {
+                    kept.push(((c * LANES + j) as u32, v));
+                }
+            }
+        }
+    }
+    kept
+}
+
+/// Values compared at once by the vector tests of the selection scans.
+const LANES: usize = 16;
 
 /// BatchTopK: the `k_total` largest positive values of the whole batch `pre` (`[rows, width]`),
 /// however they fall across tokens, and the smallest value kept (or `None` when none are).
@@ -199,17 +326,7 @@ pub fn top_k_per_row(pre: &[f32], width: usize, k: usize, allowed: Option<&[u32]
 pub fn batch_top_k(pre: &[f32], width: usize, k_total: usize) -> (SparseCode, Option<f32>) {
     let rows = pre.len() / width;
     let per_row = (4 * k_total).div_ceil(rows.max(1)).clamp(1, width);
-    let row_candidates: Vec<Vec<f32>> = pre
-        .par_chunks(width)
-        .map(|row| {
-            let mut values: Vec<f32> = row.iter().copied().filter(|&v| v > 0.0).collect();
-            if per_row < values.len() {
-                values.select_nth_unstable_by(per_row, |a, b| b.total_cmp(a));
-                values.truncate(per_row);
-            }
-            values
-        })
-        .collect();
+    let offered = top_k_per_row(pre, width, per_row, None);
     let cut_from = |mut all: Vec<f32>| -> Option<f32> {
         if all.is_empty() {
             return None;
@@ -218,11 +335,12 @@ pub fn batch_top_k(pre: &[f32], width: usize, k_total: usize) -> (SparseCode, Op
         all.select_nth_unstable_by(n - 1, |a, b| b.total_cmp(a));
         Some(all[n - 1])
     };
-    let mut cut = cut_from(row_candidates.iter().flatten().copied().collect());
+    let mut cut = cut_from(offered.values.clone());
     if let Some(c) = cut {
-        let saturated = row_candidates
-            .iter()
-            .any(|r| r.len() == per_row && per_row < width && r.iter().all(|&v| v >= c));
+        let saturated = (0..rows).any(|row| {
+            let range = offered.row_range(row);
+            range.len() == per_row && per_row < width && offered.values[range].iter().all(|&v| v >= c)
+        });
         if saturated {
             cut = cut_from(pre.iter().copied().filter(|&v| v > 0.0).collect());
         }
@@ -230,16 +348,8 @@ pub fn batch_top_k(pre: &[f32], width: usize, k_total: usize) -> (SparseCode, Op
     let Some(cut) = cut else {
         return (SparseCode::from_rows(width, vec![Vec::new(); rows]), None);
     };
-    let code_rows: Vec<Vec<(u32, f32)>> = pre
-        .par_chunks(width)
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .filter(|&(_, &v)| v >= cut && v > 0.0)
-                .map(|(i, &v)| (i as u32, v))
-                .collect()
-        })
-        .collect();
+    // Every value at or above the cut: the rows' offers hold them unless the fallback ran.
+    let code_rows: Vec<Vec<(u32, f32)>> = pre.par_chunks(width).map(|row| at_or_above(row, cut)).collect();
     (SparseCode::from_rows(width, code_rows), Some(cut))
 }
 

@@ -6,9 +6,9 @@
 
 use candle_core::Tensor;
 
-use super::common::{pre_activations, sparse_backward, AuxK};
+use super::common::{encoder_input, pre_activations_into, sparse_backward, AuxK};
 use super::{Architecture, StepContext, StepOutput};
-use crate::params::with_f32;
+use crate::params::to_vec;
 use crate::sparse::batch_top_k;
 use crate::{Activation, Params, Result};
 
@@ -24,6 +24,9 @@ pub struct BatchTopK {
     pub threshold_lr: f64,
     /// The running estimate; `None` until the first step.
     pub threshold: Option<f64>,
+    /// The pre-activations of the last batch, `[batch, d_sae]`, kept so that the next step
+    /// reuses their memory.
+    pub pre: Vec<f32>,
 }
 
 impl Architecture for BatchTopK {
@@ -36,9 +39,11 @@ impl Architecture for BatchTopK {
     }
 
     fn step(&mut self, params: &Params, x: &Tensor, ctx: &StepContext) -> Result<StepOutput> {
-        let (x_in, pre) = pre_activations(params, x, self.apply_b_dec_to_input)?;
         let rows = x.dim(0)?;
-        let (code, smallest_kept) = with_f32(&pre, |pre| batch_top_k(pre, params.d_sae, self.k * rows))?;
+        let x = to_vec(x)?;
+        let x_in = encoder_input(params, &x, self.apply_b_dec_to_input);
+        pre_activations_into(params, &x_in, &mut self.pre);
+        let (code, smallest_kept) = batch_top_k(&self.pre, params.d_sae, self.k * rows);
         if let Some(smallest) = smallest_kept {
             let smallest = smallest as f64;
             self.threshold = Some(match self.threshold {
@@ -48,9 +53,9 @@ impl Architecture for BatchTopK {
         }
         sparse_backward(
             params,
-            x,
+            &x,
             &x_in,
-            &pre,
+            &self.pre,
             &code,
             Some((self.aux, ctx.dead)),
             self.apply_b_dec_to_input,

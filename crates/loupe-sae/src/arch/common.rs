@@ -1,10 +1,12 @@
 //! Pieces the architectures share: the encoder's pre-activations, the backward pass through a
 //! sparse code (TopK, BatchTopK) with the AuxK loss, and the dense one (ReLU, JumpReLU).
 
+use std::borrow::Cow;
+
 use candle_core::{Device, Tensor};
 
 use super::StepOutput;
-use crate::params::{to_vec, with_f32};
+use crate::params::to_vec;
 use crate::sparse::{top_k_per_row, SparseCode};
 use crate::{Params, Result};
 
@@ -22,6 +24,59 @@ pub fn pre_activations(params: &Params, x: &Tensor, apply_b_dec_to_input: bool) 
     Ok((x_in, pre))
 }
 
+/// The encoder's input for the sparse architectures: `x`, or `x − b_dec`, as a flat vector.
+pub fn encoder_input<'a>(params: &Params, x: &'a [f32], apply_b_dec_to_input: bool) -> Cow<'a, [f32]> {
+    if !apply_b_dec_to_input {
+        return Cow::Borrowed(x);
+    }
+    let mut x_in = x.to_vec();
+    for row in x_in.chunks_mut(params.d_in) {
+        row.iter_mut().zip(&params.b_dec).for_each(|(x, b)| *x -= b);
+    }
+    Cow::Owned(x_in)
+}
+
+/// The pre-activations `x_in · encᵀ + b_enc` (`[rows, d_sae]`) written into `out`, whose memory
+/// is reused from step to step: the bias is laid down first and the product added onto it in
+/// one pass of the matrix-multiply kernel (candle's own `gemm`), so the largest array of a step
+/// is neither allocated nor swept again for the bias.
+pub fn pre_activations_into(params: &Params, x_in: &[f32], out: &mut Vec<f32>) {
+    let (d_in, d_sae) = (params.d_in, params.d_sae);
+    let rows = x_in.len() / d_in;
+    out.clear();
+    for _ in 0..rows {
+        out.extend_from_slice(&params.b_enc);
+    }
+    assert_eq!(x_in.len(), rows * d_in);
+    assert_eq!(params.enc.len(), d_sae * d_in);
+    // SAFETY: the pointers cover [rows, d_sae] (out, row-major), [rows, d_in] (x_in, row-major)
+    // and [d_in, d_sae] read as encᵀ (enc is [d_sae, d_in] row-major: element (i, j) of encᵀ is
+    // enc[j · d_in + i]); the lengths are asserted above and nothing else touches them meanwhile.
+    unsafe {
+        gemm::gemm(
+            rows,
+            d_sae,
+            d_in,
+            out.as_mut_ptr(),
+            1,
+            d_sae as isize,
+            true,
+            x_in.as_ptr(),
+            1,
+            d_in as isize,
+            params.enc.as_ptr(),
+            d_in as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        );
+    }
+}
+
 /// OpenAI's auxiliary loss: reconstruct the main reconstruction's error from the top `k` dead
 /// latents, weighted by `coefficient · min(dead / k, 1)`, the error held fixed (detached).
 #[derive(Clone, Copy, Debug)]
@@ -36,22 +91,20 @@ pub struct AuxK {
 /// positive and equal to their pre-activations, so a value's gradient is its pre-activation's.
 pub fn sparse_backward(
     params: &Params,
-    x: &Tensor,
-    x_in: &Tensor,
-    pre: &Tensor,
+    x: &[f32],
+    x_in: &[f32],
+    pre: &[f32],
     code: &SparseCode,
     aux: Option<(AuxK, &[u32])>,
     apply_b_dec_to_input: bool,
 ) -> Result<StepOutput> {
     let d = params.d_in;
-    let x = to_vec(x)?;
-    let x_in = to_vec(x_in)?;
     let rows = x.len() / d;
     let scale = 2.0 / rows as f32;
 
     let mut recon = code.weighted_rows(&code.values, &params.dec, d);
     add_row_vector(&mut recon, &params.b_dec);
-    let err: Vec<f32> = recon.iter().zip(&x).map(|(r, x)| r - x).collect();
+    let err: Vec<f32> = recon.iter().zip(x).map(|(r, x)| r - x).collect();
     let squared_error = sum_sq(&err);
     let g_recon: Vec<f32> = err.iter().map(|e| e * scale).collect();
 
@@ -59,14 +112,14 @@ pub fn sparse_backward(
     grads.b_dec = column_sums(&g_recon, d);
     grads.dec = code.scatter_rows(&code.values, &g_recon, d);
     let g_values = code.entry_dots(&g_recon, &params.dec, d);
-    grads.enc = code.scatter_rows(&g_values, &x_in, d);
+    grads.enc = code.scatter_rows(&g_values, x_in, d);
     grads.b_enc = code.latent_sums(&g_values);
     let mut losses = vec![("mse", squared_error / rows as f64)];
 
     if let Some((aux, dead)) = aux.filter(|(_, dead)| !dead.is_empty()) {
         let k = aux.k.min(dead.len());
         let weight = aux.coefficient * (dead.len() as f64 / aux.k as f64).min(1.0);
-        let aux_code = with_f32(pre, |pre| top_k_per_row(pre, params.d_sae, k, Some(dead)))?;
+        let aux_code = top_k_per_row(pre, params.d_sae, k, Some(dead));
         // The dead latents try to explain what the live ones missed: x − x̂ = −err.
         let aux_recon = aux_code.weighted_rows(&aux_code.values, &params.dec, d);
         let aux_err: Vec<f32> = aux_recon.iter().zip(&err).map(|(a, e)| a + e).collect();
@@ -77,7 +130,7 @@ pub fn sparse_backward(
             &aux_code.scatter_rows(&aux_code.values, &g_aux, d),
         );
         let g_aux_values = aux_code.entry_dots(&g_aux, &params.dec, d);
-        add(&mut grads.enc, &aux_code.scatter_rows(&g_aux_values, &x_in, d));
+        add(&mut grads.enc, &aux_code.scatter_rows(&g_aux_values, x_in, d));
         add(&mut grads.b_enc, &aux_code.latent_sums(&g_aux_values));
     }
     if apply_b_dec_to_input {

@@ -154,6 +154,7 @@ pub fn build(config: &TrainConfig, d_in: usize) -> Result<Box<dyn Architecture>>
             k: k()?,
             aux,
             apply_b_dec_to_input: apply(true),
+            pre: Vec::new(),
         }),
         ArchitectureName::Batchtopk => Box::new(batchtopk::BatchTopK {
             k: k()?,
@@ -161,6 +162,7 @@ pub fn build(config: &TrainConfig, d_in: usize) -> Result<Box<dyn Architecture>>
             apply_b_dec_to_input: apply(true),
             threshold_lr: config.threshold_lr,
             threshold: None,
+            pre: Vec::new(),
         }),
         ArchitectureName::Jumprelu => Box::new(jumprelu::JumpRelu {
             target_l0: need("target_l0", config.target_l0)?,

@@ -4,9 +4,9 @@
 
 use candle_core::Tensor;
 
-use super::common::{pre_activations, sparse_backward, AuxK};
+use super::common::{encoder_input, pre_activations_into, sparse_backward, AuxK};
 use super::{Architecture, StepContext, StepOutput};
-use crate::params::with_f32;
+use crate::params::to_vec;
 use crate::sparse::top_k_per_row;
 use crate::{Activation, Params, Result};
 
@@ -18,6 +18,9 @@ pub struct TopK {
     pub aux: AuxK,
     /// Whether b_dec is subtracted from the input before encoding.
     pub apply_b_dec_to_input: bool,
+    /// The pre-activations of the last batch, `[batch, d_sae]`, kept so that the next step
+    /// reuses their memory.
+    pub pre: Vec<f32>,
 }
 
 impl Architecture for TopK {
@@ -30,13 +33,15 @@ impl Architecture for TopK {
     }
 
     fn step(&mut self, params: &Params, x: &Tensor, ctx: &StepContext) -> Result<StepOutput> {
-        let (x_in, pre) = pre_activations(params, x, self.apply_b_dec_to_input)?;
-        let code = with_f32(&pre, |pre| top_k_per_row(pre, params.d_sae, self.k, None))?;
+        let x = to_vec(x)?;
+        let x_in = encoder_input(params, &x, self.apply_b_dec_to_input);
+        pre_activations_into(params, &x_in, &mut self.pre);
+        let code = top_k_per_row(&self.pre, params.d_sae, self.k, None);
         sparse_backward(
             params,
-            x,
+            &x,
             &x_in,
-            &pre,
+            &self.pre,
             &code,
             Some((self.aux, ctx.dead)),
             self.apply_b_dec_to_input,
