@@ -3,28 +3,11 @@
 
 use std::borrow::Cow;
 
-use candle_core::{Device, Tensor};
-
 use super::StepOutput;
-use crate::params::to_vec;
 use crate::sparse::{top_k_per_row, SparseCode};
 use crate::{Params, Result};
 
-/// The encoder's input (x, or x − b_dec) and pre-activations `x_in · encᵀ + b_enc`,
-/// `[batch, d_sae]`.
-pub fn pre_activations(params: &Params, x: &Tensor, apply_b_dec_to_input: bool) -> Result<(Tensor, Tensor)> {
-    let x_in = if apply_b_dec_to_input {
-        x.broadcast_sub(&params.b_dec_tensor()?)?
-    } else {
-        x.clone()
-    };
-    let pre = x_in
-        .matmul(&params.enc_tensor()?.t()?)?
-        .broadcast_add(&params.b_enc_tensor()?)?;
-    Ok((x_in, pre))
-}
-
-/// The encoder's input for the sparse architectures: `x`, or `x − b_dec`, as a flat vector.
+/// The encoder's input: `x`, or `x − b_dec`, as a flat vector.
 pub fn encoder_input<'a>(params: &Params, x: &'a [f32], apply_b_dec_to_input: bool) -> Cow<'a, [f32]> {
     if !apply_b_dec_to_input {
         return Cow::Borrowed(x);
@@ -36,37 +19,75 @@ pub fn encoder_input<'a>(params: &Params, x: &'a [f32], apply_b_dec_to_input: bo
     Cow::Owned(x_in)
 }
 
-/// The pre-activations `x_in · encᵀ + b_enc` (`[rows, d_sae]`) written into `out`, whose memory
-/// is reused from step to step: the bias is laid down first and the product added onto it in
-/// one pass of the matrix-multiply kernel (candle's own `gemm`), so the largest array of a step
-/// is neither allocated nor swept again for the bias.
-pub fn pre_activations_into(params: &Params, x_in: &[f32], out: &mut Vec<f32>) {
-    let (d_in, d_sae) = (params.d_in, params.d_sae);
-    let rows = x_in.len() / d_in;
-    out.clear();
-    for _ in 0..rows {
-        out.extend_from_slice(&params.b_enc);
+/// A matrix inside a flat slice: element (i, j) is at `i · row_stride + j · col_stride`, so a
+/// transpose is a swap of strides, not a copy.
+#[derive(Clone, Copy)]
+pub struct Matrix<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Matrix<'a> {
+    /// `data` read as a row-major `[rows, cols]` matrix.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols, "a [{rows}, {cols}] matrix");
+        Matrix {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
-    assert_eq!(x_in.len(), rows * d_in);
-    assert_eq!(params.enc.len(), d_sae * d_in);
-    // SAFETY: the pointers cover [rows, d_sae] (out, row-major), [rows, d_in] (x_in, row-major)
-    // and [d_in, d_sae] read as encᵀ (enc is [d_sae, d_in] row-major: element (i, j) of encᵀ is
-    // enc[j · d_in + i]); the lengths are asserted above and nothing else touches them meanwhile.
+
+    /// The transpose (same data).
+    pub fn t(self) -> Self {
+        Matrix {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+}
+
+/// `out = a · b`, or `out += a · b` when `accumulate`; `out` is row-major `[a.rows, b.cols]`.
+/// This calls the matrix-multiply kernel candle uses (`gemm`, on every core) without candle's
+/// tensors, so that the training steps write their largest arrays into buffers they reuse.
+pub fn matmul_into(out: &mut [f32], a: Matrix, b: Matrix, accumulate: bool) {
+    assert_eq!(a.cols, b.rows, "inner dimensions");
+    assert_eq!(out.len(), a.rows * b.cols, "output size");
+    if out.is_empty() {
+        return;
+    }
+    if a.cols == 0 {
+        if !accumulate {
+            out.fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: every element gemm touches lies inside the slices: the `new` and `t` constructors
+    // keep (rows − 1)·row_stride + (cols − 1)·col_stride below `data.len()`, `out` is exactly
+    // [a.rows, b.cols] row-major, and `out` is borrowed mutably, so it aliases neither input.
     unsafe {
         gemm::gemm(
-            rows,
-            d_sae,
-            d_in,
+            a.rows,
+            b.cols,
+            a.cols,
             out.as_mut_ptr(),
             1,
-            d_sae as isize,
-            true,
-            x_in.as_ptr(),
-            1,
-            d_in as isize,
-            params.enc.as_ptr(),
-            d_in as isize,
-            1,
+            b.cols as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
             1.0,
             1.0,
             false,
@@ -75,6 +96,23 @@ pub fn pre_activations_into(params: &Params, x_in: &[f32], out: &mut Vec<f32>) {
             gemm::Parallelism::Rayon(rayon::current_num_threads()),
         );
     }
+}
+
+/// The pre-activations `x_in · encᵀ + b_enc` (`[rows, d_sae]`) written into `out`, whose memory
+/// is reused from step to step: the bias is laid down first and the product added onto it, so the
+/// largest array of a step is neither allocated nor swept again for the bias.
+pub fn pre_activations_into(params: &Params, x_in: &[f32], out: &mut Vec<f32>) {
+    let rows = x_in.len() / params.d_in;
+    out.clear();
+    for _ in 0..rows {
+        out.extend_from_slice(&params.b_enc);
+    }
+    matmul_into(
+        out,
+        Matrix::new(x_in, rows, params.d_in),
+        Matrix::new(&params.enc, params.d_sae, params.d_in).t(),
+        true,
+    );
 }
 
 /// OpenAI's auxiliary loss: reconstruct the main reconstruction's error from the top `k` dead
@@ -144,41 +182,57 @@ pub fn sparse_backward(
     })
 }
 
-/// The dense part shared by ReLU and JumpReLU: given activations `f` (`[batch, d_sae]`), the
-/// reconstruction error and the gradients of the MSE with respect to the decoder, b_dec and `f`.
-pub struct DenseDecode {
-    /// Σ ||x̂ − x||² over the batch.
-    pub squared_error: f64,
-    /// d(MSE)/d(decoder), `[d_sae, d_in]`.
-    pub g_dec: Tensor,
-    /// d(MSE)/d(b_dec), `[d_in]`.
-    pub g_b_dec: Tensor,
-    /// d(MSE)/d(f), `[batch, d_sae]`
-    pub g_f: Tensor,
+/// Rows per parallel task of the sweeps over `[batch, d_sae]` in the dense architectures. Each
+/// task sums its own rows' columns and the partial sums are added in task order, so results do
+/// not depend on the thread count.
+pub const ROWS_PER_TASK: usize = 64;
+
+/// The dense decode shared by ReLU and JumpReLU: given the activations `f` (`[rows, d_sae]`) and
+/// the input `x` (`[rows, d_in]`), the squared error of `x̂ = f · dec + b_dec`, and the
+/// gradients of the batch-mean MSE: the decoder's and b_dec's into `grads`, and the
+/// activations' (`g_recon · decᵀ`) into `g_f`, a buffer kept between steps.
+pub fn dense_decode(params: &Params, x: &[f32], f: &[f32], grads: &mut Params, g_f: &mut Vec<f32>) -> f64 {
+    let (d, n) = (params.d_in, params.d_sae);
+    let rows = x.len() / d;
+    let f = Matrix::new(f, rows, n);
+    let dec = Matrix::new(&params.dec, n, d);
+    let mut g_recon: Vec<f32> = params.b_dec.repeat(rows);
+    matmul_into(&mut g_recon, f, dec, true);
+    let mut squared_error = 0.0;
+    for (r, &x) in g_recon.iter_mut().zip(x) {
+        let e = *r - x;
+        squared_error += (e as f64) * (e as f64);
+        *r = e * (2.0 / rows as f32);
+    }
+    let g_recon_matrix = Matrix::new(&g_recon, rows, d);
+    matmul_into(&mut grads.dec, f.t(), g_recon_matrix, false);
+    grads.b_dec = column_sums(&g_recon, d);
+    g_f.resize(rows * n, 0.0);
+    matmul_into(g_f, g_recon_matrix, dec.t(), false);
+    squared_error
 }
 
-/// Decodes the dense activations `f` (`[batch, d_sae]`) and returns the squared error against `x`
-/// (`[batch, d_in]`) with the gradients of the batch-mean MSE.
-pub fn dense_decode(params: &Params, x: &Tensor, f: &Tensor) -> Result<DenseDecode> {
-    let rows = x.dim(0)?;
-    let dec = params.dec_tensor()?;
-    let recon = f.matmul(&dec)?.broadcast_add(&params.b_dec_tensor()?)?;
-    let err = (recon - x)?;
-    let squared_error = err.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-    let g_recon = (err * (2.0 / rows as f64))?;
-    Ok(DenseDecode {
-        squared_error,
-        g_dec: f.t()?.matmul(&g_recon)?,
-        g_b_dec: g_recon.sum(0)?,
-        g_f: g_recon.matmul(&dec.t()?)?,
-    })
+/// The encoder's gradient from the pre-activation gradient `g_pre` (`[rows, d_sae]`).
+pub fn dense_encoder_grad(params: &Params, grads: &mut Params, g_pre: &[f32], x_in: &[f32]) {
+    let rows = x_in.len() / params.d_in;
+    matmul_into(
+        &mut grads.enc,
+        Matrix::new(g_pre, rows, params.d_sae).t(),
+        Matrix::new(x_in, rows, params.d_in),
+        false,
+    );
 }
 
-/// Encoder gradients from the pre-activation gradient `g_pre` (`[batch, d_sae]`).
-pub fn dense_encoder_grads(grads: &mut Params, g_pre: &Tensor, x_in: &Tensor) -> Result<()> {
-    grads.enc = to_vec(&g_pre.t()?.matmul(x_in)?)?;
-    grads.b_enc = to_vec(&g_pre.sum(0)?)?;
-    Ok(())
+/// Adds the per-task partial column sums in task order.
+pub fn add_partials<T: Copy + std::ops::AddAssign + Default>(
+    partials: impl IntoIterator<Item = Vec<T>>,
+    width: usize,
+) -> Vec<T> {
+    let mut total = vec![T::default(); width];
+    for part in partials {
+        total.iter_mut().zip(&part).for_each(|(t, &p)| *t += p);
+    }
+    total
 }
 
 /// When b_dec is subtracted from the input, every pre-activation i depends on it through
@@ -191,20 +245,6 @@ pub fn input_bias_gradient(params: &Params, grads: &mut Params) {
             grads.b_dec.iter_mut().zip(row).for_each(|(b, &e)| *b -= g * e);
         }
     }
-}
-
-/// Tokens each latent fired on, from a 0/1 mask `[batch, d_sae]`.
-pub fn fire_counts(mask: &Tensor) -> Result<Vec<u32>> {
-    Ok(to_vec(&mask.sum(0)?)?
-        .into_iter()
-        .map(|c| c.round() as u32)
-        .collect())
-}
-
-/// A 1-D f32 tensor on the CPU holding `values`.
-pub fn vector(values: Vec<f32>) -> Result<Tensor> {
-    let n = values.len();
-    Ok(Tensor::from_vec(values, n, &Device::Cpu)?)
 }
 
 fn add_row_vector(rows: &mut [f32], v: &[f32]) {

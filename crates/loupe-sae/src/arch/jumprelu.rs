@@ -5,10 +5,13 @@
 //! across a window of width ε, which is what a finite difference of width ε measures. The L0
 //! penalty steers towards a target: λ·(L0/target − 1)².
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
+use multiversion::multiversion;
+use rayon::prelude::*;
 
 use super::common::{
-    dense_decode, dense_encoder_grads, fire_counts, input_bias_gradient, pre_activations, vector,
+    add_partials, dense_decode, dense_encoder_grad, encoder_input, input_bias_gradient, pre_activations_into,
+    ROWS_PER_TASK,
 };
 use super::{Architecture, StepContext, StepOutput};
 use crate::params::to_vec;
@@ -26,6 +29,9 @@ pub struct JumpRelu {
     pub initial_threshold: f64,
     /// Whether b_dec is subtracted from the input before encoding.
     pub apply_b_dec_to_input: bool,
+    /// The last batch's pre-activations, activations and activation gradients, each
+    /// `[batch, d_sae]`, kept for their memory.
+    pub buffers: [Vec<f32>; 3],
 }
 
 impl Architecture for JumpRelu {
@@ -46,33 +52,24 @@ impl Architecture for JumpRelu {
     }
 
     fn step(&mut self, params: &Params, x: &Tensor, ctx: &StepContext) -> Result<StepOutput> {
-        let rows = x.dim(0)? as f64;
+        let x = to_vec(x)?;
+        let rows = (x.len() / params.d_in) as f64;
         let eps = self.bandwidth;
         let thresholds = params.thresholds().expect("JumpReLU parameters have thresholds");
-        let theta = vector(thresholds.clone())?;
-        let (x_in, pre) = pre_activations(params, x, self.apply_b_dec_to_input)?;
-        let active = pre.broadcast_gt(&theta)?.to_dtype(DType::F32)?;
-        let f = (&pre * &active)?;
-        let decoded = dense_decode(params, x, &f)?;
-
+        let x_in = encoder_input(params, &x, self.apply_b_dec_to_input);
+        let [pre, f, g] = &mut self.buffers;
+        pre_activations_into(params, &x_in, pre);
+        let fired = jump(pre, f, &thresholds);
         let mut grads = params.zeros_like();
-        grads.dec = to_vec(&decoded.g_dec)?;
-        grads.b_dec = to_vec(&decoded.g_b_dec)?;
-        let g_pre = (&decoded.g_f * &active)?;
-        dense_encoder_grads(&mut grads, &g_pre, &x_in)?;
+        let squared_error = dense_decode(params, &x, f, &mut grads, g);
+        let window = jump_backward_in_place(g, pre, &thresholds, (eps / 2.0) as f32);
+        grads.b_enc = window.g_pre_sums;
+        dense_encoder_grad(params, &mut grads, g, &x_in);
         if self.apply_b_dec_to_input {
             input_bias_gradient(params, &mut grads);
         }
+        let (window_counts, g_f_in_window) = (window.counts, window.g_f_sums);
 
-        // Tokens whose pre-activation lies within ε/2 of the threshold.
-        let in_window = pre
-            .broadcast_sub(&theta)?
-            .abs()?
-            .lt(eps / 2.0)?
-            .to_dtype(DType::F32)?;
-        let window_counts = to_vec(&in_window.sum(0)?)?;
-        let g_f_in_window = to_vec(&(&decoded.g_f * &in_window)?.sum(0)?)?;
-        let fired = fire_counts(&active)?;
         let l0 = fired.iter().map(|&c| c as f64).sum::<f64>() / rows;
         let lambda = self.l0_coefficient * ctx.sparsity_scale;
         let relative = l0 / self.target_l0 - 1.0;
@@ -91,18 +88,108 @@ impl Architecture for JumpRelu {
         grads.log_threshold = Some(g_log_threshold);
         Ok(StepOutput {
             losses: vec![
-                ("mse", decoded.squared_error / rows),
+                ("mse", squared_error / rows),
                 ("l0_penalty", lambda * relative * relative),
             ],
             grads,
             fired,
-            squared_error: decoded.squared_error,
+            squared_error,
         })
     }
 
     fn inference(&self, params: &Params) -> Activation {
         Activation::JumpRelu {
             threshold: params.thresholds().expect("JumpReLU parameters have thresholds"),
+        }
+    }
+}
+
+/// `f = pre` where `pre > θ`, else 0 (`[rows, d_sae]`, θ per latent); returns how many tokens
+/// each latent fired on.
+fn jump(pre: &[f32], f: &mut Vec<f32>, thresholds: &[f32]) -> Vec<u32> {
+    let width = thresholds.len();
+    f.resize(pre.len(), 0.0);
+    let partials: Vec<Vec<u32>> = f
+        .par_chunks_mut(width * ROWS_PER_TASK)
+        .zip(pre.par_chunks(width * ROWS_PER_TASK))
+        .map(|(f, pre)| {
+            let mut counts = vec![0; width];
+            jump_rows(f, pre, thresholds, &mut counts);
+            counts
+        })
+        .collect();
+    add_partials(partials, width)
+}
+
+#[multiversion(targets = "simd")]
+fn jump_rows(f: &mut [f32], pre: &[f32], thresholds: &[f32], counts: &mut [u32]) {
+    for (f_row, pre_row) in f.chunks_mut(thresholds.len()).zip(pre.chunks(thresholds.len())) {
+        for (((f, &p), &t), c) in f_row
+            .iter_mut()
+            .zip(pre_row)
+            .zip(thresholds)
+            .zip(counts.iter_mut())
+        {
+            let active = p > t;
+            *f = if active { p } else { 0.0 };
+            *c += active as u32;
+        }
+    }
+}
+
+/// What the backward sweep gathers per latent.
+struct Window {
+    /// Σ over tokens of the pre-activation gradient (b_enc's gradient).
+    g_pre_sums: Vec<f32>,
+    /// Tokens whose pre-activation lies within ε/2 of the threshold.
+    counts: Vec<u32>,
+    /// Σ of the activation gradient over those tokens.
+    g_f_sums: Vec<f32>,
+}
+
+/// Turns the activation gradient `g` into the pre-activation gradient in place (kept where
+/// `pre > θ`, else 0) and gathers the threshold estimator's window sums.
+fn jump_backward_in_place(g: &mut [f32], pre: &[f32], thresholds: &[f32], half_width: f32) -> Window {
+    let width = thresholds.len();
+    let partials: Vec<[Vec<f32>; 3]> = g
+        .par_chunks_mut(width * ROWS_PER_TASK)
+        .zip(pre.par_chunks(width * ROWS_PER_TASK))
+        .map(|(g, pre)| {
+            let mut sums = [vec![0.0; width], vec![0.0; width], vec![0.0; width]];
+            jump_backward_rows(g, pre, thresholds, half_width, &mut sums);
+            sums
+        })
+        .collect();
+    let mut totals: [Vec<f32>; 3] = Default::default();
+    for (i, total) in totals.iter_mut().enumerate() {
+        *total = add_partials(partials.iter().map(|p| p[i].clone()), width);
+    }
+    let [g_pre_sums, counts, g_f_sums] = totals;
+    Window {
+        g_pre_sums,
+        counts: counts.iter().map(|&c| c as u32).collect(),
+        g_f_sums,
+    }
+}
+
+/// `sums`: the pre-activation gradient's, the window's token counts, the window's gradient.
+#[multiversion(targets = "simd")]
+fn jump_backward_rows(
+    g: &mut [f32],
+    pre: &[f32],
+    thresholds: &[f32],
+    half_width: f32,
+    sums: &mut [Vec<f32>; 3],
+) {
+    let [g_pre_sums, counts, g_f_sums] = sums;
+    for (g_row, pre_row) in g.chunks_mut(thresholds.len()).zip(pre.chunks(thresholds.len())) {
+        for (j, (g, &p)) in g_row.iter_mut().zip(pre_row).enumerate() {
+            let t = thresholds[j];
+            let in_window = (p - t).abs() < half_width;
+            counts[j] += if in_window { 1.0 } else { 0.0 };
+            g_f_sums[j] += if in_window { *g } else { 0.0 };
+            *g = if p > t { *g } else { 0.0 };
+            g_pre_sums[j] += *g;
         }
     }
 }

@@ -149,6 +149,8 @@ pub fn build(config: &TrainConfig, d_in: usize) -> Result<Box<dyn Architecture>>
         ArchitectureName::Relu => Box::new(relu::Relu {
             l1_coefficient: need("l1_coefficient", config.l1_coefficient)?,
             apply_b_dec_to_input: apply(false),
+            f: Vec::new(),
+            g_pre: Vec::new(),
         }),
         ArchitectureName::Topk => Box::new(topk::TopK {
             k: k()?,
@@ -170,6 +172,7 @@ pub fn build(config: &TrainConfig, d_in: usize) -> Result<Box<dyn Architecture>>
             bandwidth: config.threshold_bandwidth,
             initial_threshold: config.initial_threshold,
             apply_b_dec_to_input: apply(true),
+            buffers: Default::default(),
         }),
     })
 }
