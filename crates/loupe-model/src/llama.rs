@@ -3,13 +3,14 @@
 //! as in Hugging Face checkpoints (`model.layers.0.self_attn.q_proj.weight`, ...); GGUF tensors are
 //! renamed into this layout when they are loaded.
 
-use candle_core::{Device, Module, Tensor, D};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::{embedding, linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::gguf::GgufFile;
 use crate::layers::{
-    attend, check_positive, check_rope, fused_linear, project, split_qkv, AttentionShape, Pass, Rope,
+    attend, check_positive, check_rope, fused_linear, project, silu_gate, split_qkv, AttentionShape, Pass,
+    Rope,
 };
 use crate::network::{ModelSpec, Network};
 use crate::{Batch, Error, HookPoint, Hooks, Result};
@@ -305,10 +306,7 @@ impl Mlp {
 
     /// The neurons: silu(gate) * up, the input of the down projection.
     fn neurons(&self, x: &Tensor) -> Result<Tensor> {
-        let gate_up = project(&self.gate_up_proj, x)?;
-        let gate = gate_up.narrow(D::Minus1, 0, self.width)?;
-        let up = gate_up.narrow(D::Minus1, self.width, self.width)?;
-        Ok((candle_nn::ops::silu(&gate)? * up)?)
+        silu_gate(&project(&self.gate_up_proj, x)?, self.width)
     }
 }
 
