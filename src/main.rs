@@ -8,6 +8,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than the C library's malloc: candle allocates a fresh buffer for every
+/// tensor op, and the SAE steps some arrays of megabytes; glibc returns such blocks to the
+/// kernel on free and takes page faults to get them back at the next step, while mimalloc
+/// reuses them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// loupe reads what a language model holds in its activations, and amplifies it.
 ///
 /// Models are named by a registered short name (`smollm2`, fetched by `scripts/fetch-models`),
