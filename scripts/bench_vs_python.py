@@ -47,8 +47,7 @@ Python: the code below, in this process, with torch.set_num_threads(2)):
    turn), feature "the token is German", 20% of the documents held out (the same documents on
    both sides: loupe's seeded per-document hash is reproduced here). The store is captured once
    by loupe and kept (set-up, not timed). loupe: `loupe probe train`, timed as the whole process
-   minus the model load it reports (it loads the model for its tokenizer; it prints the sweep's
-   own time only in whole seconds). scikit-learn: Gurnee et al.'s recipe: read the store,
+   (start-up and reading the model's tokenizer included). scikit-learn: Gurnee et al.'s recipe: read the store,
    standardise on the training split, rank by |mean difference| and by f_classif, and for each
    ranking and k fit LogisticRegression(class_weight="balanced", C=1) on the top k neurons and
    score F1 on the held-out split, the 10 fits spread over 2 processes (joblib, n_jobs=2: with
@@ -708,12 +707,12 @@ name = "german"
 
 
 def loupe_probe(loupe, config, output):
-    """Seconds of the sweep: the process's wall time less the model load it reports."""
+    """Seconds of the sweep: the whole process's wall time (it reads the model's tokenizer, not
+    its weights)."""
     fresh_dir(output)
-    out, err, wall = loupe.run("probe", "train", "--config", config)
-    load = float(find(r"loaded \S+ .* in ([\d.]+)s", err, "the model load time").group(1))
+    out, _, wall = loupe.run("probe", "train", "--config", config)
     find(r"(\d+) probes in", out, "the probe count")
-    return wall - load
+    return wall
 
 
 def loupe_probe_f1(output):
@@ -1217,7 +1216,7 @@ def render(args, rows, notes, peak, bandwidth, total, others):
         "step's TensorBoard scalars); on the capture's activations, f32. AuxK is kept off on the loupe side (no dead "
         "latents within the run), as sparsify's recipe here has none.",
         f"- probe: seconds for the whole sweep on {args.probe_tokens:,} tokens, reading the store included "
-        "(loupe: the process's wall time less its reported model load; scikit-learn: LogisticRegression "
+        "(loupe: the whole process's wall time; scikit-learn: LogisticRegression "
         "class_weight=\"balanced\", 10 fits over 2 processes).",
         f"- scope: patched tokens (the patched position + the generated tokens, per variant) ÷ seconds, source "
         f"prompts' forward passes and the MiniLM judge included; {args.scope_entities} entities × layers "

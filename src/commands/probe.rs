@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 use loupe_data::reader::Store;
-use loupe_model::HookPoint;
+use loupe_model::{HookPoint, Model};
 use loupe_probe::dataset::ClassBalance;
 use loupe_probe::sweep::ProbeFit;
 use loupe_probe::top::top_contexts;
@@ -13,7 +13,6 @@ use loupe_probe::train::sweep_dir;
 use loupe_probe::{train, Probe, ProbeConfig, ProbeObserver};
 use loupe_util::Progress;
 
-use super::ModelArgs;
 use crate::progress_bar::Bar;
 use crate::tensorboard::TensorBoard;
 
@@ -140,22 +139,21 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read {}", args.config.display()))?;
     let config = ProbeConfig::from_toml(&text, &args.config.display().to_string(), &args.set)?;
-    // Token features need the tokenizer of the model the first store was captured from.
+    // Token features need the tokenizer of the model the first store was captured from (its
+    // weights are not needed: probes read stored activations).
     let first = Store::open(&config.stores[0])?;
-    let model = ModelArgs {
-        model: first.manifest.model.name.clone(),
-    }
-    .load()?;
+    let tokenizer = Model::load_tokenizer(&first.manifest.model.name)
+        .with_context(|| format!("loading the tokenizer of model '{}'", first.manifest.model.name))?;
     let mut observer = Observer {
         bar: Bar::stopping_on_ctrl_c()?,
         output: config.output.clone(),
     };
     let started = std::time::Instant::now();
-    let outcome = train(&config, &model.tokenizer, &mut observer)?;
+    let outcome = train(&config, &tokenizer, &mut observer)?;
     observer.bar.finish();
     let summary = config.output.join("summary.md");
     println!(
-        "{} probes in {:.0}s; summary: {} (and summary.csv); TensorBoard: tensorboard --logdir {}",
+        "{} probes in {:.1}s; summary: {} (and summary.csv); TensorBoard: tensorboard --logdir {}",
         outcome.rows.len(),
         started.elapsed().as_secs_f64(),
         summary.display(),
@@ -207,10 +205,8 @@ fn run_show(args: ShowArgs) -> anyhow::Result<()> {
     let store_dir = args.store.unwrap_or_else(|| i.store.clone());
     let store = Store::open(&store_dir)?;
     store.check(Some(&i.model_sha256), i.hook, i.width)?;
-    let model = ModelArgs {
-        model: store.manifest.model.name.clone(),
-    }
-    .load()?;
+    let tokenizer = Model::load_tokenizer(&store.manifest.model.name)
+        .with_context(|| format!("loading the tokenizer of model '{}'", store.manifest.model.name))?;
     let mut bar = Bar::stopping_on_ctrl_c()?;
     let neuron = probe.neurons[0] as usize;
     // A negative weight means the feature is where the neuron is low: show those contexts.
@@ -223,7 +219,7 @@ fn run_show(args: ShowArgs) -> anyhow::Result<()> {
         args.examples,
         (12, 4),
         args.tokens,
-        &model.tokenizer,
+        &tokenizer,
         &mut bar,
     )?;
     bar.finish();

@@ -44,7 +44,8 @@ pub(crate) struct GgufTokenizerFields {
     pub chat_template: Option<String>,
 }
 
-pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufFile> {
+/// The file's header (metadata and tensor directory), checked, with a reader after it.
+fn read_header(path: &Path) -> Result<(Content, BufReader<File>)> {
     // candle allocates whatever the header claims; a corrupt count must be an error, not an abort.
     crate::gguf_check::check(path)?;
     let file = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
@@ -52,6 +53,20 @@ pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufFile> {
     let content = Content::read(&mut reader).map_err(|e| {
         Error::file(path, format!("not a readable GGUF file ({e}); it may be truncated or corrupt: delete it and fetch it again"))
     })?;
+    Ok((content, reader))
+}
+
+/// The tokenizer's fields alone, without reading a weight.
+pub(crate) fn read_tokenizer_fields(path: &Path) -> Result<GgufTokenizerFields> {
+    let (content, _) = read_header(path)?;
+    tokenizer_fields(&Metadata {
+        path,
+        map: &content.metadata,
+    })
+}
+
+pub(crate) fn read(path: &Path, device: &Device) -> Result<GgufFile> {
+    let (content, mut reader) = read_header(path)?;
     let meta = Metadata {
         path,
         map: &content.metadata,

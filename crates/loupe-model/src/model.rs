@@ -62,6 +62,26 @@ impl Model {
         })
     }
 
+    /// The tokenizer of the model `name` alone, without its weights (a GGUF file's header, or a
+    /// model directory's `tokenizer.json`): what commands that work on stored activations need.
+    pub fn load_tokenizer(name: &str) -> Result<Tokenizer> {
+        match ModelSource::resolve(name)? {
+            ModelSource::Gguf { path, tokenizer_json } => {
+                let fields = gguf::read_tokenizer_fields(&path)?;
+                match tokenizer_json {
+                    Some(json) => Tokenizer::from_file(&json, fields.bos, fields.eos),
+                    None => Tokenizer::from_gguf(&fields, &path),
+                }
+            }
+            ModelSource::HfDir { dir } => {
+                let config_path = dir.join("config.json");
+                let json = std::fs::read_to_string(&config_path)
+                    .map_err(|e| Error::file(&config_path, format!("cannot read: {e}")))?;
+                hf_tokenizer(&dir, &config_path, &json)
+            }
+        }
+    }
+
     /// The model's shape and family.
     pub fn spec(&self) -> &ModelSpec {
         self.network.spec()
@@ -309,11 +329,6 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<(Box<dyn Network>, Tokeniz
     let json = std::fs::read_to_string(&config_path)
         .map_err(|e| Error::file(&config_path, format!("cannot read: {e}")))?;
     let ids: serde_json::Value = serde_json::from_str(&json).map_err(|e| Error::file(&config_path, e))?;
-    let token_id = |key: &str| match &ids[key] {
-        serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
-        serde_json::Value::Array(a) => a.first().and_then(|n| n.as_u64()).map(|n| n as u32),
-        _ => None,
-    };
     let family = hf_family(&ids).map_err(|e| Error::file(&config_path, e))?;
 
     let mut weights: Vec<_> = std::fs::read_dir(dir)
@@ -343,12 +358,23 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<(Box<dyn Network>, Tokeniz
         "gpt_neox" => Box::new(neox::from_hf(&json, vb).map_err(|e| Error::file(dir, e))?),
         _ => unreachable!("hf_family returns supported families only"),
     };
-    let tokenizer = Tokenizer::from_file(
+    Ok((network, hf_tokenizer(dir, &config_path, &json)?))
+}
+
+/// A model directory's `tokenizer.json`, with the BOS and EOS ids its `config.json` names.
+fn hf_tokenizer(dir: &Path, config_path: &Path, config_json: &str) -> Result<Tokenizer> {
+    let ids: serde_json::Value =
+        serde_json::from_str(config_json).map_err(|e| Error::file(config_path, e))?;
+    let token_id = |key: &str| match &ids[key] {
+        serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
+        serde_json::Value::Array(a) => a.first().and_then(|n| n.as_u64()).map(|n| n as u32),
+        _ => None,
+    };
+    Tokenizer::from_file(
         &dir.join("tokenizer.json"),
         token_id("bos_token_id"),
         token_id("eos_token_id"),
-    )?;
-    Ok((network, tokenizer))
+    )
 }
 
 /// The family a `config.json` describes (`model_type`, or else `architectures`), or an error

@@ -23,6 +23,14 @@ fn gemma3_matches_transformers() {
     assert!(model.mlp_out_weight(0).is_none());
     let golden = Golden::load("gemma3-golden");
     check_tokenizer(&model, &golden);
+    // The tokenizer alone (its tokenizer.json sidecar and the GGUF header's BOS/EOS) is the same.
+    let alone = Model::load_tokenizer("gemma3").unwrap();
+    assert_eq!(
+        (alone.bos(), alone.eos()),
+        (model.tokenizer.bos(), model.tokenizer.eos())
+    );
+    let text = "Grüße aus Köln: 3.14 × 2 = 6.28 <end_of_turn>";
+    assert_eq!(alone.encode(text).unwrap(), model.tokenizer.encode(text).unwrap());
     check_forward(&model, &golden, 1e-4);
     check_greedy(&model, &golden);
 }

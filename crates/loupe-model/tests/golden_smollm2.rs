@@ -55,6 +55,22 @@ fn tokenizer_matches_the_reference_on_mixed_text() {
 }
 
 #[test]
+fn the_tokenizer_alone_is_the_models_tokenizer() {
+    // Read from the GGUF header without the weights, as `loupe probe train` reads it.
+    let alone = Model::load_tokenizer("smollm2").unwrap();
+    let (meta, _) = golden();
+    for case in meta["tokenizer_cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(alone.encode(text).unwrap(), ids(&case["ids"]), "{text:?}");
+    }
+    assert_eq!(
+        (alone.bos(), alone.eos()),
+        (model().tokenizer.bos(), model().tokenizer.eos())
+    );
+    assert_eq!(alone.vocab_size(), model().tokenizer.vocab_size());
+}
+
+#[test]
 fn logits_and_residual_stream_match_transformers() {
     let (meta, tensors) = golden();
     let model = model();
