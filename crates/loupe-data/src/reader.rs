@@ -301,8 +301,7 @@ pub(crate) fn first_non_finite_row(x: &Tensor) -> Result<Option<usize>> {
         return Ok(None);
     }
     let width = x.dim(1)?;
-    let values = x.flatten_all()?.to_vec1::<f32>()?;
-    Ok(values.iter().position(|v| !v.is_finite()).map(|i| i / width))
+    Ok(first_non_finite(&x.flatten_all()?.to_vec1::<f32>()?).map(|i| i / width))
 }
 
 /// Checks a shard file against what the manifest recorded when it was written.

@@ -54,18 +54,14 @@ pub(crate) fn silu_gate(gate_up: &Tensor, width: usize) -> Result<Tensor> {
         let up = gate_up.narrow(D::Minus1, width, width)?;
         return Ok((candle_nn::ops::silu(&gate)? * up)?);
     }
-    let (storage, layout) = gate_up.storage_and_layout();
-    let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets())
-    else {
-        unreachable!("a contiguous CPU tensor")
-    };
-    let input = &cpu.as_slice::<f32>()?[start..end];
-    let mut out = vec![0f32; input.len() / 2];
-    out.par_chunks_mut(width)
-        .zip(input.par_chunks(2 * width))
-        .with_min_len(16)
-        .for_each(|(out, row)| silu_gate_row(out, &row[..width], &row[width..]));
-    drop(storage);
+    let out = crate::with_f32(&gate_up, |input| {
+        let mut out = vec![0f32; input.len() / 2];
+        out.par_chunks_mut(width)
+            .zip(input.par_chunks(2 * width))
+            .with_min_len(16)
+            .for_each(|(out, row)| silu_gate_row(out, &row[..width], &row[width..]));
+        out
+    })?;
     let mut shape = dims;
     *shape.last_mut().expect("a feature dimension") = width;
     Ok(Tensor::from_vec(out, shape, gate_up.device())?)

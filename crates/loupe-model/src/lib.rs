@@ -56,7 +56,7 @@ pub use hook_point::{HookLayout, HookPoint};
 pub use hooks::{Edit, Hooks, Intervention, Positions};
 pub use layers::KvCache;
 pub use llama::LlamaConfig;
-pub use model::{Logits, Model};
+pub use model::{with_f32, Logits, Model};
 pub use network::{ModelSpec, SUPPORTED_FAMILIES};
 pub use source::{models_dir, ModelSource, REGISTERED_MODELS};
 pub use tokenizer::Tokenizer;

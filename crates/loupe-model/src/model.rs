@@ -414,3 +414,18 @@ fn hf_family(config: &serde_json::Value) -> std::result::Result<String, String> 
         false => unsupported(&archs.join(", ")),
     }
 }
+
+/// Runs `f` on the f32 data of a contiguous f32 CPU tensor, borrowed, without copying it (for
+/// loops that candle has no op for: the fused SiLU gate, the SAE kernels, probe datasets).
+pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets())
+    else {
+        return Err(Error::Invalid(format!(
+            "internal: expected a contiguous CPU tensor, got one of shape {:?} on {:?}",
+            t.dims(),
+            t.device().location()
+        )));
+    };
+    Ok(f(&cpu.as_slice::<f32>()?[start..end]))
+}

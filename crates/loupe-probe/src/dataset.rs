@@ -76,13 +76,9 @@ pub fn load_examples(
         let s = store.read_shard(shard, hook)?;
         let take = s.token_ids.len().min(limit - rows);
         // Straight from the shard's tensor into the matrix: one copy.
-        let (storage, layout) = s.activations.storage_and_layout();
-        match (&*storage, layout.contiguous_offsets()) {
-            (candle_core::Storage::Cpu(cpu), Some((start, _))) => {
-                data.extend_from_slice(&cpu.as_slice::<f32>()?[start..][..take * width]);
-            }
-            _ => data.extend_from_slice(&s.activations.flatten_all()?.to_vec1::<f32>()?[..take * width]),
-        }
+        loupe_model::with_f32(&s.activations, |values| {
+            data.extend_from_slice(&values[..take * width])
+        })?;
         tokens.token_ids.extend_from_slice(&s.token_ids[..take]);
         tokens.doc_ids.extend_from_slice(&s.doc_ids[..take]);
         tokens.context_ids.extend_from_slice(&s.context_ids[..take]);

@@ -8,9 +8,9 @@
 //! laid out by latent, "decoder initialised as the encoder's transpose" is a copy, and the
 //! gradient of one latent's encoder or decoder row is one contiguous slice.
 
-use candle_core::{Device, Storage, Tensor};
+use candle_core::Tensor;
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// An SAE's trainable parameters as flat f32 vectors (also used for gradients and Adam's moments).
 #[derive(Clone, Debug, PartialEq)]
@@ -99,34 +99,6 @@ impl Params {
         self.fields().iter().all(|(_, v)| v.iter().all(|x| x.is_finite()))
     }
 
-    /// The encoder as a CPU tensor, `[d_sae, d_in]`.
-    pub fn enc_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_slice(
-            &self.enc,
-            (self.d_sae, self.d_in),
-            &Device::Cpu,
-        )?)
-    }
-
-    /// The decoder as a CPU tensor, `[d_sae, d_in]`.
-    pub fn dec_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_slice(
-            &self.dec,
-            (self.d_sae, self.d_in),
-            &Device::Cpu,
-        )?)
-    }
-
-    /// The encoder bias as a CPU tensor, `[d_sae]`.
-    pub fn b_enc_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_slice(&self.b_enc, self.d_sae, &Device::Cpu)?)
-    }
-
-    /// The decoder bias as a CPU tensor, `[d_in]`.
-    pub fn b_dec_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_slice(&self.b_dec, self.d_in, &Device::Cpu)?)
-    }
-
     /// Each latent's threshold, `exp(log_threshold)`.
     pub fn thresholds(&self) -> Option<Vec<f32>> {
         self.log_threshold
@@ -141,17 +113,6 @@ impl Params {
 }
 
 pub(crate) use loupe_util::vector::norm;
-
-/// Runs `f` on the f32 data of a contiguous CPU tensor without copying it.
-pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
-        return Err(Error::Mismatch {
-            message: "internal: expected a contiguous CPU tensor".into(),
-        });
-    };
-    Ok(f(&cpu.as_slice::<f32>()?[start..end]))
-}
 
 /// The f32 data of a tensor as a flat vector.
 pub(crate) fn to_vec(t: &Tensor) -> Result<Vec<f32>> {

@@ -3,9 +3,10 @@
 //! folded into the weights).
 
 use candle_core::{Device, Tensor};
+use loupe_model::with_f32;
 use loupe_util::Problems as _;
 
-use crate::params::{to_vec, with_f32};
+use crate::params::to_vec;
 use crate::sparse::{top_k_per_row, SparseCode};
 use crate::{Error, Params, Result};
 
@@ -190,7 +191,7 @@ impl Sae {
     pub fn encode_sparse(&self, x: &Tensor) -> Result<SparseCode> {
         let pre = self.pre_activations(x)?;
         if let Activation::TopK { k } = self.activation {
-            return with_f32(&pre, |p| top_k_per_row(p, self.d_sae, k, None));
+            return Ok(with_f32(&pre, |p| top_k_per_row(p, self.d_sae, k, None))?);
         }
         let dense = to_vec(&self.encode(x)?)?;
         let rows: Vec<Vec<(u32, f32)>> = dense

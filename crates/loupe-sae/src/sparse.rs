@@ -336,6 +336,7 @@ pub fn batch_top_k(pre: &[f32], width: usize, k_total: usize) -> (SparseCode, Op
         Some(all[n - 1])
     };
     let mut cut = cut_from(offered.values.clone());
+    let mut fell_back = false;
     if let Some(c) = cut {
         let saturated = (0..rows).any(|row| {
             let range = offered.row_range(row);
@@ -343,13 +344,30 @@ pub fn batch_top_k(pre: &[f32], width: usize, k_total: usize) -> (SparseCode, Op
         });
         if saturated {
             cut = cut_from(pre.iter().copied().filter(|&v| v > 0.0).collect());
+            fell_back = true;
         }
     }
     let Some(cut) = cut else {
         return (SparseCode::from_rows(width, vec![Vec::new(); rows]), None);
     };
-    // Every value at or above the cut: the rows' offers hold them unless the fallback ran.
-    let code_rows: Vec<Vec<(u32, f32)>> = pre.par_chunks(width).map(|row| at_or_above(row, cut)).collect();
+    // Every value at or above the cut. Unless the fallback ran, the rows' offers hold them all: a
+    // row that offered fewer than `per_row` offered every positive value, and one that offered
+    // `per_row` has an offer below the cut, so what it kept back is below the cut too.
+    let code_rows: Vec<Vec<(u32, f32)>> = if fell_back {
+        pre.par_chunks(width).map(|row| at_or_above(row, cut)).collect()
+    } else {
+        (0..rows)
+            .map(|row| {
+                let range = offered.row_range(row);
+                offered.latents[range.clone()]
+                    .iter()
+                    .zip(&offered.values[range])
+                    .filter(|&(_, &v)| v >= cut)
+                    .map(|(&l, &v)| (l, v))
+                    .collect()
+            })
+            .collect()
+    };
     (SparseCode::from_rows(width, code_rows), Some(cut))
 }
 

@@ -160,11 +160,13 @@ fn jump_backward_in_place(g: &mut [f32], pre: &[f32], thresholds: &[f32], half_w
             sums
         })
         .collect();
-    let mut totals: [Vec<f32>; 3] = Default::default();
-    for (i, total) in totals.iter_mut().enumerate() {
-        *total = add_partials(partials.iter().map(|p| p[i].clone()), width);
+    let mut sums: [Vec<Vec<f32>>; 3] = Default::default();
+    for partial in partials {
+        for (all, part) in sums.iter_mut().zip(partial) {
+            all.push(part);
+        }
     }
-    let [g_pre_sums, counts, g_f_sums] = totals;
+    let [g_pre_sums, counts, g_f_sums] = sums.map(|parts| add_partials(parts, width));
     Window {
         g_pre_sums,
         counts: counts.iter().map(|&c| c as u32).collect(),
