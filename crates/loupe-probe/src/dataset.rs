@@ -67,7 +67,7 @@ pub fn load_examples(
         labels: vec![Vec::new(); store.manifest.labels.fields.len()],
         ..Default::default()
     };
-    let mut data: Vec<f32> = Vec::with_capacity(limit * width);
+    let mut data: Vec<f32> = loupe_util::memory::large_vec(limit * width);
     for shard in 0..store.manifest.shards.len() {
         let rows = tokens.token_ids.len();
         if rows >= limit {

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::logreg::{balanced_weights, sigmoid};
-use crate::matrix::{Matrix, Standardization};
+use crate::matrix::{ClassMoments, Matrix, Standardization};
 
 /// A way of ranking a hook's neurons by how well each alone separates the classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -91,9 +91,32 @@ pub fn rank(
     standardization: Option<&Standardization>,
     options: &RankOptions,
 ) -> Ranked {
+    rank_with_moments(method, x, rows, labels, None, standardization, options)
+}
+
+/// [`rank`] with the class moments of `rows` already computed (a sweep computes them once for
+/// its standardisation and every ranking that needs them); computes them when `None`.
+pub fn rank_with_moments(
+    method: Ranking,
+    x: &Matrix,
+    rows: &[usize],
+    labels: &[bool],
+    moments: Option<&ClassMoments>,
+    standardization: Option<&Standardization>,
+    options: &RankOptions,
+) -> Ranked {
+    let computed;
+    let moments = match moments {
+        None if matches!(method, Ranking::MeanDiff | Ranking::FStat) => {
+            computed = x.class_moments(rows, labels);
+            Some(&computed)
+        }
+        given => given,
+    };
+    let moments = || moments.expect("the rankings that use class moments have them");
     let scores = match method {
-        Ranking::MeanDiff => mean_diff(x, rows, labels, standardization),
-        Ranking::FStat => f_stat(x, rows, labels),
+        Ranking::MeanDiff => mean_diff_of(moments(), standardization),
+        Ranking::FStat => f_stat_of(moments()),
         Ranking::MutualInfo => mutual_info(x, rows, labels, options),
         Ranking::L1 => l1_path(x, rows, labels, standardization, options),
     };
@@ -115,8 +138,12 @@ pub fn mean_diff(
     labels: &[bool],
     standardization: Option<&Standardization>,
 ) -> Vec<f64> {
-    let m = x.class_moments(rows, labels);
-    (0..x.cols)
+    mean_diff_of(&x.class_moments(rows, labels), standardization)
+}
+
+/// [`mean_diff`] from the class moments.
+pub fn mean_diff_of(m: &ClassMoments, standardization: Option<&Standardization>) -> Vec<f64> {
+    (0..m.sum[0].len())
         .map(|j| {
             let diff = (m.mean(1, j) - m.mean(0, j)).abs();
             standardization.map_or(diff, |s| diff / s.std[j])
@@ -127,9 +154,13 @@ pub fn mean_diff(
 /// Two-class one-way ANOVA: between-class over within-class mean squares. (Invariant to the
 /// neuron's scale, so standardisation does not change it.)
 pub fn f_stat(x: &Matrix, rows: &[usize], labels: &[bool]) -> Vec<f64> {
-    let m = x.class_moments(rows, labels);
+    f_stat_of(&x.class_moments(rows, labels))
+}
+
+/// [`f_stat`] from the class moments.
+pub fn f_stat_of(m: &ClassMoments) -> Vec<f64> {
     let n = m.count[0] + m.count[1];
-    (0..x.cols)
+    (0..m.sum[0].len())
         .map(|j| {
             let grand = (m.sum[0][j] + m.sum[1][j]) / n;
             let mut between = 0.0;

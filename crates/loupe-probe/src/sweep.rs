@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::Dataset;
 use crate::logreg::{self, balanced_weights, Design, Fit};
-use crate::matrix::{Matrix, Standardization};
+use crate::matrix::{ClassMoments, Matrix, Standardization};
 use crate::metrics::Metrics;
 use crate::rank::{self, RankOptions, Ranking};
 use crate::Result;
@@ -105,14 +105,22 @@ pub struct ProbeFit {
 /// Every probe of the sweep over `data` (rows of `x`), in order: for each ranking, each k; then
 /// the exact search's k = 1..=max_k.
 pub fn sweep(x: &Matrix, data: &Dataset, options: &SweepOptions) -> Result<Vec<ProbeFit>> {
-    let standardization = options
-        .standardize
-        .then(|| x.class_moments(&data.train, &data.train_labels).standardization());
+    // One pass over the training rows gives the standardisation and the moment-based rankings.
+    let moments = x.class_moments(&data.train, &data.train_labels);
+    let standardization = options.standardize.then(|| moments.standardization());
     let s = standardization.as_ref();
     let weights = balanced_weights(&data.train_labels);
     let mut fits = Vec::new();
     for &ranking in &options.rankings {
-        let ranked = rank::rank(ranking, x, &data.train, &data.train_labels, s, &options.rank);
+        let ranked = rank::rank_with_moments(
+            ranking,
+            x,
+            &data.train,
+            &data.train_labels,
+            Some(&moments),
+            s,
+            &options.rank,
+        );
         let ks: Vec<usize> = options.ks.iter().copied().filter(|&k| k <= x.cols).collect();
         // The top-k neurons nest, so every k's examples are the first k columns of the largest
         // k's, gathered once; each fit starts from the previous k's solution.
@@ -150,7 +158,7 @@ pub fn sweep(x: &Matrix, data: &Dataset, options: &SweepOptions) -> Result<Vec<P
         }
     }
     if options.exact.max_k > 0 {
-        fits.extend(exact_search(x, data, options, s)?);
+        fits.extend(exact_search(x, data, options, &moments, s)?);
     }
     Ok(fits)
 }
@@ -186,14 +194,16 @@ fn exact_search(
     x: &Matrix,
     data: &Dataset,
     options: &SweepOptions,
+    moments: &ClassMoments,
     s: Option<&Standardization>,
 ) -> Result<Vec<ProbeFit>> {
     let e = &options.exact;
-    let by_mean_diff = rank::rank(
+    let by_mean_diff = rank::rank_with_moments(
         Ranking::MeanDiff,
         x,
         &data.train,
         &data.train_labels,
+        Some(moments),
         s,
         &options.rank,
     );

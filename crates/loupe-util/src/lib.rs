@@ -13,7 +13,7 @@
 //!
 //! And the small pieces the crates would otherwise each write again: how long-running work
 //! reports [`progress`] and learns it should stop (Ctrl-C), [`vector`] dot products and norms,
-//! and [`html`] escaping for reports.
+//! [`memory`] for large buffers, and [`html`] escaping for reports.
 //!
 //! ```
 //! use loupe_util::DirLock;
@@ -33,6 +33,7 @@ pub mod digest;
 mod error;
 pub mod html;
 pub mod lock;
+pub mod memory;
 mod problem;
 pub mod progress;
 mod safetensors_file;
