@@ -40,6 +40,21 @@ pub struct ShardData {
     pub labels: Vec<Vec<u32>>,
 }
 
+/// One shard's per-row fields without its activations: what [`Store::read_shard_into`] returns.
+#[derive(Clone, Debug)]
+pub struct ShardFields {
+    /// Per row: the token id.
+    pub token_ids: Vec<u32>,
+    /// Per row: the document index ([`NO_DOC`](crate::packing::NO_DOC) for separators).
+    pub doc_ids: Vec<u32>,
+    /// Per row: the index of its context in the whole store.
+    pub context_ids: Vec<u32>,
+    /// Per row: the token's position in its context.
+    pub positions: Vec<u32>,
+    /// `labels[field]` per row.
+    pub labels: Vec<Vec<u32>>,
+}
+
 /// Which documents a reader yields.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Split {
@@ -134,27 +149,65 @@ impl Store {
     /// its length and checksum against the manifest's, every tensor's dtype and shape against what
     /// the manifest promises, and every activation finite.
     pub fn read_shard(&self, index: usize, hook: HookPoint) -> Result<ShardData> {
+        let (rows, width) = (self.shard_rows(index)?, self.width(hook)?);
+        let mut values = vec![0f32; rows * width];
+        let fields = self.read_shard_into(index, hook, &mut values)?;
+        Ok(ShardData {
+            activations: Tensor::from_vec(values, (rows, width), &Device::Cpu)?,
+            token_ids: fields.token_ids,
+            doc_ids: fields.doc_ids,
+            context_ids: fields.context_ids,
+            positions: fields.positions,
+            labels: fields.labels,
+        })
+    }
+
+    /// Tokens in shard `index`.
+    pub fn shard_rows(&self, index: usize) -> Result<usize> {
         let info = self
             .manifest
             .shards
             .get(index)
             .ok_or_else(|| Error::file(&self.dir, format!("has no shard {index}")))?;
-        let width = self
+        Ok(info.tokens as usize)
+    }
+
+    fn width(&self, hook: HookPoint) -> Result<usize> {
+        Ok(self
             .manifest
             .hook(hook)
             .ok_or_else(|| Error::file(&self.dir, format!("holds no activations for {hook}")))?
-            .width;
+            .width)
+    }
+
+    /// [`Store::read_shard`] with the activations decoded into `activations`
+    /// (`[shard_rows, width]` f32, row-major: a caller gathering many shards passes each its slice
+    /// of one buffer, and may read shards in parallel). Returns the per-row fields. Panics unless
+    /// `activations` has exactly that length.
+    pub fn read_shard_into(
+        &self,
+        index: usize,
+        hook: HookPoint,
+        activations: &mut [f32],
+    ) -> Result<ShardFields> {
+        let rows = self.shard_rows(index)?;
+        let width = self.width(hook)?;
+        let info = &self.manifest.shards[index];
         let path = self.dir.join(&info.file);
+        assert_eq!(
+            activations.len(),
+            rows * width,
+            "read_shard_into: shard {index} holds {rows} × {width} activations at {hook}"
+        );
         let file = SafetensorsFile::open(&path)?;
         check_against_manifest(&file, info)?;
-        let rows = info.tokens as usize;
         let dtype = self.manifest.dtype.dtype();
         let view = file.tensor(
             &hook.to_string(),
             safetensors_dtype(dtype),
             &[Some(rows), Some(width)],
         )?;
-        let values = decode_f32(view.data(), dtype);
+        decode_f32(view.data(), dtype, activations);
         let u32s = |name: &str| -> Result<Vec<u32>> {
             let view = file.tensor(name, safetensors::Dtype::U32, &[Some(rows)])?;
             Ok(view
@@ -165,7 +218,7 @@ impl Store {
         };
         let doc_ids = u32s("doc_ids")?;
         let token_ids = u32s("token_ids")?;
-        if let Some(row) = first_non_finite(&values).map(|i| i / width) {
+        if let Some(row) = first_non_finite(activations).map(|i| i / width) {
             return Err(Error::file(
                 &path,
                 format!(
@@ -182,8 +235,7 @@ impl Store {
             .iter()
             .map(|f| u32s(&format!("labels.{f}")))
             .collect::<Result<_>>()?;
-        Ok(ShardData {
-            activations: Tensor::from_vec(values, (rows, width), &Device::Cpu)?,
+        Ok(ShardFields {
             token_ids,
             doc_ids,
             context_ids: u32s("context_ids")?,
@@ -334,12 +386,12 @@ fn check_against_manifest(file: &SafetensorsFile, info: &ShardInfo) -> Result<()
     Ok(())
 }
 
-/// Little-endian f16, bf16 or f32 values as f32, in one pass (the half-precision conversions use
-/// the CPU's vector instructions, F16C on x86-64, where it has them).
-fn decode_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {
+/// Little-endian f16, bf16 or f32 values as f32 into `out` (exactly as many values as `bytes`
+/// encodes), in one pass: the half-precision conversions use the CPU's vector instructions, F16C
+/// on x86-64, where it has them.
+fn decode_f32(bytes: &[u8], dtype: DType, out: &mut [f32]) {
     use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
-    let width = dtype.size_in_bytes();
-    let mut out = vec![0f32; bytes.len() / width];
+    debug_assert_eq!(out.len() * dtype.size_in_bytes(), bytes.len());
     match dtype {
         DType::F16 | DType::BF16 => {
             // The mapped file gives no 2-byte alignment guarantee, so the halves are gathered in
@@ -364,7 +416,6 @@ fn decode_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {
             }
         }
     }
-    out
 }
 
 /// Where the first NaN or infinity in `values` is, if any.

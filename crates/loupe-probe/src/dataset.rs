@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use loupe_data::packing::NO_DOC;
-use loupe_data::reader::{Split, Store};
+use loupe_data::reader::{ShardFields, Split, Store};
 use loupe_model::HookPoint;
 use loupe_util::Progress;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::features::{Feature, Level};
@@ -63,22 +64,41 @@ pub fn load_examples(
         .unwrap_or(usize::MAX)
         .min(store.manifest.tokens as usize);
     progress.start(&format!("reading {hook}"), limit as u64, 0);
+    // The shards that hold the first `limit` tokens, and where each starts in the matrix.
+    let mut shards = Vec::new();
+    let mut rows = 0;
+    for shard in 0..store.manifest.shards.len() {
+        if rows >= limit {
+            break;
+        }
+        shards.push((shard, rows));
+        rows += store.shard_rows(shard)?;
+    }
+    // Whole shards are decoded into one buffer, several at once, and the buffer is laid out in
+    // parallel too: reading, converting and the kernel's mapping of fresh pages run on every
+    // core. Rows past `limit` are cut off after.
+    let mut data: Vec<f32> = loupe_util::memory::large_vec(rows * width);
+    data.par_extend(rayon::iter::repeat_n(0.0, rows * width));
+    let mut slices = Vec::with_capacity(shards.len());
+    let mut rest = data.as_mut_slice();
+    for (i, &(shard, _)) in shards.iter().enumerate() {
+        let end = shards.get(i + 1).map_or(rows, |&(_, start)| start);
+        let (mine, tail) = rest.split_at_mut((end - shards[i].1) * width);
+        slices.push((shard, mine));
+        rest = tail;
+    }
+    let fields: Vec<ShardFields> = slices
+        .into_par_iter()
+        .map(|(shard, values)| Ok(store.read_shard_into(shard, hook, values)?))
+        .collect::<Result<_>>()?;
+    progress.advance(limit.min(rows) as u64);
+    data.truncate(limit.min(rows) * width);
     let mut tokens = Tokens {
         labels: vec![Vec::new(); store.manifest.labels.fields.len()],
         ..Default::default()
     };
-    let mut data: Vec<f32> = loupe_util::memory::large_vec(limit * width);
-    for shard in 0..store.manifest.shards.len() {
-        let rows = tokens.token_ids.len();
-        if rows >= limit {
-            break;
-        }
-        let s = store.read_shard(shard, hook)?;
-        let take = s.token_ids.len().min(limit - rows);
-        // Straight from the shard's tensor into the matrix: one copy.
-        loupe_model::with_f32(&s.activations, |values| {
-            data.extend_from_slice(&values[..take * width])
-        })?;
+    for s in fields {
+        let take = s.token_ids.len().min(limit - tokens.token_ids.len());
         tokens.token_ids.extend_from_slice(&s.token_ids[..take]);
         tokens.doc_ids.extend_from_slice(&s.doc_ids[..take]);
         tokens.context_ids.extend_from_slice(&s.context_ids[..take]);
@@ -86,7 +106,6 @@ pub fn load_examples(
         for (all, field) in tokens.labels.iter_mut().zip(&s.labels) {
             all.extend_from_slice(&field[..take]);
         }
-        progress.advance(take as u64);
     }
     let rows = tokens.token_ids.len();
     Ok(Examples {
