@@ -28,6 +28,14 @@ pub struct Store {
 pub struct ShardData {
     /// `[rows, width]`, f32.
     pub activations: Tensor,
+    /// Where each row comes from, and its labels.
+    pub fields: ShardFields,
+}
+
+/// Per stored token (a shard's rows, or many shards' rows gathered): where it comes from and its
+/// labels. What every hook of a store shares.
+#[derive(Clone, Debug, Default)]
+pub struct ShardFields {
     /// Per row: the token id.
     pub token_ids: Vec<u32>,
     /// Per row: the document index ([`NO_DOC`](crate::packing::NO_DOC) for separators).
@@ -40,19 +48,31 @@ pub struct ShardData {
     pub labels: Vec<Vec<u32>>,
 }
 
-/// One shard's per-row fields without its activations: what [`Store::read_shard_into`] returns.
-#[derive(Clone, Debug)]
-pub struct ShardFields {
-    /// Per row: the token id.
-    pub token_ids: Vec<u32>,
-    /// Per row: the document index ([`NO_DOC`](crate::packing::NO_DOC) for separators).
-    pub doc_ids: Vec<u32>,
-    /// Per row: the index of its context in the whole store.
-    pub context_ids: Vec<u32>,
-    /// Per row: the token's position in its context.
-    pub positions: Vec<u32>,
-    /// `labels[field]` per row.
-    pub labels: Vec<Vec<u32>>,
+impl ShardFields {
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.token_ids.len()
+    }
+
+    /// Whether no rows are held.
+    pub fn is_empty(&self) -> bool {
+        self.token_ids.is_empty()
+    }
+
+    /// Appends the first `rows` rows of `other` (all of them when it has fewer).
+    pub fn append(&mut self, other: &ShardFields, rows: usize) {
+        let rows = rows.min(other.len());
+        self.token_ids.extend_from_slice(&other.token_ids[..rows]);
+        self.doc_ids.extend_from_slice(&other.doc_ids[..rows]);
+        self.context_ids.extend_from_slice(&other.context_ids[..rows]);
+        self.positions.extend_from_slice(&other.positions[..rows]);
+        if self.labels.len() < other.labels.len() {
+            self.labels.resize(other.labels.len(), Vec::new());
+        }
+        for (all, field) in self.labels.iter_mut().zip(&other.labels) {
+            all.extend_from_slice(&field[..rows]);
+        }
+    }
 }
 
 /// Which documents a reader yields.
@@ -154,11 +174,7 @@ impl Store {
         let fields = self.read_shard_into(index, hook, &mut values)?;
         Ok(ShardData {
             activations: Tensor::from_vec(values, (rows, width), &Device::Cpu)?,
-            token_ids: fields.token_ids,
-            doc_ids: fields.doc_ids,
-            context_ids: fields.context_ids,
-            positions: fields.positions,
-            labels: fields.labels,
+            fields,
         })
     }
 
@@ -307,9 +323,9 @@ impl Batches<'_> {
             let Some(shard) = self.shard_order.pop() else {
                 return Ok(());
             };
-            let data = self.store.read_shard(shard, self.hook)?;
-            let flat = data.activations.flatten_all()?.to_vec1::<f32>()?;
-            for (row, &doc) in data.doc_ids.iter().enumerate() {
+            let mut flat = vec![0f32; self.store.shard_rows(shard)? * self.width];
+            let fields = self.store.read_shard_into(shard, self.hook, &mut flat)?;
+            for (row, &doc) in fields.doc_ids.iter().enumerate() {
                 if self.split.contains(doc) {
                     self.buffer
                         .extend_from_slice(&flat[row * self.width..(row + 1) * self.width]);

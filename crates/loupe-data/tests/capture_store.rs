@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use loupe_data::capture::{capture, CaptureConfig};
 use loupe_data::corpus::{interleave, CorpusSpec};
 use loupe_data::packing::{Packer, NO_LABEL};
-use loupe_data::reader::{ShardData, Split, Store};
+use loupe_data::reader::{ShardData, ShardFields, Split, Store};
 use loupe_data::store::StoreDType;
 use loupe_model::testing::{max_abs, write_tiny_hf_dir};
 use loupe_model::{Batch, HookPoint, Hooks, Model};
@@ -69,14 +69,13 @@ fn all_rows(store: &Store, hook: HookPoint) -> ShardData {
         .map(|i| store.read_shard(i, hook).unwrap())
         .collect();
     let acts: Vec<Tensor> = shards.iter().map(|s| s.activations.clone()).collect();
-    let cat = |f: fn(&ShardData) -> &Vec<u32>| shards.iter().flat_map(|s| f(s).clone()).collect::<Vec<u32>>();
+    let mut fields = ShardFields::default();
+    for s in &shards {
+        fields.append(&s.fields, s.fields.len());
+    }
     ShardData {
         activations: Tensor::cat(&acts, 0).unwrap(),
-        token_ids: cat(|s| &s.token_ids),
-        doc_ids: cat(|s| &s.doc_ids),
-        context_ids: cat(|s| &s.context_ids),
-        positions: cat(|s| &s.positions),
-        labels: vec![cat(|s| &s.labels[0])],
+        fields,
     }
 }
 
@@ -151,11 +150,11 @@ fn packing_loses_and_duplicates_no_token_and_keeps_labels_aligned() {
     let store = Store::open(Path::new(&cfg.output)).unwrap();
     let rows = all_rows(&store, RESID);
     let (tokens, docs, contexts, positions, langs) = (
-        rows.token_ids,
-        rows.doc_ids,
-        rows.context_ids,
-        rows.positions,
-        &rows.labels[0],
+        rows.fields.token_ids,
+        rows.fields.doc_ids,
+        rows.fields.context_ids,
+        rows.fields.positions,
+        &rows.fields.labels[0],
     );
     assert_eq!(tokens.len() as u64, manifest.tokens);
     let texts: Vec<serde_json::Value> = std::fs::read_to_string(&s.corpus.path)
@@ -364,7 +363,7 @@ fn shuffled_batches_cover_each_split_once() {
     let manifest = capture(&s.model, &cfg, &mut NoProgress).unwrap();
     let store = Store::open(Path::new(&cfg.output)).unwrap();
     let rows = all_rows(&store, RESID);
-    let (all, docs) = (rows.activations, rows.doc_ids);
+    let (all, docs) = (rows.activations, rows.fields.doc_ids);
     let held = |d: &u32| {
         Split::HeldOut {
             held_out: 0.25,

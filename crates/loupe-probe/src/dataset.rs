@@ -16,20 +16,9 @@ use crate::features::{Feature, Level};
 use crate::matrix::Matrix;
 use crate::{Error, Result};
 
-/// What every hook of a store shares: per stored token, where it comes from and its labels.
-#[derive(Clone, Debug, Default)]
-pub struct Tokens {
-    /// Per token: its id in the model's vocabulary.
-    pub token_ids: Vec<u32>,
-    /// Per token: its document index (`NO_DOC` for separators).
-    pub doc_ids: Vec<u32>,
-    /// Per token: the index of its context in the store.
-    pub context_ids: Vec<u32>,
-    /// Per token: its position in the context (0 is the separator).
-    pub positions: Vec<u32>,
-    /// `labels[field][row]`.
-    pub labels: Vec<Vec<u32>>,
-}
+/// What every hook of a store shares: per stored token, where it comes from and its labels
+/// (`labels[field][row]`).
+pub type Tokens = ShardFields;
 
 /// One hook's activations over the first `max_tokens` tokens of a store.
 pub struct Examples {
@@ -97,15 +86,8 @@ pub fn load_examples(
         labels: vec![Vec::new(); store.manifest.labels.fields.len()],
         ..Default::default()
     };
-    for s in fields {
-        let take = s.token_ids.len().min(limit - tokens.token_ids.len());
-        tokens.token_ids.extend_from_slice(&s.token_ids[..take]);
-        tokens.doc_ids.extend_from_slice(&s.doc_ids[..take]);
-        tokens.context_ids.extend_from_slice(&s.context_ids[..take]);
-        tokens.positions.extend_from_slice(&s.positions[..take]);
-        for (all, field) in tokens.labels.iter_mut().zip(&s.labels) {
-            all.extend_from_slice(&field[..take]);
-        }
+    for s in &fields {
+        tokens.append(s, limit - tokens.len());
     }
     let rows = tokens.token_ids.len();
     Ok(Examples {

@@ -80,29 +80,29 @@ pub fn top_contexts(
                 continue;
             }
             // The token's context: the rows around it with the same context id.
-            let same = |i: usize| s.context_ids[i] == s.context_ids[r];
+            let same = |i: usize| s.fields.context_ids[i] == s.fields.context_ids[r];
             let mut start = r;
             while start > 0 && r - start < before && same(start - 1) {
                 start -= 1;
             }
             let mut end = r + 1;
-            while end < s.token_ids.len() && end - r <= after && same(end) {
+            while end < s.fields.token_ids.len() && end - r <= after && same(end) {
                 end += 1;
             }
             let text = |ids: &[u32]| tokenizer.decode(ids).unwrap_or_default();
             let labels = vocab
                 .fields
                 .iter()
-                .zip(&s.labels)
+                .zip(&s.fields.labels)
                 .filter_map(|(field, ids)| vocab_value(vocab, field, ids[r]).map(|v| format!("{field}={v}")))
                 .collect();
             best.push(TopContext {
                 activation: v,
-                doc: s.doc_ids[r],
+                doc: s.fields.doc_ids[r],
                 labels,
-                before: text(&s.token_ids[start..r]),
-                token: text(&s.token_ids[r..r + 1]),
-                after: text(&s.token_ids[r + 1..end]),
+                before: text(&s.fields.token_ids[start..r]),
+                token: text(&s.fields.token_ids[r..r + 1]),
+                after: text(&s.fields.token_ids[r + 1..end]),
             });
             best.sort_by(|a, b| key(b.activation).total_cmp(&key(a.activation)));
             best.truncate(n);

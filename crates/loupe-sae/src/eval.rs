@@ -145,23 +145,23 @@ pub fn stored_contexts(
     for shard in 0..store.manifest.shards.len() {
         let data = store.read_shard(shard, hook)?;
         let mut by_context: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-        for (row, &c) in data.context_ids.iter().enumerate() {
+        for (row, &c) in data.fields.context_ids.iter().enumerate() {
             by_context.entry(c).or_default().push(row);
         }
         for rows in by_context.values() {
-            if !rows.iter().all(|&r| split.contains(data.doc_ids[r])) {
+            if !rows.iter().all(|&r| split.contains(data.fields.doc_ids[r])) {
                 continue;
             }
             let len = rows
                 .iter()
-                .map(|&r| data.positions[r] as usize + 1)
+                .map(|&r| data.fields.positions[r] as usize + 1)
                 .max()
                 .unwrap_or(0);
             let mut tokens = vec![store.manifest.separator_token; len];
             let mut positions = Vec::with_capacity(rows.len());
             for &r in rows {
-                tokens[data.positions[r] as usize] = data.token_ids[r];
-                positions.push(data.positions[r] as usize);
+                tokens[data.fields.positions[r] as usize] = data.fields.token_ids[r];
+                positions.push(data.fields.positions[r] as usize);
             }
             out.push(StoredContext { tokens, positions });
             if out.len() >= max {

@@ -109,8 +109,8 @@ pub fn top_activations(
     progress.start("encoding", config.max_tokens as u64, 0);
     'shards: for shard in 0..store.manifest.shards.len() {
         let data = store.read_shard(shard, hook)?;
-        let rows: Vec<u32> = (0..data.doc_ids.len() as u32)
-            .filter(|&r| config.split.contains(data.doc_ids[r as usize]))
+        let rows: Vec<u32> = (0..data.fields.doc_ids.len() as u32)
+            .filter(|&r| config.split.contains(data.fields.doc_ids[r as usize]))
             .collect();
         for chunk in rows.chunks(4096) {
             if tokens as usize >= config.max_tokens || progress.should_stop() {
@@ -157,16 +157,16 @@ pub fn top_activations(
     let mut examples: Vec<Vec<Example>> = vec![Vec::new(); n];
     for (&shard, items) in &wanted {
         let data = store.read_shard(shard as usize, hook)?;
-        let rows_total = data.context_ids.len();
+        let rows_total = data.fields.context_ids.len();
         // Rows around each example that stay in its context.
         let window = |row: usize| -> (usize, usize) {
-            let c = data.context_ids[row];
+            let c = data.fields.context_ids[row];
             let mut start = row;
-            while start > 0 && row - start < config.before && data.context_ids[start - 1] == c {
+            while start > 0 && row - start < config.before && data.fields.context_ids[start - 1] == c {
                 start -= 1;
             }
             let mut end = row + 1;
-            while end < rows_total && end - row <= config.after && data.context_ids[end] == c {
+            while end < rows_total && end - row <= config.after && data.fields.context_ids[end] == c {
                 end += 1;
             }
             (start, end)
@@ -193,9 +193,11 @@ pub fn top_activations(
             let (s, e) = window(row);
             examples[latent].push(Example {
                 activation: value,
-                context: data.context_ids[row],
-                position: data.positions[row],
-                tokens: (s..e).map(|r| tokenizer.token_text(data.token_ids[r])).collect(),
+                context: data.fields.context_ids[row],
+                position: data.fields.positions[row],
+                tokens: (s..e)
+                    .map(|r| tokenizer.token_text(data.fields.token_ids[r]))
+                    .collect(),
                 activations: (s..e).map(|r| activation_of(r, latent)).collect(),
                 highlight: row - s,
             });
