@@ -83,8 +83,7 @@ fn project_few_rows(x: &[f32], w: &[f32], rows: usize, in_dim: usize, out_dim: u
 /// The dot products of `w` with four vectors of its length, reading `w` once. Each sum runs in
 /// 16 lanes added in a fixed order, the order of `loupe_util::vector::dot`, so a product does not
 /// depend on the other three nor on whether it was computed here or by `dot`. (Fused multiply-adds
-/// and two weight rows at a time measured no faster here: the loop is bound by loads and by
-/// reading the weights.)
+/// over two weight rows at a time measured slower here.)
 #[multiversion::multiversion(targets = "simd")]
 fn dot_four(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
     const LANES: usize = 16;
