@@ -4,7 +4,8 @@
 //! `cargo bench --bench sae_step`. Throughput is in tokens. The matmul work per step:
 //! dense (relu, jumprelu): 5 products of 2·4096·576·4608 FLOP = 108.7 GFLOP (encoder forward,
 //! decoder forward, and three for the gradients); topk and batchtopk: the encoder forward
-//! (21.7 GFLOP) plus 4 sparse passes of 2·4096·32·576 FLOP (0.6 GFLOP).
+//! (21.7 GFLOP) plus 4 sparse passes of 2·4096·32·576 FLOP (0.6 GFLOP); matryoshka: batchtopk's
+//! work, its sparse passes split over the levels, plus an MSE and a gradient sum per level.
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -30,6 +31,8 @@ fn bench(c: &mut Criterion) {
     for (architecture, extra) in [
         ("topk", "k = 32"),
         ("batchtopk", "k = 32"),
+        // Four nested levels, as Bussmann et al. use: 1/16, 1/8, 1/4 and the rest of d_sae.
+        ("matryoshka", "k = 32\nmatryoshka_groups = [288, 288, 576, 3456]"),
         ("relu", "l1_coefficient = 5.0"),
         ("jumprelu", "target_l0 = 32.0"),
     ] {

@@ -46,7 +46,7 @@ pub struct TrainArgs {
     /// The run directory (overrides `output`).
     #[arg(long)]
     output: Option<String>,
-    /// relu, topk, batchtopk or jumprelu (overrides `architecture`).
+    /// relu, topk, batchtopk, jumprelu or matryoshka (overrides `architecture`).
     #[arg(long)]
     architecture: Option<String>,
     /// Any config field, as field=value in TOML syntax (repeatable): --set k=64 --set lr=3e-4

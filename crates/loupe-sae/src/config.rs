@@ -22,7 +22,7 @@ pub struct TrainConfig {
     pub hook: HookPoint,
     /// The run directory: SAELens files, the trainer checkpoint and TensorBoard event files.
     pub output: PathBuf,
-    /// `relu`, `topk`, `batchtopk` or `jumprelu`.
+    /// `relu`, `topk`, `batchtopk`, `jumprelu` or `matryoshka`.
     pub architecture: ArchitectureName,
     /// Latents per input dimension (d_sae = expansion × d_in), unless `d_sae` is given.
     #[serde(default = "default_expansion")]
@@ -31,7 +31,7 @@ pub struct TrainConfig {
     #[serde(default)]
     pub d_sae: Option<usize>,
 
-    /// Active latents per token (topk, batchtopk).
+    /// Active latents per token (topk, batchtopk, matryoshka).
     #[serde(default)]
     pub k: Option<usize>,
     /// Sparsity coefficient λ of the decoder-norm-weighted L1 penalty (relu).
@@ -54,13 +54,17 @@ pub struct TrainConfig {
     /// Every latent's threshold at the start (jumprelu).
     #[serde(default = "default_initial_threshold")]
     pub initial_threshold: f64,
-    /// Rate of the running estimate of the inference threshold (batchtopk).
+    /// Rate of the running estimate of the inference threshold (batchtopk, matryoshka).
     #[serde(default = "default_threshold_lr")]
     pub threshold_lr: f64,
-    /// Dead latents the AuxK loss revives per token (topk, batchtopk); default d_in / 2.
+    /// Sizes of the nested latent groups (matryoshka), in order, adding up to d_sae: each
+    /// prefix of groups learns to reconstruct the input on its own.
+    #[serde(default)]
+    pub matryoshka_groups: Option<Vec<usize>>,
+    /// Dead latents the AuxK loss revives per token (topk, batchtopk, matryoshka); default d_in / 2.
     #[serde(default)]
     pub aux_k: Option<usize>,
-    /// Weight of the AuxK loss (topk, batchtopk).
+    /// Weight of the AuxK loss (topk, batchtopk, matryoshka).
     #[serde(default = "default_aux_coefficient")]
     pub aux_coefficient: f64,
     /// Subtract b_dec from the input before encoding; default per architecture (false for the
@@ -385,6 +389,7 @@ impl TrainConfig {
             "aux_k" => self.aux_k.is_some(),
             "l1_coefficient" => self.l1_coefficient.is_some(),
             "target_l0" => self.target_l0.is_some(),
+            "matryoshka_groups" => self.matryoshka_groups.is_some(),
             _ => false, // a field with a default: only the config's text says whether it was set
         })?;
         Ok(())
@@ -393,11 +398,12 @@ impl TrainConfig {
     /// Refuses a field that only other architectures use (it would be silently ignored).
     fn check_architecture_fields(&self, is_set: &dyn Fn(&str) -> bool) -> Result<()> {
         use ArchitectureName::*;
-        let fields: [(&str, &[ArchitectureName]); 9] = [
-            ("k", &[Topk, Batchtopk]),
-            ("aux_k", &[Topk, Batchtopk]),
-            ("aux_coefficient", &[Topk, Batchtopk]),
-            ("threshold_lr", &[Batchtopk]),
+        let fields: [(&str, &[ArchitectureName]); 10] = [
+            ("k", &[Topk, Batchtopk, Matryoshka]),
+            ("aux_k", &[Topk, Batchtopk, Matryoshka]),
+            ("aux_coefficient", &[Topk, Batchtopk, Matryoshka]),
+            ("threshold_lr", &[Batchtopk, Matryoshka]),
+            ("matryoshka_groups", &[Matryoshka]),
             ("l1_coefficient", &[Relu]),
             ("target_l0", &[Jumprelu]),
             ("l0_coefficient", &[Jumprelu]),
@@ -407,12 +413,15 @@ impl TrainConfig {
         for (field, users) in fields {
             if is_set(field) && !users.contains(&self.architecture) {
                 let users: Vec<&str> = users.iter().map(|a| a.as_str()).collect();
+                let users = match users.split_last() {
+                    Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+                    _ => users.join(""),
+                };
                 return Err(Error::config(
                     field,
                     format!(
                         "belongs to architecture {}; architecture {} does not use it: remove it",
-                        users.join(" and "),
-                        self.architecture
+                        users, self.architecture
                     ),
                 ));
             }

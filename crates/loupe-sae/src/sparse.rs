@@ -61,6 +61,33 @@ impl SparseCode {
         code
     }
 
+    /// The code cut into consecutive latent ranges: part `j` keeps each token's entries whose
+    /// latent lies in `ends[j - 1]..ends[j]` (from 0 for the first), in their order. Every part
+    /// keeps the full width, so its products are laid out as the whole code's are.
+    pub fn split_at_latents(&self, ends: &[usize]) -> Vec<SparseCode> {
+        let part_of = |latent: u32| ends.partition_point(|&end| end <= latent as usize);
+        let mut parts: Vec<SparseCode> = ends
+            .iter()
+            .map(|_| SparseCode {
+                width: self.width,
+                offsets: vec![0],
+                ..Default::default()
+            })
+            .collect();
+        for row in 0..self.rows() {
+            for p in self.row_range(row) {
+                if let Some(part) = parts.get_mut(part_of(self.latents[p])) {
+                    part.latents.push(self.latents[p]);
+                    part.values.push(self.values[p]);
+                }
+            }
+            for part in &mut parts {
+                part.offsets.push(part.latents.len());
+            }
+        }
+        parts
+    }
+
     /// Tokens (rows) in the code.
     pub fn rows(&self) -> usize {
         self.offsets.len() - 1
@@ -389,6 +416,23 @@ mod tests {
         (0..n)
             .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
             .collect()
+    }
+
+    #[test]
+    fn a_split_code_puts_each_entry_in_its_latent_range_and_adds_back_to_the_whole() {
+        let (rows, width) = (6, 10);
+        let pre = pseudo_random(rows * width, 4);
+        let code = top_k_per_row(&pre, width, 4, None);
+        let parts = code.split_at_latents(&[3, 7, 10]);
+        assert_eq!(parts.len(), 3);
+        let mut sum = vec![0.0; rows * width];
+        for (part, range) in parts.iter().zip([0..3, 3..7, 7..10]) {
+            assert_eq!(part.rows(), rows);
+            assert!(part.latents.iter().all(|&l| range.contains(&(l as usize))));
+            sum.iter_mut().zip(part.to_dense()).for_each(|(s, v)| *s += v);
+        }
+        assert_eq!(sum, code.to_dense());
+        assert_eq!(parts.iter().map(SparseCode::nnz).sum::<usize>(), code.nnz());
     }
 
     #[test]

@@ -223,6 +223,39 @@ fn batchtopk_gradients_match_finite_differences() {
     }
 }
 
+/// Three nested levels (latents 0..3, 0..7, 0..12): a latent's gradient gathers the MSE of
+/// every level it takes part in.
+#[test]
+fn matryoshka_gradients_match_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let (params, x) = (random_params(&mut rng, false), random_x(&mut rng));
+    for apply in [false, true] {
+        let c = config(
+            "matryoshka",
+            &format!("k = 4\nmatryoshka_groups = [3, 4, 5]\napply_b_dec_to_input = {apply}"),
+        );
+        let (terms, _) = losses(&c, &params, &x, &[]);
+        assert!(
+            terms.iter().any(|(n, v)| *n == "inner_mse" && *v > 0.0),
+            "{terms:?}"
+        );
+        check(&c, &params, &x, &[], ALL, None);
+    }
+}
+
+/// With one group, Matryoshka is BatchTopK: the same losses and gradients, bit for bit.
+#[test]
+fn matryoshka_with_one_group_is_batchtopk() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let (params, x) = (random_params(&mut rng, false), random_x(&mut rng));
+    let one = config("matryoshka", &format!("k = 4\nmatryoshka_groups = [{D_SAE}]"));
+    let plain = config("batchtopk", "k = 4");
+    let (one_terms, one_grads) = losses(&one, &params, &x, &[]);
+    let (plain_terms, plain_grads) = losses(&plain, &params, &x, &[]);
+    assert_eq!(one_terms, plain_terms);
+    assert_eq!(one_grads, plain_grads);
+}
+
 #[test]
 fn jumprelu_gradients_match_finite_differences() {
     let mut rng = StdRng::seed_from_u64(5);

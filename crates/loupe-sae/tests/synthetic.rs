@@ -49,6 +49,13 @@ fn batchtopk_recovers_planted_directions() {
     assert!(recover("batchtopk", "k = 4") > 0.9);
 }
 
+/// The first group is as large as the planted set: a smaller one has to reconstruct alone with
+/// fewer latents than there are features, so its latents merge features (0.89 with 32).
+#[test]
+fn matryoshka_recovers_planted_directions() {
+    assert!(recover("matryoshka", "k = 4\nmatryoshka_groups = [64, 64]") > 0.9);
+}
+
 #[test]
 fn jumprelu_recovers_planted_directions() {
     assert!(recover("jumprelu", "target_l0 = 3.0") > 0.9);

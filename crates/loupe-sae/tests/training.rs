@@ -50,6 +50,7 @@ fn a_stopped_run_resumes_to_the_same_result() {
     for (architecture, extra) in [
         ("topk", "k = 3"),
         ("batchtopk", "k = 3"),
+        ("matryoshka", "k = 3\nmatryoshka_groups = [4, 8, 20]"),
         ("jumprelu", "target_l0 = 3.0"),
         ("relu", "l1_coefficient = 1.0"),
     ] {
@@ -96,6 +97,29 @@ fn a_stopped_run_resumes_to_the_same_result() {
             sae_files(&whole.output),
             "{architecture}: saved SAE"
         );
+    }
+}
+
+/// Matryoshka groups must add up to the dictionary: the run stops before it writes anything.
+#[test]
+fn matryoshka_groups_that_miss_d_sae_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    for (extra, expected) in [
+        (
+            "k = 3\nmatryoshka_groups = [4, 8]",
+            "adds up to 12 latents, but d_sae is 32",
+        ),
+        (
+            "k = 3\nmatryoshka_groups = [0, 32]",
+            "every group needs at least one latent",
+        ),
+        ("k = 3", "needs the sizes of its latent groups"),
+    ] {
+        let c = config(dir.path(), "matryoshka", extra);
+        let e = train(&c, &mut NoObserver).unwrap_err().to_string();
+        assert!(e.contains("matryoshka_groups") && e.contains(expected), "{e}");
+        assert!(!c.output.exists(), "nothing is written");
     }
 }
 
@@ -149,7 +173,7 @@ fn bad_input_is_refused_before_training() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("k: belongs to architecture topk and batchtopk") && e.contains("relu"),
+        e.contains("k: belongs to architecture topk, batchtopk and matryoshka") && e.contains("relu"),
         "{e}"
     );
     // Also a field that has a default, set in the file or with --set.
@@ -158,6 +182,13 @@ fn bad_input_is_refused_before_training() {
         .to_string();
     assert!(
         e.contains("l0_coefficient: belongs to architecture jumprelu"),
+        "{e}"
+    );
+    let e = parse("architecture = \"topk\"\nk = 3\nmatryoshka_groups = [8, 8]", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("matryoshka_groups: belongs to architecture matryoshka"),
         "{e}"
     );
     let e = parse("architecture = \"topk\"\nk = 3\nb_dec_init = \"median\"", &[])

@@ -39,27 +39,7 @@ impl Architecture for BatchTopK {
     }
 
     fn step(&mut self, params: &Params, x: &Tensor, ctx: &StepContext) -> Result<StepOutput> {
-        let rows = x.dim(0)?;
-        let x = to_vec(x)?;
-        let x_in = encoder_input(params, &x, self.apply_b_dec_to_input);
-        pre_activations_into(params, &x_in, &mut self.pre);
-        let (code, smallest_kept) = batch_top_k(&self.pre, params.d_sae, self.k * rows);
-        if let Some(smallest) = smallest_kept {
-            let smallest = smallest as f64;
-            self.threshold = Some(match self.threshold {
-                None => smallest,
-                Some(t) => t + self.threshold_lr * (smallest - t),
-            });
-        }
-        sparse_backward(
-            params,
-            &x,
-            &x_in,
-            &self.pre,
-            &code,
-            Some((self.aux, ctx.dead)),
-            self.apply_b_dec_to_input,
-        )
+        self.step_nested(params, x, ctx, &[params.d_sae])
     }
 
     fn unit_norm_decoder(&self) -> bool {
@@ -81,5 +61,40 @@ impl Architecture for BatchTopK {
 
     fn set_state(&mut self, state: &[(String, f64)]) {
         self.threshold = state.iter().find(|(k, _)| k == "threshold").map(|(_, v)| *v);
+    }
+}
+
+impl BatchTopK {
+    /// A step whose reconstruction loss is taken at each nested level of the dictionary
+    /// (`level_ends`, see `sparse_backward`); `[d_sae]` is plain BatchTopK.
+    pub(super) fn step_nested(
+        &mut self,
+        params: &Params,
+        x: &Tensor,
+        ctx: &StepContext,
+        level_ends: &[usize],
+    ) -> Result<StepOutput> {
+        let rows = x.dim(0)?;
+        let x = to_vec(x)?;
+        let x_in = encoder_input(params, &x, self.apply_b_dec_to_input);
+        pre_activations_into(params, &x_in, &mut self.pre);
+        let (code, smallest_kept) = batch_top_k(&self.pre, params.d_sae, self.k * rows);
+        if let Some(smallest) = smallest_kept {
+            let smallest = smallest as f64;
+            self.threshold = Some(match self.threshold {
+                None => smallest,
+                Some(t) => t + self.threshold_lr * (smallest - t),
+            });
+        }
+        sparse_backward(
+            params,
+            &x,
+            &x_in,
+            &self.pre,
+            &code,
+            Some((self.aux, ctx.dead)),
+            self.apply_b_dec_to_input,
+            level_ends,
+        )
     }
 }

@@ -127,6 +127,14 @@ pub struct AuxK {
 
 /// MSE (and AuxK) loss and gradients for a sparse code chosen from `pre`. The chosen values are
 /// positive and equal to their pre-activations, so a value's gradient is its pre-activation's.
+///
+/// `level_ends` nests the dictionary (Matryoshka): level j reconstructs from latents
+/// `0..level_ends[j]` alone, and every level's MSE is a loss term (the last level, the whole
+/// dictionary, is `mse`; the others sum to `inner_mse`). A latent of level j is in the
+/// reconstructions of levels j and up, so its gradient is taken against the sum of their
+/// reconstruction gradients. `[d_sae]` is the ordinary, single-level SAE. AuxK explains the
+/// whole dictionary's error.
+#[allow(clippy::too_many_arguments)]
 pub fn sparse_backward(
     params: &Params,
     x: &[f32],
@@ -135,24 +143,66 @@ pub fn sparse_backward(
     code: &SparseCode,
     aux: Option<(AuxK, &[u32])>,
     apply_b_dec_to_input: bool,
+    level_ends: &[usize],
 ) -> Result<StepOutput> {
     let d = params.d_in;
     let rows = x.len() / d;
     let scale = 2.0 / rows as f32;
+    let levels: Vec<Cow<SparseCode>> = if level_ends.len() > 1 {
+        code.split_at_latents(level_ends)
+            .into_iter()
+            .map(Cow::Owned)
+            .collect()
+    } else {
+        vec![Cow::Borrowed(code)]
+    };
 
-    let mut recon = code.weighted_rows(&code.values, &params.dec, d);
-    add_row_vector(&mut recon, &params.b_dec);
-    let err: Vec<f32> = recon.iter().zip(x).map(|(r, x)| r - x).collect();
-    let squared_error = sum_sq(&err);
-    let g_recon: Vec<f32> = err.iter().map(|e| e * scale).collect();
+    // Each level's error x̂_j − x, the reconstruction growing level by level.
+    let mut errors: Vec<Vec<f32>> = Vec::with_capacity(levels.len());
+    let mut recon = Vec::new();
+    for (j, level) in levels.iter().enumerate() {
+        let added = level.weighted_rows(&level.values, &params.dec, d);
+        if j == 0 {
+            recon = added;
+            add_row_vector(&mut recon, &params.b_dec);
+        } else {
+            add(&mut recon, &added);
+        }
+        errors.push(recon.iter().zip(x).map(|(r, x)| r - x).collect());
+    }
+    let err = errors.last().expect("at least one level");
+    let squared_error = sum_sq(err);
+    let mut losses = vec![("mse", squared_error / rows as f64)];
+    if levels.len() > 1 {
+        let inner: f64 = errors[..levels.len() - 1].iter().map(|e| sum_sq(e)).sum();
+        losses.push(("inner_mse", inner / rows as f64));
+    }
+
+    // g[j]: the gradient reaching level j's latents, Σ over levels i ≥ j of d(mse_i)/d(x̂_i).
+    let mut g: Vec<Vec<f32>> = vec![Vec::new(); levels.len()];
+    for j in (0..levels.len()).rev() {
+        let mut g_j: Vec<f32> = errors[j].iter().map(|e| e * scale).collect();
+        if let Some(outer) = g.get(j + 1) {
+            add(&mut g_j, outer);
+        }
+        g[j] = g_j;
+    }
 
     let mut grads = params.zeros_like();
-    grads.b_dec = column_sums(&g_recon, d);
-    grads.dec = code.scatter_rows(&code.values, &g_recon, d);
-    let g_values = code.entry_dots(&g_recon, &params.dec, d);
-    grads.enc = code.scatter_rows(&g_values, x_in, d);
-    grads.b_enc = code.latent_sums(&g_values);
-    let mut losses = vec![("mse", squared_error / rows as f64)];
+    grads.b_dec = column_sums(&g[0], d);
+    for (j, (level, g_recon)) in levels.iter().zip(&g).enumerate() {
+        let g_dec = level.scatter_rows(&level.values, g_recon, d);
+        let g_values = level.entry_dots(g_recon, &params.dec, d);
+        let g_enc = level.scatter_rows(&g_values, x_in, d);
+        let g_b_enc = level.latent_sums(&g_values);
+        if j == 0 {
+            (grads.dec, grads.enc, grads.b_enc) = (g_dec, g_enc, g_b_enc);
+        } else {
+            add(&mut grads.dec, &g_dec);
+            add(&mut grads.enc, &g_enc);
+            add(&mut grads.b_enc, &g_b_enc);
+        }
+    }
 
     if let Some((aux, dead)) = aux.filter(|(_, dead)| !dead.is_empty()) {
         let k = aux.k.min(dead.len());
@@ -160,7 +210,7 @@ pub fn sparse_backward(
         let aux_code = top_k_per_row(pre, params.d_sae, k, Some(dead));
         // The dead latents try to explain what the live ones missed: x − x̂ = −err.
         let aux_recon = aux_code.weighted_rows(&aux_code.values, &params.dec, d);
-        let aux_err: Vec<f32> = aux_recon.iter().zip(&err).map(|(a, e)| a + e).collect();
+        let aux_err: Vec<f32> = aux_recon.iter().zip(err).map(|(a, e)| a + e).collect();
         losses.push(("auxk", weight * sum_sq(&aux_err) / rows as f64));
         let g_aux: Vec<f32> = aux_err.iter().map(|e| e * scale * weight as f32).collect();
         add(

@@ -9,6 +9,7 @@
 mod batchtopk;
 mod common;
 mod jumprelu;
+mod matryoshka;
 mod relu;
 mod topk;
 
@@ -29,6 +30,9 @@ pub enum ArchitectureName {
     Batchtopk,
     /// JumpReLU with learned per-latent thresholds and an L0 penalty (Rajamanoharan et al. 2024).
     Jumprelu,
+    /// Matryoshka BatchTopK: BatchTopK whose nested prefixes each reconstruct the input
+    /// (Bussmann et al. 2025); saved as a JumpReLU.
+    Matryoshka,
 }
 
 impl ArchitectureName {
@@ -39,6 +43,7 @@ impl ArchitectureName {
             ArchitectureName::Topk => "topk",
             ArchitectureName::Batchtopk => "batchtopk",
             ArchitectureName::Jumprelu => "jumprelu",
+            ArchitectureName::Matryoshka => "matryoshka",
         }
     }
 }
@@ -145,6 +150,16 @@ pub fn build(config: &TrainConfig, d_in: usize) -> Result<Box<dyn Architecture>>
         coefficient: config.aux_coefficient,
     };
     let apply = |default: bool| config.apply_b_dec_to_input.unwrap_or(default);
+    let batch_top_k = || -> Result<batchtopk::BatchTopK> {
+        Ok(batchtopk::BatchTopK {
+            k: k()?,
+            aux,
+            apply_b_dec_to_input: apply(true),
+            threshold_lr: config.threshold_lr,
+            threshold: None,
+            pre: Vec::new(),
+        })
+    };
     Ok(match config.architecture {
         ArchitectureName::Relu => Box::new(relu::Relu {
             l1_coefficient: need("l1_coefficient", config.l1_coefficient)?,
@@ -158,13 +173,10 @@ pub fn build(config: &TrainConfig, d_in: usize) -> Result<Box<dyn Architecture>>
             apply_b_dec_to_input: apply(true),
             pre: Vec::new(),
         }),
-        ArchitectureName::Batchtopk => Box::new(batchtopk::BatchTopK {
-            k: k()?,
-            aux,
-            apply_b_dec_to_input: apply(true),
-            threshold_lr: config.threshold_lr,
-            threshold: None,
-            pre: Vec::new(),
+        ArchitectureName::Batchtopk => Box::new(batch_top_k()?),
+        ArchitectureName::Matryoshka => Box::new(matryoshka::Matryoshka {
+            batch_top_k: batch_top_k()?,
+            level_ends: matryoshka_level_ends(config.matryoshka_groups.as_deref(), d_sae)?,
         }),
         ArchitectureName::Jumprelu => Box::new(jumprelu::JumpRelu {
             target_l0: need("target_l0", config.target_l0)?,
@@ -175,4 +187,44 @@ pub fn build(config: &TrainConfig, d_in: usize) -> Result<Box<dyn Architecture>>
             buffers: Default::default(),
         }),
     })
+}
+
+/// The end of each nested prefix of a Matryoshka dictionary, from the configured group sizes,
+/// which must be positive and add up to d_sae.
+fn matryoshka_level_ends(groups: Option<&[usize]>, d_sae: usize) -> Result<Vec<usize>> {
+    const FIELD: &str = "matryoshka_groups";
+    let groups = groups.ok_or_else(|| {
+        Error::config(
+            FIELD,
+            format!(
+                "architecture matryoshka needs the sizes of its latent groups, adding up to d_sae = {d_sae} \
+                 (e.g. [{}, {}])",
+                d_sae / 4,
+                d_sae - d_sae / 4
+            ),
+        )
+    })?;
+    if groups.is_empty() || groups.contains(&0) {
+        return Err(Error::config(
+            FIELD,
+            format!("is {groups:?}; every group needs at least one latent"),
+        ));
+    }
+    let total: usize = groups.iter().sum();
+    if total != d_sae {
+        return Err(Error::config(
+            FIELD,
+            format!(
+                "is {groups:?}, which adds up to {total} latents, but d_sae is {d_sae}: \
+                 change the groups (or d_sae, or expansion) so that they agree"
+            ),
+        ));
+    }
+    Ok(groups
+        .iter()
+        .scan(0, |end, &size| {
+            *end += size;
+            Some(*end)
+        })
+        .collect())
 }

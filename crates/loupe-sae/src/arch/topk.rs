@@ -45,6 +45,7 @@ impl Architecture for TopK {
             &code,
             Some((self.aux, ctx.dead)),
             self.apply_b_dec_to_input,
+            &[params.d_sae],
         )
     }
 
