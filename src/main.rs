@@ -51,6 +51,9 @@ enum Command {
     /// directions), patch them into a target prompt, generate, judge, and write a comparison
     /// report. Resumes an interrupted sweep.
     Scope(commands::scope::Args),
+    /// Activation stores made from elsewhere: `loupe store import` turns a .npy or .safetensors
+    /// tensor of activations (with token ids and labels) into a store.
+    Store(commands::store::Args),
     /// Check stores and run directories for damage: every shard and run file against the
     /// checksum recorded when it was written, tensors against their promised shapes, activations
     /// finite. Exits 1 if anything is damaged.
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => commands::probe::run(args),
         Command::Features(args) => commands::features::run(args),
         Command::Scope(args) => commands::scope::run(args),
+        Command::Store(args) => commands::store::run(args),
         Command::Verify(args) => commands::verify::run(args),
     };
     match result {

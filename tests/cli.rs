@@ -13,7 +13,7 @@ fn help_explains_each_command() {
     assert!(out.status.success());
     let help = stdout(&out);
     for command in [
-        "generate", "inspect", "hooks", "capture", "sae", "probe", "features",
+        "generate", "inspect", "hooks", "capture", "sae", "probe", "features", "store",
     ] {
         assert!(help.contains(command), "{help}");
     }
@@ -348,6 +348,82 @@ fn sae_train_eval_and_top_on_a_tiny_model() {
         "blocks.0.hook_resid_post",
     ]);
     assert_clear_error(&out, &["no activations for blocks.0.hook_resid_post"]);
+}
+
+/// Activations from elsewhere: imported from .npy with a label, verified, trained on and
+/// evaluated (reconstruction only: no model made them).
+#[test]
+fn store_import_then_sae_train_and_eval() {
+    use candle_core::{Device, Tensor};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let acts = Tensor::randn(0f32, 1.0, (1024, 8), &Device::Cpu).unwrap();
+    acts.write_npy(dir.path().join("acts.npy")).unwrap();
+    let topic = Tensor::arange(0i64, 1024, &Device::Cpu)
+        .unwrap()
+        .affine(1.0, 0.0)
+        .unwrap();
+    (topic / 512.0)
+        .unwrap()
+        .floor()
+        .unwrap()
+        .to_dtype(candle_core::DType::I64)
+        .unwrap()
+        .write_npy(dir.path().join("topic.npy"))
+        .unwrap();
+    let out = loupe(&[
+        "store",
+        "import",
+        &format!("{d}/acts.npy"),
+        "--output",
+        &format!("{d}/store"),
+        "--hook",
+        "blocks.0.hook_resid_post",
+        "--label",
+        &format!("topic={d}/topic.npy"),
+        "--context-length",
+        "32",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("imported 1024 rows of width 8") && stdout(&out).contains("labels: topic"),
+        "{}",
+        stdout(&out)
+    );
+    let out = loupe(&["verify", &format!("{d}/store")]);
+    assert!(out.status.success(), "{}", stdout(&out));
+
+    let config = dir.path().join("sae.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"{d}/store\"\nhook = \"blocks.0.hook_resid_post\"\noutput = \"{d}/sae\"\narchitecture = \"topk\"\n\
+             expansion = 2\nk = 2\ntrain_tokens = 2048\nbatch_size = 128\nheld_out = 0.2\n"
+        ),
+    )
+    .unwrap();
+    let out = loupe(&["sae", "train", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = loupe(&["sae", "eval", "--sae", &format!("{d}/sae")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("imported activations"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("explained variance"), "{}", stdout(&out));
+
+    // A [batch, position, width] cache is refused with the file and the fix.
+    Tensor::zeros((2, 4, 8), candle_core::DType::F32, &Device::Cpu)
+        .unwrap()
+        .write_npy(dir.path().join("cube.npy"))
+        .unwrap();
+    let out = loupe(&[
+        "store",
+        "import",
+        &format!("{d}/cube.npy"),
+        "--output",
+        &format!("{d}/cube"),
+        "--hook",
+        "blocks.0.hook_resid_post",
+    ]);
+    assert_clear_error(&out, &["cube.npy", "[2, 4, 8]", "[batch·position, width]"]);
 }
 
 #[test]

@@ -48,7 +48,7 @@ pub struct Args {
     pub set: Vec<String>,
 }
 
-fn parse_dtype(s: &str) -> Result<StoreDType, String> {
+pub fn parse_dtype(s: &str) -> Result<StoreDType, String> {
     match s {
         "f32" => Ok(StoreDType::F32),
         "f16" => Ok(StoreDType::F16),

@@ -9,6 +9,7 @@ pub mod probe;
 pub mod sae;
 pub mod sae_top;
 pub mod scope;
+pub mod store;
 pub mod verify;
 
 use std::time::Instant;

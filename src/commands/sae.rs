@@ -285,7 +285,16 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         .model
         .clone()
         .unwrap_or_else(|| store.manifest.model.name.clone());
-    let spliced_metrics = if args.contexts > 0 {
+    // Imported activations name no model that provably made them (see `loupe store import`).
+    let imported = store.manifest.model.sha256 == loupe_data::import::IMPORTED_SHA256;
+    if imported && args.contexts > 0 {
+        eprintln!(
+            "note: store {} holds imported activations, with no model to splice the SAE into: \
+             reconstruction metrics only",
+            store_dir.display()
+        );
+    }
+    let spliced_metrics = if args.contexts > 0 && !imported {
         let model = ModelArgs {
             model: model_name.clone(),
         }

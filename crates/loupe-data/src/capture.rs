@@ -196,6 +196,7 @@ pub fn capture(model: &Model, config: &CaptureConfig, progress: &mut dyn Progres
         tokens: 0,
         contexts: 0,
         complete: false,
+        imported_from: Vec::new(),
     };
     let mut manifest = match Manifest::read(&dir) {
         Ok(existing) => {

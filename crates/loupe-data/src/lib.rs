@@ -4,6 +4,7 @@
 //! [`packing`] tokenizes them and packs them into fixed-length contexts with their labels,
 //! [`capture`] runs the hooked model over those contexts and writes the activations into a
 //! [`store`] (sharded safetensors and a manifest), which [`reader`] reads back as shuffled batches.
+//! [`import`] makes a store from activations computed elsewhere.
 //!
 //! A capture of a small corpus through a tiny random-weight model, read back:
 //!
@@ -34,6 +35,7 @@
 pub mod capture;
 pub mod corpus;
 mod error;
+pub mod import;
 pub mod packing;
 pub mod reader;
 pub mod store;

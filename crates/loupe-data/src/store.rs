@@ -137,6 +137,9 @@ pub struct Manifest {
     pub contexts: u64,
     /// True once the whole corpus (or the token budget) is captured.
     pub complete: bool,
+    /// The files a store made by `loupe store import` was read from (empty for a capture).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imported_from: Vec<FileInfo>,
 }
 
 impl Manifest {
@@ -164,6 +167,7 @@ impl Manifest {
             tokens: 0,
             contexts: 0,
             complete: true,
+            imported_from: Vec::new(),
         }
     }
 

@@ -60,3 +60,41 @@ fn matryoshka_recovers_planted_directions() {
 fn jumprelu_recovers_planted_directions() {
     assert!(recover("jumprelu", "target_l0 = 3.0") > 0.9);
 }
+
+/// Activations made elsewhere, saved as .npy and brought in by `loupe store import`, train as a
+/// captured store does.
+#[test]
+fn imported_activations_train_like_captured_ones() {
+    use candle_core::{Device, Tensor};
+    use loupe_data::import::{import, ImportSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(D, FEATURES, 32_768, 3.0, 7);
+    let rows = Tensor::from_slice(&data.rows, (data.rows.len() / D, D), &Device::Cpu).unwrap();
+    rows.write_npy(dir.path().join("acts.npy")).unwrap();
+    let hook = HookPoint::ResidPost(2);
+    let spec = ImportSpec {
+        activations: dir.path().join("acts.npy").to_str().unwrap().parse().unwrap(),
+        token_ids: None,
+        doc_ids: None,
+        labels: Vec::new(),
+        output: dir.path().join("store"),
+        hook,
+        model: "synthetic".into(),
+        dtype: loupe_data::store::StoreDType::F32,
+        context_length: 64,
+        shard_contexts: 16,
+    };
+    import(&spec, &mut loupe_util::NoProgress).unwrap();
+    let text = format!(
+        "store = {:?}\nhook = \"{hook}\"\noutput = {:?}\narchitecture = \"topk\"\nk = 4\n\
+         expansion = 4\ntrain_tokens = 400_000\nbatch_size = 512\nlr = 3e-3\neval_every = 100\n\
+         checkpoint_every = 1000\ndead_window_tokens = 50_000\n",
+        dir.path().join("store"),
+        dir.path().join("sae"),
+    );
+    let config = TrainConfig::from_toml(&text, "test", &[]).unwrap();
+    train(&config, &mut NoObserver).unwrap();
+    let sae = saelens::load(&dir.path().join("sae")).unwrap();
+    let dec = sae.w_dec.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(mean_max_cosine(&data.directions, &dec, D) > 0.9);
+}
