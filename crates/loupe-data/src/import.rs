@@ -369,7 +369,6 @@ fn read_columns(inputs: &mut Inputs, spec: &ImportSpec, n: usize) -> Result<Colu
     };
     let token_ids = token_ids.map(|s| ids(&s, "token ids")).transpose()?;
     let doc_ids = doc_ids.map(|s| ids(&s, "document ids")).transpose()?;
-    drop(ids);
 
     let mut vocab = LabelVocab::new(label_sources.iter().map(|(f, _)| f.clone()).collect());
     let mut labels = Vec::new();
