@@ -2,7 +2,7 @@
 //! turned into a polite request to stop (the libraries save what they have and return).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -18,12 +18,20 @@ pub struct Bar {
 }
 
 impl Bar {
-    /// A bar whose `should_stop` turns true at the first Ctrl-C.
+    /// A bar whose `should_stop` turns true at the first Ctrl-C. Every bar of the process shares
+    /// one flag: the handler can be installed only once.
     pub fn stopping_on_ctrl_c() -> anyhow::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-            .context("cannot install the Ctrl-C handler")?;
+        static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+        let stop = match STOP.get() {
+            Some(stop) => stop.clone(),
+            None => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let flag = stop.clone();
+                ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+                    .context("cannot install the Ctrl-C handler")?;
+                STOP.get_or_init(|| stop).clone()
+            }
+        };
         Ok(Bar {
             bar: None,
             stop,

@@ -426,6 +426,78 @@ fn store_import_then_sae_train_and_eval() {
     assert_clear_error(&out, &["cube.npy", "[2, 4, 8]", "[batch·position, width]"]);
 }
 
+/// The synthetic benchmark end to end on a tiny world: store and ground truth written, two runs
+/// trained and scored, a second invocation reusing the world and the finished runs, and a run
+/// scored on its own with synth-score.
+#[test]
+fn sae_synth_trains_and_scores_on_a_tiny_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let config = dir.path().join("synth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "output = \"{d}/bench\"\neval_tokens = 2048\n\
+             [data]\nd_model = 16\nparents = 8\nchildren_per_parent = 3\ntarget_l0 = 3.0\ntokens = 16384\n\
+             [train]\nd_sae = 32\ntrain_tokens = 40_000\nbatch_size = 256\nlr = 3e-3\nheld_out = 0.05\n\
+             [[run]]\nname = \"topk\"\narchitecture = \"topk\"\nk = 3\n\
+             [[run]]\nname = \"nested\"\narchitecture = \"matryoshka\"\nk = 3\nmatryoshka_groups = [8, 24]\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out = loupe(&["sae", "synth", "--config", config]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(
+        table.contains("MCC") && table.contains("nested") && table.contains("matryoshka"),
+        "{table}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("bench/report.json")).unwrap())
+            .unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        let mcc = run["scores"]["mcc"].as_f64().unwrap();
+        assert!(mcc > 0.5 && mcc <= 1.0, "{run}");
+    }
+
+    let out = loupe(&["sae", "synth", "--config", config]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("reusing the world"), "{}", stderr(&out));
+    // Another world in the same directory is refused, not mixed in.
+    let out = loupe(&["sae", "synth", "--config", config, "--set", "data.seed=5"]);
+    assert_clear_error(&out, &["holds another world"]);
+
+    let out = loupe(&[
+        "sae",
+        "synth-score",
+        "--truth",
+        &format!("{d}/bench/truth.safetensors"),
+        "--sae",
+        &format!("{d}/bench/runs/topk"),
+        "--tokens",
+        "1024",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let scores: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(scores["detection_f1"].as_f64().unwrap() > 0.0, "{scores}");
+
+    // Settings the benchmark owns, and runs without names, are refused with the field named.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, format!("output = \"{d}/x\"\n[train]\nstore = \"s\"\n[[run]]\nname = \"a\"\narchitecture = \"topk\"\nk = 2\n")).unwrap();
+    let out = loupe(&["sae", "synth", "--config", bad.to_str().unwrap()]);
+    assert_clear_error(&out, &["store", "set by the benchmark"]);
+    std::fs::write(
+        &bad,
+        format!("output = \"{d}/x\"\n[[run]]\narchitecture = \"topk\"\nk = 2\n"),
+    )
+    .unwrap();
+    let out = loupe(&["sae", "synth", "--config", bad.to_str().unwrap()]);
+    assert_clear_error(&out, &["run[0].name"]);
+}
+
 #[test]
 fn shipped_sae_configs_parse() {
     for name in ["sae-smollm2-l15-topk.toml", "sae-smollm2-l15-relu.toml"] {
@@ -435,6 +507,13 @@ fn shipped_sae_configs_parse() {
         let text = std::fs::read_to_string(&path).unwrap();
         let config = loupe_sae::TrainConfig::from_toml(&text, name, &[]).unwrap();
         loupe_sae::arch::build(&config, 576).unwrap();
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/synth.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let bench = loupe_sae::synth::SynthBenchConfig::from_toml(&text, "synth.toml", &[]).unwrap();
+    loupe_sae::synth::World::new(&bench.data).unwrap();
+    for (_, config) in bench.runs("synth.toml").unwrap() {
+        loupe_sae::arch::build(&config, bench.data.d_model).unwrap();
     }
 }
 

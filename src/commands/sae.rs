@@ -1,4 +1,5 @@
-//! `loupe sae train | eval | top`: sparse autoencoders on an activation store.
+//! `loupe sae train | eval | top`: sparse autoencoders on an activation store (`synth` and
+//! `synth-score` are in `sae_synth.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +9,7 @@ use loupe_data::reader::{Split, Store};
 use loupe_model::HookPoint;
 use loupe_sae::eval::{check_sae_matches_store, reconstruction, spliced, stored_contexts, SplicedMetrics};
 use loupe_sae::metrics::ReconstructionMetrics;
-use loupe_sae::{saelens, train, Checkpoint, TrainConfig, TrainObserver};
+use loupe_sae::{saelens, train, Checkpoint, TrainConfig, TrainObserver, TrainOutcome};
 use loupe_util::Progress;
 use serde::Serialize;
 
@@ -33,6 +34,12 @@ enum Command {
     /// Each latent's firing frequency, maximum and top-activating contexts, as JSON and a
     /// browsable HTML page.
     Top(crate::commands::sae_top::TopArgs),
+    /// The synthetic ground-truth benchmark: activations made from a known dictionary (features
+    /// in superposition, Zipf firing, hierarchy, correlation), the configured SAEs trained on
+    /// them, and what each recovered scored (MCC, detection F1, dead and duplicated latents).
+    Synth(crate::commands::sae_synth::SynthArgs),
+    /// Score an SAE against a synthetic world's ground truth.
+    SynthScore(crate::commands::sae_synth::ScoreArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +66,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
         Command::Top(a) => crate::commands::sae_top::run(a),
+        Command::Synth(a) => crate::commands::sae_synth::run(a),
+        Command::SynthScore(a) => crate::commands::sae_synth::run_score(a),
     }
 }
 
@@ -77,28 +86,7 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     }
     overrides.extend(args.set.iter().cloned());
     let config = TrainConfig::from_toml(&text, &args.config.display().to_string(), &overrides)?;
-
-    let mut observer = TrainReport {
-        bar: Bar::stopping_on_ctrl_c()?,
-        board: None,
-        config: config.clone(),
-    };
-    let outcome = train(&config, &mut observer);
-    observer.bar.finish();
-    if let Some(board) = &mut observer.board {
-        board.flush();
-        if let Some(failure) = board.take_failure() {
-            eprintln!("warning: {failure}");
-        }
-    }
-    let outcome = outcome?;
-    let seconds = observer.bar.started.elapsed().as_secs_f64();
-    eprintln!(
-        "{} tokens this run in {:.1}s ({:.0} tokens/s)",
-        observer.bar.tokens,
-        seconds,
-        observer.bar.tokens as f64 / seconds
-    );
+    let outcome = train_with_report(&config)?;
     if outcome.metrics.is_none() && !outcome.stopped {
         println!("step {}: no held-out metrics (held_out = 0)", outcome.steps);
     }
@@ -123,6 +111,33 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         std::process::exit(130);
     }
     Ok(())
+}
+
+/// Trains (or resumes) the run `config` describes with a progress bar and TensorBoard events,
+/// and says on stderr how fast it went.
+pub fn train_with_report(config: &TrainConfig) -> anyhow::Result<TrainOutcome> {
+    let mut observer = TrainReport {
+        bar: Bar::stopping_on_ctrl_c()?,
+        board: None,
+        config: config.clone(),
+    };
+    let outcome = train(config, &mut observer);
+    observer.bar.finish();
+    if let Some(board) = &mut observer.board {
+        board.flush();
+        if let Some(failure) = board.take_failure() {
+            eprintln!("warning: {failure}");
+        }
+    }
+    let outcome = outcome?;
+    let seconds = observer.bar.started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} tokens this run in {:.1}s ({:.0} tokens/s)",
+        observer.bar.tokens,
+        seconds,
+        observer.bar.tokens as f64 / seconds
+    );
+    Ok(outcome)
 }
 
 /// The bar shows tokens/s, loss and L0; everything else goes to TensorBoard.

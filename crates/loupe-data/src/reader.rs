@@ -285,16 +285,27 @@ impl Store {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut shard_order: Vec<usize> = (0..self.manifest.shards.len()).collect();
         shard_order.shuffle(&mut rng);
+        let buffer_rows = buffer_rows.max(batch_size);
+        // The buffer never holds more than its rows plus one shard. Reserved once: grown by
+        // doubling, it would overshoot, and each reallocation holds the old and the new copy at
+        // once (a transient of three times the buffer at the start of every pass).
+        let largest_shard = self
+            .manifest
+            .shards
+            .iter()
+            .map(|s| s.tokens as usize)
+            .max()
+            .unwrap_or(0);
         Ok(Batches {
             store: self,
             hook,
             width,
             batch_size,
-            buffer_rows: buffer_rows.max(batch_size),
+            buffer_rows,
             split,
             rng,
             shard_order,
-            buffer: Vec::new(),
+            buffer: Vec::with_capacity((buffer_rows + largest_shard) * width),
         })
     }
 }

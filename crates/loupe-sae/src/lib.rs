@@ -1,6 +1,6 @@
-//! Sparse autoencoders: four architectures ([`arch`]), the trainer ([`train()`]), evaluation
+//! Sparse autoencoders: five architectures ([`arch`]), the trainer ([`train()`]), evaluation
 //! spliced into the model ([`eval`]), top-activating contexts ([`top`]), and SAELens-format
-//! files ([`saelens`]).
+//! files ([`saelens`]), and a synthetic ground-truth benchmark ([`synth`]).
 //!
 //! Training works on the activation store of `loupe-data`. The trained SAE is saved as SAELens
 //! saves one, in the model's own activation units, and is used through [`Sae`].
@@ -46,6 +46,7 @@ pub mod report;
 mod sae;
 pub mod saelens;
 pub mod sparse;
+pub mod synth;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod top;
