@@ -49,7 +49,11 @@ made with
     /tmp/saeenv/bin/python scripts/make-saelens-fixture.py check-loupe \
         tests/fixtures/saelens/loupe-written/{relu,topk,jumprelu}
 
-and SAELens resolved them as StandardSAE, TopKSAE (k = 5) and JumpReLUSAE.
+and SAELens resolved them as StandardSAE, TopKSAE (k = 5) and JumpReLUSAE. The same example later
+wrote loupe-written/matryoshka (a Matryoshka BatchTopK SAE as loupe saves one: a JumpReLU with
+one threshold for every latent, trained architecture "matryoshka"), checked the same way with the
+same versions (sae-lens 6.54.12 and eai-sparsify 1.3.3 in one environment, torch 2.15.0 from the
+bench's), which SAELens resolved as JumpReLUSAE.
 """
 
 import os

@@ -407,7 +407,44 @@ fn store_import_then_sae_train_and_eval() {
     let out = loupe(&["sae", "eval", "--sae", &format!("{d}/sae")]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("imported activations"), "{}", stderr(&out));
-    assert!(stdout(&out).contains("explained variance"), "{}", stdout(&out));
+    let table = stdout(&out);
+    assert!(
+        table.contains("explained variance") && table.contains("relative reconstruction bias"),
+        "{table}"
+    );
+
+    // The TopK SAE in sparsify's layout, evaluated from there to the same numbers.
+    let out = loupe(&[
+        "sae",
+        "export",
+        "--sae",
+        &format!("{d}/sae"),
+        "--format",
+        "sparsify",
+        "--output",
+        &format!("{d}/sparsify/layers.0"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = loupe(&[
+        "sae",
+        "eval",
+        "--sae",
+        &format!("{d}/sparsify/layers.0"),
+        "--store",
+        &format!("{d}/store"),
+        "--held-out",
+        "0.2",
+        "--seed",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = |t: &str| {
+        t.lines()
+            .find(|l| l.contains("explained variance"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(line(&stdout(&out)), line(&table));
 
     // A [batch, position, width] cache is refused with the file and the fix.
     Tensor::zeros((2, 4, 8), candle_core::DType::F32, &Device::Cpu)
@@ -463,9 +500,17 @@ fn sae_synth_trains_and_scores_on_a_tiny_world() {
         assert!(mcc > 0.5 && mcc <= 1.0, "{run}");
     }
 
-    let out = loupe(&["sae", "synth", "--config", config]);
+    // Again with two training seeds: the same world, each run twice, mean ± std.
+    let out = loupe(&["sae", "synth", "--config", config, "--seeds", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("reusing the world"), "{}", stderr(&out));
+    assert!(stdout(&out).contains(" ± "), "{}", stdout(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("bench/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["runs"].as_array().unwrap().len(), 4);
+    assert_eq!(report["summary"][1]["seeds"], 2);
+    assert!(dir.path().join("bench/runs/nested-seed1/cfg.json").exists());
     // Another world in the same directory is refused, not mixed in.
     let out = loupe(&["sae", "synth", "--config", config, "--set", "data.seed=5"]);
     assert_clear_error(&out, &["holds another world"]);
@@ -512,8 +557,8 @@ fn shipped_sae_configs_parse() {
     let text = std::fs::read_to_string(&path).unwrap();
     let bench = loupe_sae::synth::SynthBenchConfig::from_toml(&text, "synth.toml", &[]).unwrap();
     loupe_sae::synth::World::new(&bench.data).unwrap();
-    for (_, config) in bench.runs("synth.toml").unwrap() {
-        loupe_sae::arch::build(&config, bench.data.d_model).unwrap();
+    for run in bench.runs("synth.toml").unwrap() {
+        loupe_sae::arch::build(&run.config, bench.data.d_model).unwrap();
     }
 }
 

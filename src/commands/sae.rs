@@ -40,6 +40,38 @@ enum Command {
     Synth(crate::commands::sae_synth::SynthArgs),
     /// Score an SAE against a synthetic world's ground truth.
     SynthScore(crate::commands::sae_synth::ScoreArgs),
+    /// Write an SAE (any file loupe reads) in SAELens's or sparsify's layout.
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// The SAE: a SAELens or sparsify directory, or a Gemma Scope params.npz.
+    #[arg(long)]
+    sae: PathBuf,
+    /// `saelens` (cfg.json + sae_weights.safetensors) or `sparsify` (cfg.json + sae.safetensors;
+    /// TopK SAEs only).
+    #[arg(long)]
+    format: ExportFormat,
+    /// The directory to write (for sparsify, name it by the module, e.g. layers.15).
+    #[arg(long)]
+    output: PathBuf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ExportFormat {
+    Saelens,
+    Sparsify,
+}
+
+fn run_export(args: ExportArgs) -> anyhow::Result<()> {
+    let sae = saelens::load(&args.sae)?;
+    match args.format {
+        ExportFormat::Saelens => saelens::save(&sae, &args.output)?,
+        ExportFormat::Sparsify => loupe_sae::sparsify::save(&sae, &args.output)?,
+    }
+    println!("wrote {}", args.output.display());
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,6 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Top(a) => crate::commands::sae_top::run(a),
         Command::Synth(a) => crate::commands::sae_synth::run(a),
         Command::SynthScore(a) => crate::commands::sae_synth::run_score(a),
+        Command::Export(a) => run_export(a),
     }
 }
 
@@ -361,10 +394,26 @@ fn print_table(r: &EvalReport) {
         ("L0", format!("{:.2}", m.l0)),
         ("dead latents", format!("{:.2}%", 100.0 * m.dead_fraction)),
         ("dense latents", format!("{:.2}%", 100.0 * m.dense_fraction)),
+        ("cosine(x, x̂)", format!("{:.4}", m.cosine_similarity)),
+        ("‖x̂‖ / ‖x‖", format!("{:.4}", m.l2_ratio)),
+        (
+            "relative reconstruction bias",
+            format!("{:.4}", m.relative_reconstruction_bias),
+        ),
     ];
     for (name, value) in rows {
         println!("  {name:<28} {value:>12}");
     }
+    // The density histogram as a row of counts, rare latents on the left.
+    let counts: Vec<String> = m
+        .density_histogram
+        .iter()
+        .map(|b| b.latents.to_string())
+        .collect();
+    println!(
+        "  latents by log10 density, bins of 0.5 from −10 (never) to 0: {}",
+        counts.join(" ")
+    );
     if let Some(s) = &r.spliced {
         for (name, value) in [
             ("spliced: contexts", s.contexts.to_string()),

@@ -13,7 +13,7 @@ use loupe_sae::testing::{fixture_input, fixture_sae};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/saelens/loupe-written");
-    for (i, kind) in ["relu", "topk", "jumprelu"].iter().enumerate() {
+    for (i, kind) in ["relu", "topk", "jumprelu", "matryoshka"].iter().enumerate() {
         let dir = root.join(kind);
         saelens::save(&fixture_sae(kind, 100 + i as u64)?, &dir)?;
         let input = HashMap::from([("input".to_string(), fixture_input(200 + i as u64)?)]);

@@ -46,6 +46,7 @@ pub mod report;
 mod sae;
 pub mod saelens;
 pub mod sparse;
+pub mod sparsify;
 pub mod synth;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -80,13 +80,17 @@ fn cfg_json(sae: &Sae) -> Value {
 }
 
 /// Loads an SAE from a SAELens directory (`cfg.json` + `sae_weights.safetensors`) or a Gemma Scope
-/// `params.npz` (a file, or a directory holding one).
+/// `params.npz` (a file, or a directory holding one), or a sparsify directory (`cfg.json` +
+/// `sae.safetensors`, see [`crate::sparsify`]).
 pub fn load(path: &Path) -> Result<Sae> {
     if path.is_file() && path.extension().is_some_and(|e| e == "npz") {
         return load_gemma_scope(path);
     }
     if path.is_dir() && !path.join(CFG_FILE).exists() && path.join(GEMMA_SCOPE_FILE).exists() {
         return load_gemma_scope(&path.join(GEMMA_SCOPE_FILE));
+    }
+    if !path.join(WEIGHTS_FILE).exists() && crate::sparsify::is_sparsify_dir(path) {
+        return crate::sparsify::load(path);
     }
     let cfg_path = path.join(CFG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| {

@@ -440,6 +440,14 @@ pub struct SynthBenchConfig {
     pub train: toml::Table,
     /// The SAEs: each a `name` and the training settings that differ from `[train]`.
     pub run: Vec<toml::Table>,
+    /// Each run is trained this many times, with training seeds 0, 1, ...: the scores are
+    /// reported as mean ± standard deviation (a single seed's comparison can mislead).
+    #[serde(default = "default_seeds")]
+    pub seeds: usize,
+}
+
+fn default_seeds() -> usize {
+    1
 }
 
 fn default_eval_tokens() -> usize {
@@ -460,10 +468,11 @@ impl SynthBenchConfig {
         Ok(config)
     }
 
-    /// Each run's name and its full training config: `[train]`, then the run's own settings, then
-    /// the store, hook and run directory in `output`.
-    pub fn runs(&self, origin: &str) -> Result<Vec<(String, crate::TrainConfig)>> {
-        let mut runs: Vec<(String, crate::TrainConfig)> = Vec::new();
+    /// Every training run: each `[[run]]` once per seed, its full training config made of
+    /// `[train]`, then the run's own settings, then the store, hook, run directory and seed.
+    pub fn runs(&self, origin: &str) -> Result<Vec<SynthRun>> {
+        let mut names: Vec<String> = Vec::new();
+        let mut runs = Vec::new();
         for (i, table) in self.run.iter().enumerate() {
             let field = format!("run[{i}]");
             let name =
@@ -474,12 +483,13 @@ impl SynthBenchConfig {
                         "every run needs a name of letters, digits, '-' and '_' (its directory under runs/)",
                     )),
                 };
-            if runs.iter().any(|(n, _)| *n == name) {
+            if names.contains(&name) {
                 return Err(Error::config(
                     &format!("{field}.name"),
                     format!("'{name}' names two runs"),
                 ));
             }
+            names.push(name.clone());
             let mut merged = self.train.clone();
             merged.extend(
                 table
@@ -495,21 +505,69 @@ impl SynthBenchConfig {
                     ));
                 }
             }
+            if self.seeds > 1 && merged.contains_key("seed") {
+                return Err(Error::config(
+                    "seed",
+                    "is set by the benchmark when seeds > 1 (seed i trains with seed i): remove it",
+                ));
+            }
             merged.insert(
                 "store".into(),
                 self.output.join("store").display().to_string().into(),
             );
             merged.insert("hook".into(), SYNTH_HOOK.to_string().into());
-            merged.insert(
-                "output".into(),
-                self.output.join("runs").join(&name).display().to_string().into(),
-            );
-            let text = toml::to_string(&merged).expect("a TOML table serializes");
-            let config = crate::TrainConfig::from_toml(&text, &format!("{origin} [[run]] {name}"), &[])?;
-            runs.push((name, config));
+            for seed in 0..self.seeds.max(1) {
+                let directory = if self.seeds > 1 {
+                    format!("{name}-seed{seed}")
+                } else {
+                    name.clone()
+                };
+                let mut merged = merged.clone();
+                merged.insert(
+                    "output".into(),
+                    self.output
+                        .join("runs")
+                        .join(&directory)
+                        .display()
+                        .to_string()
+                        .into(),
+                );
+                if self.seeds > 1 {
+                    merged.insert("seed".into(), toml::Value::Integer(seed as i64));
+                }
+                let text = toml::to_string(&merged).expect("a TOML table serializes");
+                let config = crate::TrainConfig::from_toml(&text, &format!("{origin} [[run]] {name}"), &[])?;
+                runs.push(SynthRun {
+                    name: name.clone(),
+                    seed,
+                    config,
+                });
+            }
         }
         Ok(runs)
     }
+}
+
+/// One training run of a synthetic benchmark: a `[[run]]` at one seed.
+#[derive(Clone, Debug)]
+pub struct SynthRun {
+    /// The `[[run]]`'s name.
+    pub name: String,
+    /// Which of the benchmark's seeds (0 when it has one).
+    pub seed: usize,
+    /// Its training config (its directory is `runs/<name>`, or `runs/<name>-seed<i>` with seeds).
+    pub config: crate::TrainConfig,
+}
+
+/// Mean and sample standard deviation (0 for a single value).
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
 }
 
 fn is_plain_name(name: &str) -> bool {

@@ -140,7 +140,7 @@ pub fn write_store(
 
 /// A small SAE with random weights, made as training makes one (from parameters and a
 /// normalisation scale that is folded in on the way), for the SAELens round-trip fixture:
-/// `kind` is `relu`, `topk` or `jumprelu`.
+/// `kind` is `relu`, `topk`, `jumprelu` or `matryoshka`.
 pub fn fixture_sae(kind: &str, seed: u64) -> Result<crate::Sae> {
     use crate::{Activation, Params, Sae, SaeMetadata};
     let (d_in, d_sae) = (16, 48);
@@ -157,6 +157,13 @@ pub fn fixture_sae(kind: &str, seed: u64) -> Result<crate::Sae> {
         "jumprelu" => (
             Activation::JumpRelu {
                 threshold: (0..d_sae).map(|_| rng.random_range(0.1..1.0f32)).collect(),
+            },
+            true,
+        ),
+        // Saved as Matryoshka BatchTopK is: a JumpReLU with one threshold for every latent.
+        "matryoshka" => (
+            Activation::JumpRelu {
+                threshold: vec![rng.random_range(0.1..1.0f32); d_sae],
             },
             true,
         ),

@@ -76,7 +76,7 @@ fn loupe_computes_what_saelens_computes_on_saelens_files() {
 
 #[test]
 fn saelens_computes_what_loupe_computes_on_loupe_files() {
-    for (i, kind) in ["relu", "topk", "jumprelu"].iter().enumerate() {
+    for (i, kind) in ["relu", "topk", "jumprelu", "matryoshka"].iter().enumerate() {
         let dir = fixtures().join("loupe-written").join(kind);
         // The committed files are what loupe writes today.
         let fresh = tempfile::tempdir().unwrap();
