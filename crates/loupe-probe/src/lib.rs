@@ -46,6 +46,7 @@ pub mod matrix;
 pub mod metrics;
 pub mod probe;
 pub mod rank;
+pub mod sae_probing;
 pub mod summary;
 pub mod sweep;
 #[cfg(feature = "testing")]

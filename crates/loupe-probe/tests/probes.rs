@@ -340,3 +340,62 @@ fn bad_input_gets_a_clear_error() {
     .to_string();
     assert!(e.contains("t.toml") && e.contains("kk"), "{e}");
 }
+
+/// SAEBench's sparse probing on the planted store: an SAE with one latent that reads the planted
+/// neuron (and others reading noise) finds it at k = 1, and does as well as the neuron itself; an
+/// SAE of another width is refused.
+#[test]
+fn sparse_probing_finds_the_latent_that_reads_the_planted_neuron() {
+    use loupe_probe::sae_probing::sparse_probing;
+    use loupe_sae::{Activation, Params, Sae, SaeMetadata};
+    let tmp = tempfile::tempdir().unwrap();
+    let store_dir = tmp.path().join("store");
+    write_store(&store_dir, hook(), &planted(WIDTH, 45, 40, PLANTED, 3), "tiny").unwrap();
+    let tok = tokenizer(&tmp.path().join("tok"));
+    let (d_sae, reader) = (48, 30);
+    let mut params = Params::zeros(WIDTH, d_sae, false);
+    for latent in 0..d_sae {
+        // Every other latent reads one noise neuron; `reader` reads the planted one.
+        let neuron = if latent == reader {
+            PLANTED
+        } else {
+            (latent * 5 + 1) % WIDTH
+        };
+        if neuron != PLANTED || latent == reader {
+            params.enc[latent * WIDTH + neuron] = 1.0;
+        }
+        params.b_enc[latent] = -1.25;
+        params.dec[latent * WIDTH + neuron] = 1.0;
+    }
+    let sae = Sae::from_params(&params, Activation::Relu, false, 1.0, SaeMetadata::default()).unwrap();
+    let mut config = config(&store_dir, &tmp.path().join("out"), "held_out = 0.3");
+    config.ks = None; // SAEBench's 1, 2 and 5
+    let rows = sparse_probing(&config, &sae, hook(), &tok, &mut NoProgress).unwrap();
+    let ks: Vec<usize> = rows
+        .iter()
+        .filter(|r| r.feature == rows[0].feature)
+        .map(|r| r.k)
+        .collect();
+    assert_eq!(ks, [1, 2, 5]);
+    for row in rows.iter().filter(|r| r.k == 1) {
+        assert_eq!(row.neurons, [PLANTED], "{row:?}");
+        assert_eq!(row.latents, [reader], "{row:?}");
+        assert!(
+            row.latents_f1 > 0.8 && (row.latents_f1 - row.neurons_f1).abs() < 0.1,
+            "{row:?}"
+        );
+    }
+
+    let narrow = Sae::from_params(
+        &Params::zeros(WIDTH - 1, 8, false),
+        Activation::Relu,
+        false,
+        1.0,
+        SaeMetadata::default(),
+    )
+    .unwrap();
+    let e = sparse_probing(&config, &narrow, hook(), &tok, &mut NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("24 wide") && e.contains("23 values"), "{e}");
+}
