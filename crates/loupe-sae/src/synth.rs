@@ -291,7 +291,8 @@ impl World {
     }
 
     /// Writes the training tokens as an activation store at `hook` (128 rows per context, each
-    /// context a document), `dir/truth.safetensors` beside it is written by [`World::save`].
+    /// context a document). Ctrl-C (through `progress`) stops it with an error before the
+    /// manifest is written, so no partial store is taken for a whole one.
     pub fn write_store(
         &self,
         dir: &Path,
@@ -316,6 +317,12 @@ impl World {
         let n = self.config.tokens;
         progress.start("synthetic tokens", n as u64, 0);
         for (index, start) in (0..n).step_by(shard_rows).enumerate() {
+            if progress.should_stop() {
+                return Err(Error::file(
+                    dir,
+                    format!("stopped after {start} of {n} tokens, before the manifest: run the same command again"),
+                ));
+            }
             let rows = shard_rows.min(n - start);
             let sample = self.sample(TRAIN_STREAM, start, rows);
             let column = |f: &dyn Fn(usize) -> u32| {
