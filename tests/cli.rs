@@ -625,6 +625,37 @@ fn probe_train_and_show_on_a_tiny_model() {
     );
     assert_eq!(shown.lines().filter(|l| l.contains("[[")).count(), 3, "{shown}");
 
+    // Sparse probing of an SAE on the same hook, with the same probe config's features.
+    let sae_config = dir.path().join("sae.toml");
+    std::fs::write(
+        &sae_config,
+        format!(
+            "store = \"{d}/store\"\nhook = \"blocks.1.mlp.hook_post\"\noutput = \"{d}/sae\"\narchitecture = \"topk\"\n\
+             expansion = 2\nk = 4\ntrain_tokens = 2048\nbatch_size = 64\nheld_out = 0.3\n"
+        ),
+    )
+    .unwrap();
+    let out = loupe(&["sae", "train", "--config", sae_config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = loupe(&[
+        "sae",
+        "probing",
+        "--sae",
+        &format!("{d}/sae"),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(
+        table.contains("lang=a") && table.contains("quoted") && table.contains("neurons"),
+        "{table}"
+    );
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("sae/probing.json")).unwrap()).unwrap();
+    // Two features × k = 1, 2, 5.
+    assert_eq!(rows.as_array().unwrap().len(), 6, "{rows}");
+
     // Bad input: a k wider than the hook, a label the store lacks.
     let out = loupe(&[
         "probe",
