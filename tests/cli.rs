@@ -765,7 +765,9 @@ fn scope_runs_judges_reports_and_resumes_on_a_tiny_model() {
     );
     let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     for needle in [
-        "## Fraction interpreted",
+        "## Held-out comparison",
+        "McNemar",
+        "## Fraction interpreted (upper bound)",
         "| scale 3 |",
         "### the dog",
         "★",
@@ -774,7 +776,10 @@ fn scope_runs_judges_reports_and_resumes_on_a_tiny_model() {
         assert!(report.contains(needle), "{needle:?} not in report.md:\n{report}");
     }
     let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
-    assert!(html.contains("<svg") && html.contains("class=\"best\""));
+    assert!(html.contains("<svg") && html.contains("class=\"best\"") && html.contains("Held-out comparison"));
+    let study: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("study.json")).unwrap()).unwrap();
+    assert!(!study["figures"].as_array().unwrap().is_empty(), "{study}");
     let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 2 * 2 * 3);
     let events = std::fs::read_dir(out_dir.join("tensorboard")).unwrap().count();

@@ -27,6 +27,7 @@ pub mod plan;
 pub mod report;
 pub mod results;
 pub mod runner;
+pub mod stats;
 pub mod target;
 mod variants;
 

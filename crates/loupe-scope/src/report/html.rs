@@ -14,7 +14,12 @@ fn shade(score: f32) -> String {
     format!("rgb({},{},{})", channel(120.0), channel(200.0), channel(120.0))
 }
 
-pub(super) fn html(context: &ReportContext, summary: &Summary, plot: &str) -> String {
+pub(super) fn html(
+    context: &ReportContext,
+    summary: &Summary,
+    study: &super::study::Study,
+    plot: &str,
+) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
@@ -24,16 +29,17 @@ pub(super) fn html(context: &ReportContext, summary: &Summary, plot: &str) -> St
          td.best{{outline:3px solid #c80;font-weight:bold}} .score{{color:#555;font-size:.8em}} code{{background:#f4f4f4}}\
          </style></head><body><h1>Scope report: {model}</h1><p>Target prompt: <code>{target}</code><br>Site: {site} · \
          {n_sources} source prompts · {n} patched generations. Score: cosine similarity of all-MiniLM-L6-v2 embeddings of \
-         source prompt and generation; interpreted when above {threshold}.</p><h2>Fraction interpreted</h2>{plot}",
+         source prompt and generation; interpreted when above {threshold}.</p>{study}<h2>Fraction interpreted (upper bound)</h2>{plot}",
         model = escape(&context.model),
         target = escape(&context.target_prompt),
         site = escape(&context.site),
         n_sources = summary.sources.len(),
         n = summary.records.len(),
         threshold = context.threshold,
+        study = super::study::html(summary, study),
     );
     if let Some(note) = context.partial_note(summary) {
-        let at = h.find("<h2>Fraction interpreted</h2>").unwrap_or(h.len());
+        let at = h.find("<h2>Held-out comparison</h2>").unwrap_or(h.len());
         h.insert_str(
             at,
             &format!(

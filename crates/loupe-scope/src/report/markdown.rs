@@ -97,7 +97,7 @@ pub fn source_section(summary: &Summary, source: &str) -> String {
     md
 }
 
-pub(super) fn markdown(context: &ReportContext, summary: &Summary) -> String {
+pub(super) fn markdown(context: &ReportContext, summary: &Summary, study: &super::study::Study) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Scope report: {}\n", context.model);
     if let Some(note) = context.partial_note(summary) {
@@ -114,7 +114,12 @@ pub(super) fn markdown(context: &ReportContext, summary: &Summary) -> String {
         summary.records.len(),
         context.threshold
     );
-    md.push_str("## Fraction interpreted\n\n");
+    md.push_str("## Held-out comparison\n\n");
+    md.push_str(&super::study::markdown(summary, study));
+    md.push_str(
+        "\n## Fraction interpreted (upper bound)\n\nThe best value of each family chosen on the same \
+         prompts it is counted on: an upper bound that favours families with more values.\n\n",
+    );
     md.push_str(&fraction_tables(summary));
     md.push_str("\n![fraction interpreted](interpreted.svg)\n\n## Next token (Patchscopes)\n\n");
     md.push_str(

@@ -1,7 +1,8 @@
-//! Reports of a scope run, from its records: `report.md` and `report.html` (per source prompt,
-//! every amplifier × value with its generation and score, the best marked), a plot of the
-//! fraction of sources interpreted against layer (`interpreted.svg`, one line per amplifier), and
-//! `results.json` / `results.csv` for pandas.
+//! Reports of a scope run, from its records: `report.md` and `report.html` (the held-out
+//! comparison with intervals and paired tests, then per source prompt every amplifier × value
+//! with its generation and score, the best marked), a plot of the fraction of sources
+//! interpreted against layer (`interpreted.svg`, one line per amplifier), `study.json` (the
+//! held-out figures and tests), and `results.json` / `results.csv` for pandas.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ mod csv;
 mod html;
 mod markdown;
 mod plot;
+pub mod study;
 
 pub use markdown::{fraction_tables, source_section};
 pub use plot::plot_svg;
@@ -65,6 +67,8 @@ pub struct ReportPaths {
     pub json: PathBuf,
     /// `results.csv`: every record, one line each.
     pub csv: PathBuf,
+    /// `study.json`: the held-out figures and the paired tests (see [`study`]).
+    pub study: PathBuf,
 }
 
 /// The records arranged for reading: labels and families in the order the run made them.
@@ -187,10 +191,16 @@ pub fn write_report(out: &Path, context: &ReportContext, records: &[ScopeRecord]
         plot: out.join("interpreted.svg"),
         json: out.join("results.json"),
         csv: out.join("results.csv"),
+        study: out.join("study.json"),
     };
     let plot = plot_svg(&summary);
-    write_atomic(&paths.markdown, &markdown(context, &summary))?;
-    write_atomic(&paths.html, &html(context, &summary, &plot))?;
+    let study = study::study(&summary, study::STUDY_SEED);
+    write_atomic(&paths.markdown, &markdown(context, &summary, &study))?;
+    write_atomic(&paths.html, &html(context, &summary, &study, &plot))?;
+    write_atomic(
+        &paths.study,
+        &serde_json::to_string_pretty(&study).expect("the study serializes"),
+    )?;
     write_atomic(&paths.plot, &plot)?;
     write_atomic(
         &paths.json,

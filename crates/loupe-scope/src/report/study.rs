@@ -1,0 +1,389 @@
+//! The comparison as a study: each amplifier family's value chosen on half of the source prompts
+//! and reported on the other half (2-fold: a seeded split, then the halves swapped), with a
+//! bootstrap interval over prompts, and exact McNemar tests between families on the same prompts,
+//! Holm-corrected per layer.
+//!
+//! "Interpreted at any value" (the upper bound in the report's other tables) favours families with
+//! more values, and chooses the value on the very prompts it is reported on; here a family's
+//! figure is what its choice of value achieves on prompts the choice did not see.
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+
+use loupe_util::html::escape;
+
+use super::{family, Summary};
+use crate::stats::{bootstrap_interval, holm, mcnemar_exact, BOOTSTRAP_RESAMPLES};
+
+/// Seeds the split of the sources and the bootstrap.
+pub const STUDY_SEED: u64 = 0;
+
+/// One family at one layer, chosen and reported on opposite halves.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeldOutFigure {
+    /// The amplifier family (`scale`, `cfg`, `sae dog`).
+    pub family: String,
+    /// The source layer.
+    pub layer: usize,
+    /// The fraction of sources interpreted by the value chosen on the other half.
+    pub fraction: f64,
+    /// Its 95% bootstrap interval over sources.
+    pub interval: (f64, f64),
+    /// The label chosen on each half: on the first half (reported on the second), then on the
+    /// second.
+    pub chosen: [String; 2],
+    /// Per source (in the summary's order): interpreted by the value chosen on the other half;
+    /// `None` where that value has no record of the source.
+    pub outcomes: Vec<Option<bool>>,
+}
+
+/// One pair of families at one layer: the exact McNemar test on their held-out outcomes.
+#[derive(Clone, Debug, Serialize)]
+pub struct PairedTest {
+    /// The source layer.
+    pub layer: usize,
+    /// The two families.
+    pub families: [String; 2],
+    /// Sources only the first interpreted, and only the second.
+    pub discordant: [usize; 2],
+    /// The exact two-sided p-value.
+    pub p: f64,
+    /// Holm-adjusted over the pairs of this layer.
+    pub p_holm: f64,
+}
+
+/// Every figure and test of the study.
+#[derive(Clone, Debug, Serialize)]
+pub struct Study {
+    /// The sources of the first half (the rest form the second).
+    pub first_half: Vec<String>,
+    /// Per family and layer.
+    pub figures: Vec<HeldOutFigure>,
+    /// Per layer, every pair of families.
+    pub tests: Vec<PairedTest>,
+}
+
+/// The study of a run's records (see the module docs).
+pub fn study(summary: &Summary, seed: u64) -> Study {
+    let n = summary.sources.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed));
+    let mut in_first = vec![false; n];
+    for &i in &order[..n / 2] {
+        in_first[i] = true;
+    }
+    // Whether `label` interpreted source `i` at `layer`; `None` without a record.
+    let interpreted = |label: &str, i: usize, layer: usize| -> Option<bool> {
+        summary
+            .records
+            .iter()
+            .find(|r| r.label == label && r.layer == layer && r.source == summary.sources[i])
+            .map(|r| r.score > summary.threshold)
+    };
+    let mut figures = Vec::new();
+    for family_name in &summary.families {
+        let labels: Vec<&String> = summary
+            .labels
+            .iter()
+            .filter(|l| {
+                summary
+                    .records
+                    .iter()
+                    .any(|r| &r.label == *l && &family(r) == family_name)
+            })
+            .collect();
+        for &layer in &summary.layers {
+            // The label that interprets the most sources of one half (the first in run order on
+            // a tie).
+            let choose = |half: bool| -> String {
+                let hits = |label: &str| {
+                    (0..n)
+                        .filter(|&i| in_first[i] == half && interpreted(label, i, layer) == Some(true))
+                        .count()
+                };
+                let mut best = labels[0];
+                for &label in &labels[1..] {
+                    if hits(label) > hits(best) {
+                        best = label;
+                    }
+                }
+                best.clone()
+            };
+            let chosen = [choose(true), choose(false)];
+            let outcomes: Vec<Option<bool>> = (0..n)
+                .map(|i| {
+                    let label = if in_first[i] { &chosen[1] } else { &chosen[0] };
+                    interpreted(label, i, layer)
+                })
+                .collect();
+            let known: Vec<bool> = outcomes.iter().flatten().copied().collect();
+            if known.is_empty() {
+                continue;
+            }
+            figures.push(HeldOutFigure {
+                family: family_name.clone(),
+                layer,
+                fraction: known.iter().filter(|&&o| o).count() as f64 / known.len() as f64,
+                interval: bootstrap_interval(&known, BOOTSTRAP_RESAMPLES, seed),
+                chosen,
+                outcomes,
+            });
+        }
+    }
+    let mut tests = Vec::new();
+    for &layer in &summary.layers {
+        let at_layer: Vec<&HeldOutFigure> = figures.iter().filter(|f| f.layer == layer).collect();
+        let mut pairs = Vec::new();
+        for (i, a) in at_layer.iter().enumerate() {
+            for b in &at_layer[i + 1..] {
+                // Only the sources both have outcomes for are paired.
+                let (x, y): (Vec<bool>, Vec<bool>) = a
+                    .outcomes
+                    .iter()
+                    .zip(&b.outcomes)
+                    .filter_map(|(x, y)| Some(((*x)?, (*y)?)))
+                    .unzip();
+                let (only_a, only_b, p) = mcnemar_exact(&x, &y);
+                pairs.push(PairedTest {
+                    layer,
+                    families: [a.family.clone(), b.family.clone()],
+                    discordant: [only_a, only_b],
+                    p,
+                    p_holm: p,
+                });
+            }
+        }
+        let adjusted = holm(&pairs.iter().map(|t| t.p).collect::<Vec<_>>());
+        for (test, p) in pairs.iter_mut().zip(adjusted) {
+            test.p_holm = p;
+        }
+        tests.extend(pairs);
+    }
+    Study {
+        first_half: (0..n)
+            .filter(|&i| in_first[i])
+            .map(|i| summary.sources[i].clone())
+            .collect(),
+        figures,
+        tests,
+    }
+}
+
+/// The study as Markdown: the headline table (held-out fraction and interval per family and
+/// layer), then per layer the pairs whose Holm-adjusted p is below 0.05.
+pub fn markdown(summary: &Summary, study: &Study) -> String {
+    use std::fmt::Write as _;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Held out: each family's value (α, s, c, ...) is chosen on half of the {} source prompts and \
+         the fraction interpreted is counted on the other half, then the halves swap (a seeded split); \
+         in brackets the 95% bootstrap interval over prompts ({BOOTSTRAP_RESAMPLES} resamples).\n",
+        summary.sources.len()
+    );
+    let _ = write!(md, "| amplifier |");
+    for layer in &summary.layers {
+        let _ = write!(md, " L{layer} |");
+    }
+    md.push_str("\n| --- |");
+    for _ in &summary.layers {
+        md.push_str(" ---: |");
+    }
+    md.push('\n');
+    for family_name in &summary.families {
+        let _ = write!(md, "| {family_name} |");
+        for &layer in &summary.layers {
+            match study
+                .figures
+                .iter()
+                .find(|f| &f.family == family_name && f.layer == layer)
+            {
+                Some(f) => {
+                    let _ = write!(
+                        md,
+                        " {:.0}% [{:.0}–{:.0}] |",
+                        100.0 * f.fraction,
+                        100.0 * f.interval.0,
+                        100.0 * f.interval.1
+                    );
+                }
+                None => md.push_str(" – |"),
+            }
+        }
+        md.push('\n');
+    }
+    let significant: Vec<&PairedTest> = study.tests.iter().filter(|t| t.p_holm < 0.05).collect();
+    let _ = writeln!(
+        md,
+        "\nPaired exact McNemar tests on the same held-out prompts, Holm-corrected over the {} pairs of \
+         each layer (all of them in `study.json`); the pairs that differ at the 5% level:\n",
+        study
+            .tests
+            .iter()
+            .filter(|t| t.layer == summary.layers.first().copied().unwrap_or(0))
+            .count()
+    );
+    if significant.is_empty() {
+        md.push_str("none: at this number of prompts, no two amplifiers differ at any layer.\n");
+    } else {
+        md.push_str("| layer | better | worse | prompts only the better / only the worse interpreted | p (Holm) |\n| ---: | --- | --- | ---: | ---: |\n");
+        for t in significant {
+            let (better, worse, counts) = if t.discordant[0] >= t.discordant[1] {
+                (&t.families[0], &t.families[1], (t.discordant[0], t.discordant[1]))
+            } else {
+                (&t.families[1], &t.families[0], (t.discordant[1], t.discordant[0]))
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {better} | {worse} | {} / {} | {:.2e} |",
+                t.layer, counts.0, counts.1, t.p_holm
+            );
+        }
+    }
+    md
+}
+
+/// The headline table and the significant pairs as HTML.
+pub fn html(summary: &Summary, study: &Study) -> String {
+    use std::fmt::Write as _;
+    let mut h = String::from(
+        "<h2>Held-out comparison</h2><p>Each family's value chosen on half of the source prompts, the \
+         fraction interpreted counted on the other half, then the halves swapped; 95% bootstrap \
+         interval over prompts in brackets. The tables after this one are the upper bound: the best \
+         value chosen on the same prompts it is counted on.</p><table><tr><th>amplifier</th>",
+    );
+    for layer in &summary.layers {
+        let _ = write!(h, "<th>L{layer}</th>");
+    }
+    h.push_str("</tr>");
+    for family_name in &summary.families {
+        let _ = write!(h, "<tr><th>{}</th>", escape(family_name));
+        for &layer in &summary.layers {
+            match study
+                .figures
+                .iter()
+                .find(|f| &f.family == family_name && f.layer == layer)
+            {
+                Some(f) => {
+                    let _ = write!(
+                        h,
+                        "<td title=\"chosen: {} / {}\">{:.0}% <span class=\"score\">[{:.0}–{:.0}]</span></td>",
+                        escape(&f.chosen[0]),
+                        escape(&f.chosen[1]),
+                        100.0 * f.fraction,
+                        100.0 * f.interval.0,
+                        100.0 * f.interval.1
+                    );
+                }
+                None => h.push_str("<td>–</td>"),
+            }
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
+    let significant: Vec<&PairedTest> = study.tests.iter().filter(|t| t.p_holm < 0.05).collect();
+    let _ = write!(
+        h,
+        "<p>Paired exact McNemar tests, Holm-corrected per layer: {} of {} pairs differ at the 5% level{}</p>",
+        significant.len(),
+        study.tests.len(),
+        if significant.is_empty() { "." } else { ":" }
+    );
+    if !significant.is_empty() {
+        h.push_str(
+            "<table><tr><th>layer</th><th>pair</th><th>only first / only second</th><th>p (Holm)</th></tr>",
+        );
+        for t in significant {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{} vs {}</td><td>{} / {}</td><td>{:.2e}</td></tr>",
+                t.layer,
+                escape(&t.families[0]),
+                escape(&t.families[1]),
+                t.discordant[0],
+                t.discordant[1],
+                t.p_holm
+            );
+        }
+        h.push_str("</table>");
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::ScopeRecord;
+
+    fn record(source: usize, label: &str, amplifier: &str, score: f32) -> ScopeRecord {
+        ScopeRecord {
+            source_index: source,
+            source: format!("source {source}"),
+            layer: 3,
+            target_layer: 3,
+            hook: "blocks.3.hook_resid_post".into(),
+            amplifier: amplifier.into(),
+            label: label.into(),
+            value: None,
+            feature: None,
+            null: None,
+            generation: String::new(),
+            tokens: Vec::new(),
+            score,
+            concept_hits: Vec::new(),
+            source_next_token: String::new(),
+            patched_next_token: String::new(),
+            next_token_match: false,
+            surprisal: 0.0,
+            norm: 1.0,
+            amplified_norm: 1.0,
+        }
+    }
+
+    /// `scale 2` interprets the even sources and `scale 6` the odd ones, so the value chosen on
+    /// one half is the wrong one for the other half as often as the halves' parities differ;
+    /// `none` interprets nothing, and the held-out `scale` figure is what the choice achieves on
+    /// the half it did not see.
+    #[test]
+    fn each_half_is_scored_by_the_value_the_other_half_chose() {
+        let n = 40;
+        let mut records = Vec::new();
+        for i in 0..n {
+            records.push(record(i, "none", "none", 0.0));
+            records.push(record(i, "scale 2", "scale", if i % 2 == 0 { 0.9 } else { 0.1 }));
+            records.push(record(i, "scale 6", "scale", if i % 2 == 1 { 0.9 } else { 0.1 }));
+        }
+        let summary = Summary::new(&records, 0.5, &[]);
+        let study = study(&summary, 7);
+        assert_eq!(study.first_half.len(), n / 2);
+        let scale = study.figures.iter().find(|f| f.family == "scale").unwrap();
+        let none = study.figures.iter().find(|f| f.family == "none").unwrap();
+        assert_eq!(none.fraction, 0.0);
+        // By hand: each half is scored by the label the other half chose.
+        let first: Vec<bool> = (0..n)
+            .map(|i| study.first_half.contains(&format!("source {i}")))
+            .collect();
+        let choice = |half: bool| {
+            let even = (0..n).filter(|&i| first[i] == half && i % 2 == 0).count();
+            let odd = (0..n).filter(|&i| first[i] == half && i % 2 == 1).count();
+            if odd > even {
+                1
+            } else {
+                0
+            } // the parity the chosen label interprets; ties go to scale 2
+        };
+        let expected = (0..n).filter(|&i| i % 2 == choice(!first[i])).count() as f64 / n as f64;
+        assert_eq!(scale.fraction, expected);
+        assert!(scale.interval.0 <= scale.fraction && scale.fraction <= scale.interval.1);
+        // One pair at one layer; scale beats none on every source it interprets.
+        assert_eq!(study.tests.len(), 1);
+        let test = &study.tests[0];
+        assert_eq!(test.families, ["none".to_string(), "scale".to_string()]);
+        assert_eq!(test.discordant, [0, (expected * n as f64).round() as usize]);
+        assert_eq!(test.p, test.p_holm);
+        let text = markdown(&summary, &study);
+        assert!(text.contains("| scale |") && text.contains("McNemar"), "{text}");
+    }
+}
