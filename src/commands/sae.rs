@@ -1,5 +1,5 @@
-//! `loupe sae train | eval | top`: sparse autoencoders on an activation store (`synth` and
-//! `synth-score` are in `sae_synth.rs`).
+//! `loupe sae train | eval | export`: sparse autoencoders on an activation store (`top` is in
+//! `sae_top.rs`, `synth` and `synth-score` in `sae_synth.rs`, `probing` in `sae_probing.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -44,68 +44,7 @@ enum Command {
     Export(ExportArgs),
     /// SAEBench's sparse probing: for each labelled feature of a probe config, the best probe on
     /// k SAE latents against the best on k neurons (k = 1, 2, 5), held-out F1.
-    Probing(ProbingArgs),
-}
-
-#[derive(clap::Args, Debug)]
-pub struct ProbingArgs {
-    /// The SAE.
-    #[arg(long)]
-    sae: PathBuf,
-    /// A probe config (see configs/probe-lang.toml): its first store (which must hold the SAE's
-    /// hook), features, token budget and split are used.
-    #[arg(long)]
-    config: PathBuf,
-    /// Any probe config field, as field=value (repeatable): --set max_tokens=20000
-    #[arg(long = "set", value_name = "FIELD=VALUE")]
-    set: Vec<String>,
-    /// The hook point (default: the SAE's).
-    #[arg(long)]
-    hook: Option<HookPoint>,
-    /// Where to write the JSON rows (default: probing.json in the SAE directory).
-    #[arg(long)]
-    output: Option<PathBuf>,
-}
-
-fn run_probing(args: ProbingArgs) -> anyhow::Result<()> {
-    let sae = saelens::load(&args.sae)?;
-    let hook = sae_hook(&sae, &args.sae, args.hook)?;
-    let origin = args.config.display().to_string();
-    let text = std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {origin}"))?;
-    let config = loupe_probe::ProbeConfig::from_toml(&text, &origin, &args.set)?;
-    let store = config.stores.first().context("the probe config names no store")?;
-    let model = Store::open(store)?.manifest.model.name;
-    // Token features need the tokenizer of the model the store was captured from.
-    let tokenizer = loupe_model::Model::load_tokenizer(&model)
-        .with_context(|| format!("loading the tokenizer of model '{model}'"))?;
-    let mut bar = Bar::stopping_on_ctrl_c()?;
-    let rows = loupe_probe::sae_probing::sparse_probing(&config, &sae, hook, &tokenizer, &mut bar)?;
-    bar.finish();
-    println!("sparse probing of {} at {hook}: held-out F1", args.sae.display());
-    println!(
-        "  {:<24} {:>3} {:>8} {:>8}  latents",
-        "feature", "k", "neurons", "latents"
-    );
-    for r in &rows {
-        let latents: Vec<String> = r.latents.iter().map(usize::to_string).collect();
-        println!(
-            "  {:<24} {:>3} {:>8.3} {:>8.3}  {}",
-            r.feature,
-            r.k,
-            r.neurons_f1,
-            r.latents_f1,
-            latents.join(" ")
-        );
-    }
-    let sae_dir = if args.sae.is_dir() {
-        args.sae.clone()
-    } else {
-        args.sae.parent().unwrap_or(Path::new(".")).to_path_buf()
-    };
-    let out = args.output.unwrap_or_else(|| sae_dir.join("probing.json"));
-    loupe_util::write_atomically(&out, serde_json::to_string_pretty(&rows)?.as_bytes())?;
-    println!("wrote {}", out.display());
-    Ok(())
+    Probing(crate::commands::sae_probing::ProbingArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -165,7 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Synth(a) => crate::commands::sae_synth::run(a),
         Command::SynthScore(a) => crate::commands::sae_synth::run_score(a),
         Command::Export(a) => run_export(a),
-        Command::Probing(a) => run_probing(a),
+        Command::Probing(a) => crate::commands::sae_probing::run(a),
     }
 }
 
