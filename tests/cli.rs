@@ -780,6 +780,8 @@ fn scope_runs_judges_reports_and_resumes_on_a_tiny_model() {
     let study: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("study.json")).unwrap()).unwrap();
     assert!(!study["figures"].as_array().unwrap().is_empty(), "{study}");
+    let held_out = std::fs::read_to_string(out_dir.join("held_out.svg")).unwrap();
+    assert!(held_out.starts_with("<svg") && held_out.contains("held out"));
     let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 2 * 2 * 3);
     let events = std::fs::read_dir(out_dir.join("tensorboard")).unwrap().count();

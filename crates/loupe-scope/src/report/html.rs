@@ -18,6 +18,7 @@ pub(super) fn html(
     context: &ReportContext,
     summary: &Summary,
     study: &super::study::Study,
+    held_out_plot: &str,
     plot: &str,
 ) -> String {
     let mut h = String::new();
@@ -36,7 +37,7 @@ pub(super) fn html(
         n_sources = summary.sources.len(),
         n = summary.records.len(),
         threshold = context.threshold,
-        study = super::study::html(summary, study),
+        study = super::study::html(summary, study, held_out_plot),
     );
     if let Some(note) = context.partial_note(summary) {
         let at = h.find("<h2>Held-out comparison</h2>").unwrap_or(h.len());

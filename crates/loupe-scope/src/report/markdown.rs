@@ -116,6 +116,7 @@ pub(super) fn markdown(context: &ReportContext, summary: &Summary, study: &super
     );
     md.push_str("## Held-out comparison\n\n");
     md.push_str(&super::study::markdown(summary, study));
+    md.push_str("\n![held out, with 95% intervals](held_out.svg)\n");
     md.push_str(
         "\n## Fraction interpreted (upper bound)\n\nThe best value of each family chosen on the same \
          prompts it is counted on: an upper bound that favours families with more values.\n\n",

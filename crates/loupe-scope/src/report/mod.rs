@@ -1,8 +1,9 @@
 //! Reports of a scope run, from its records: `report.md` and `report.html` (the held-out
 //! comparison with intervals and paired tests, then per source prompt every amplifier × value
 //! with its generation and score, the best marked), a plot of the fraction of sources
-//! interpreted against layer (`interpreted.svg`, one line per amplifier), `study.json` (the
-//! held-out figures and tests), and `results.json` / `results.csv` for pandas.
+//! interpreted against layer (`interpreted.svg`, one line per amplifier), the held-out fractions
+//! with interval bars (`held_out.svg`), `study.json` (the held-out figures and tests), and
+//! `results.json` / `results.csv` for pandas.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ mod plot;
 pub mod study;
 
 pub use markdown::{fraction_tables, source_section};
-pub use plot::plot_svg;
+pub use plot::{held_out_svg, plot_svg};
 
 use csv::csv;
 use html::html;
@@ -69,6 +70,8 @@ pub struct ReportPaths {
     pub csv: PathBuf,
     /// `study.json`: the held-out figures and the paired tests (see [`study`]).
     pub study: PathBuf,
+    /// `held_out.svg`: the held-out fraction against layer with 95% intervals, one line per family.
+    pub held_out_plot: PathBuf,
 }
 
 /// The records arranged for reading: labels and families in the order the run made them.
@@ -192,11 +195,17 @@ pub fn write_report(out: &Path, context: &ReportContext, records: &[ScopeRecord]
         json: out.join("results.json"),
         csv: out.join("results.csv"),
         study: out.join("study.json"),
+        held_out_plot: out.join("held_out.svg"),
     };
     let plot = plot_svg(&summary);
     let study = study::study(&summary, study::STUDY_SEED);
+    let held_out_plot = held_out_svg(&summary, &study);
     write_atomic(&paths.markdown, &markdown(context, &summary, &study))?;
-    write_atomic(&paths.html, &html(context, &summary, &study, &plot))?;
+    write_atomic(
+        &paths.html,
+        &html(context, &summary, &study, &held_out_plot, &plot),
+    )?;
+    write_atomic(&paths.held_out_plot, &held_out_plot)?;
     write_atomic(
         &paths.study,
         &serde_json::to_string_pretty(&study).expect("the study serializes"),

@@ -1,14 +1,39 @@
-//! `interpreted.svg`: the fraction of source prompts interpreted against layer, one line per
-//! amplifier family.
+//! `interpreted.svg` (the fraction of source prompts interpreted against layer, one line per
+//! amplifier family) and `held_out.svg` (the held-out fractions with their 95% intervals as bars).
 
 use std::fmt::Write as _;
 
 use loupe_util::html::escape;
 
+use super::study::Study;
 use super::{family, Summary};
 
 /// Fraction interpreted against layer, one line per amplifier family, as a standalone SVG.
 pub fn plot_svg(summary: &Summary) -> String {
+    plot_lines(summary, "interpreted", &|family_name, layer| {
+        let fraction = summary.fraction_interpreted(layer, |r| family(r) == family_name)?;
+        Some((fraction, None))
+    })
+}
+
+/// The held-out fraction against layer, one line per family, each point with its 95% bootstrap
+/// interval as a vertical bar (families side by side, a few pixels apart, so that bars do not
+/// hide one another).
+pub fn held_out_svg(summary: &Summary, study: &Study) -> String {
+    plot_lines(summary, "interpreted, held out", &|family_name, layer| {
+        let f = study
+            .figures
+            .iter()
+            .find(|f| f.family == family_name && f.layer == layer)?;
+        Some((f.fraction, Some(f.interval)))
+    })
+}
+
+/// One line per family of `point(family, layer)`: a fraction, and optionally an interval drawn
+/// as a bar around it.
+type Point<'a> = dyn Fn(&str, usize) -> Option<(f64, Option<(f64, f64)>)> + 'a;
+
+fn plot_lines(summary: &Summary, y_label: &str, point: &Point) -> String {
     const COLORS: [&str; 8] = [
         "#555", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#e377c2",
     ];
@@ -57,24 +82,33 @@ pub fn plot_svg(summary: &Summary) -> String {
     let _ = write!(
         svg,
         "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">source layer</text>\
-         <text x=\"12\" y=\"{}\" transform=\"rotate(-90 12 {})\" text-anchor=\"middle\">interpreted (score &gt; {})</text>",
+         <text x=\"12\" y=\"{}\" transform=\"rotate(-90 12 {})\" text-anchor=\"middle\">{y_label} (score &gt; {})</text>",
         left + plot_w / 2.0,
         height - 5.0,
         top + plot_h / 2.0,
         top + plot_h / 2.0,
         summary.threshold
     );
+    let families = summary.families.len() as f64;
     for (i, family_name) in summary.families.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let points: Vec<(f64, f64)> = summary
-            .layers
-            .iter()
-            .filter_map(|&l| {
-                summary
-                    .fraction_interpreted(l, |r| &family(r) == family_name)
-                    .map(|f| (x(l), y(f)))
-            })
-            .collect();
+        let shift = 4.0 * (i as f64 - (families - 1.0) / 2.0);
+        let mut points: Vec<(f64, f64)> = Vec::new();
+        for &layer in &summary.layers {
+            let Some((fraction, interval)) = point(family_name, layer) else {
+                continue;
+            };
+            let px = x(layer) + shift;
+            if let Some((lo, hi)) = interval {
+                let _ = write!(
+                    svg,
+                    "<line x1=\"{px:.1}\" x2=\"{px:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{color}\" stroke-opacity=\"0.6\"/>",
+                    y(lo),
+                    y(hi)
+                );
+            }
+            points.push((px, y(fraction)));
+        }
         let path: Vec<String> = points.iter().map(|(px, py)| format!("{px:.1},{py:.1}")).collect();
         let _ = write!(
             svg,

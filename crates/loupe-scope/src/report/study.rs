@@ -245,8 +245,8 @@ pub fn markdown(summary: &Summary, study: &Study) -> String {
     md
 }
 
-/// The headline table and the significant pairs as HTML.
-pub fn html(summary: &Summary, study: &Study) -> String {
+/// The headline table, its plot (`held_out_svg`) and the significant pairs as HTML.
+pub fn html(summary: &Summary, study: &Study, plot: &str) -> String {
     use std::fmt::Write as _;
     let mut h = String::from(
         "<h2>Held-out comparison</h2><p>Each family's value chosen on half of the source prompts, the \
@@ -283,6 +283,7 @@ pub fn html(summary: &Summary, study: &Study) -> String {
         h.push_str("</tr>");
     }
     h.push_str("</table>");
+    h.push_str(plot);
     let significant: Vec<&PairedTest> = study.tests.iter().filter(|t| t.p_holm < 0.05).collect();
     let _ = write!(
         h,
