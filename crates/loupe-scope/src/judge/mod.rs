@@ -1,5 +1,6 @@
 //! Judges of a patched generation (docs/design.md, "Judges"): embedding similarity with the source prompt
-//! ([`embedding`]), named concept words, and Patchscopes' next-token agreement and surprisal.
+//! ([`embedding`]), named concept words, degenerate text, and Patchscopes' next-token agreement
+//! and surprisal.
 
 pub mod embedding;
 
@@ -21,6 +22,29 @@ pub fn concept_hits(text: &str, concepts: &[String]) -> Vec<String> {
         })
         .cloned()
         .collect()
+}
+
+/// Whether a generation (its token ids) is degenerate: one token makes up at least half of it
+/// (with four tokens or more), or one pair of consecutive tokens occurs three times or more (a
+/// loop). Amplified text that is fluent nonsense of this kind can still sit close to the source in
+/// embedding space; AxBench zeroes such generations, and the scope study counts them as not
+/// interpreted.
+pub fn degenerate(tokens: &[u32]) -> bool {
+    use std::collections::HashMap;
+    if tokens.len() >= 4 {
+        let mut counts: HashMap<u32, usize> = HashMap::new();
+        for &t in tokens {
+            *counts.entry(t).or_default() += 1;
+        }
+        if counts.values().any(|&c| 2 * c >= tokens.len()) {
+            return true;
+        }
+    }
+    let mut pairs: HashMap<(u32, u32), usize> = HashMap::new();
+    for pair in tokens.windows(2) {
+        *pairs.entry((pair[0], pair[1])).or_default() += 1;
+    }
+    pairs.values().any(|&c| c >= 3)
 }
 
 /// Patchscopes' next-token judges for one patched row: whether its most likely first token is the
@@ -69,6 +93,15 @@ mod tests {
             concept_hits("in SPAIN they speak Español; a startup", &concepts),
             vec!["Spain".to_string(), "español".to_string()]
         );
+    }
+
+    #[test]
+    fn repeated_tokens_and_loops_are_degenerate() {
+        assert!(degenerate(&[5, 5, 5, 5, 1, 2, 3, 4])); // half one token
+        assert!(degenerate(&[1, 2, 1, 2, 1, 2, 9])); // "1 2" three times
+        assert!(!degenerate(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]));
+        assert!(!degenerate(&[7, 7, 8])); // too short to judge by counts, no loop
+        assert!(!degenerate(&[]));
     }
 
     #[test]

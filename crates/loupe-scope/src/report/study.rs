@@ -5,7 +5,9 @@
 //!
 //! "Interpreted at any value" (the upper bound in the report's other tables) favours families with
 //! more values, and chooses the value on the very prompts it is reported on; here a family's
-//! figure is what its choice of value achieves on prompts the choice did not see.
+//! figure is what its choice of value achieves on prompts the choice did not see. A generation
+//! counts as interpreting its source when it scores above the threshold and is not degenerate
+//! ([`crate::judge::degenerate`]: one token repeated, or a loop).
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -15,6 +17,7 @@ use serde::Serialize;
 use loupe_util::html::escape;
 
 use super::{family, Summary};
+use crate::judge::degenerate;
 use crate::stats::{bootstrap_interval, holm, mcnemar_exact, BOOTSTRAP_RESAMPLES};
 
 /// Seeds the split of the sources and the bootstrap.
@@ -74,13 +77,14 @@ pub fn study(summary: &Summary, seed: u64) -> Study {
     for &i in &order[..n / 2] {
         in_first[i] = true;
     }
-    // Whether `label` interpreted source `i` at `layer`; `None` without a record.
+    // Whether `label` interpreted source `i` at `layer`, its generation not degenerate; `None`
+    // without a record.
     let interpreted = |label: &str, i: usize, layer: usize| -> Option<bool> {
         summary
             .records
             .iter()
             .find(|r| r.label == label && r.layer == layer && r.source == summary.sources[i])
-            .map(|r| r.score > summary.threshold)
+            .map(|r| r.score > summary.threshold && !degenerate(&r.tokens))
     };
     let mut figures = Vec::new();
     for family_name in &summary.families {
@@ -179,9 +183,11 @@ pub fn markdown(summary: &Summary, study: &Study) -> String {
     let _ = writeln!(
         md,
         "Held out: each family's value (α, s, c, ...) is chosen on half of the {} source prompts and \
-         the fraction interpreted is counted on the other half, then the halves swap (a seeded split); \
+         the fraction interpreted (score above {}, and the generation not degenerate: one token \
+         repeated, or a loop) is counted on the other half, then the halves swap (a seeded split); \
          in brackets the 95% bootstrap interval over prompts ({BOOTSTRAP_RESAMPLES} resamples).\n",
-        summary.sources.len()
+        summary.sources.len(),
+        summary.threshold
     );
     let _ = write!(md, "| amplifier |");
     for layer in &summary.layers {
@@ -214,6 +220,18 @@ pub fn markdown(summary: &Summary, study: &Study) -> String {
         }
         md.push('\n');
     }
+    md.push_str("\nDegenerate generations (all layers and values of the family):");
+    for family_name in &summary.families {
+        let of_family: Vec<_> = summary
+            .records
+            .iter()
+            .filter(|r| &family(r) == family_name)
+            .collect();
+        let bad = of_family.iter().filter(|r| degenerate(&r.tokens)).count();
+        let _ = write!(md, " {family_name} {bad} of {};", of_family.len());
+    }
+    md.pop();
+    md.push_str(".\n");
     let significant: Vec<&PairedTest> = study.tests.iter().filter(|t| t.p_holm < 0.05).collect();
     let _ = writeln!(
         md,
