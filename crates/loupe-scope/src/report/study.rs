@@ -175,6 +175,64 @@ pub fn study(summary: &Summary, seed: u64) -> Study {
     }
 }
 
+/// A paragraph that states only what the tests support: which family interprets more sources
+/// than which, at which layers (Holm-corrected exact McNemar at 5%), whether any beats plain
+/// patching (`none`), and how wide the intervals are.
+pub fn summary_paragraph(summary: &Summary, study: &Study) -> String {
+    let half_width = {
+        let widths: Vec<f64> = study
+            .figures
+            .iter()
+            .map(|f| (f.interval.1 - f.interval.0) / 2.0)
+            .collect();
+        100.0 * widths.iter().sum::<f64>() / widths.len().max(1) as f64
+    };
+    let mut text = format!(
+        "At {} source prompts, a held-out fraction's 95% interval spans about ±{:.0} points. ",
+        summary.sources.len(),
+        half_width
+    );
+    // (better, worse) -> the layers where the test separates them.
+    let mut wins: Vec<((String, String), Vec<usize>)> = Vec::new();
+    for t in study.tests.iter().filter(|t| t.p_holm < 0.05) {
+        let pair = if t.discordant[0] >= t.discordant[1] {
+            (t.families[0].clone(), t.families[1].clone())
+        } else {
+            (t.families[1].clone(), t.families[0].clone())
+        };
+        match wins.iter_mut().find(|(p, _)| *p == pair) {
+            Some((_, layers)) => layers.push(t.layer),
+            None => wins.push((pair, vec![t.layer])),
+        }
+    }
+    if wins.is_empty() {
+        text.push_str(
+            "No two amplifier families differ at any layer (exact McNemar, Holm-corrected per layer, 5%): \
+             these prompts cannot rank them.",
+        );
+        return text;
+    }
+    let sentences: Vec<String> = wins
+        .iter()
+        .map(|((better, worse), layers)| {
+            let layers: Vec<String> = layers.iter().map(usize::to_string).collect();
+            let noun = if layers.len() == 1 { "layer" } else { "layers" };
+            format!(
+                "{better} interprets more sources than {worse} at {noun} {}",
+                layers.join(", ")
+            )
+        })
+        .collect();
+    text.push_str(&sentences.join("; "));
+    text.push_str(
+        " (exact McNemar, Holm-corrected per layer, 5%); the other pairs and layers are not separated.",
+    );
+    if summary.families.iter().any(|f| f == "none") && !wins.iter().any(|((_, worse), _)| worse == "none") {
+        text.push_str(" No amplifier is shown to beat plain patching (`none`) at any layer.");
+    }
+    text
+}
+
 /// The study as Markdown: the headline table (held-out fraction and interval per family and
 /// layer), then per layer the pairs whose Holm-adjusted p is below 0.05.
 pub fn markdown(summary: &Summary, study: &Study) -> String {
@@ -220,6 +278,7 @@ pub fn markdown(summary: &Summary, study: &Study) -> String {
         }
         md.push('\n');
     }
+    let _ = writeln!(md, "\n{}", summary_paragraph(summary, study));
     md.push_str("\nDegenerate generations (all layers and values of the family):");
     for family_name in &summary.families {
         let of_family: Vec<_> = summary
@@ -301,6 +360,7 @@ pub fn html(summary: &Summary, study: &Study, plot: &str) -> String {
         h.push_str("</tr>");
     }
     h.push_str("</table>");
+    let _ = write!(h, "<p><b>{}</b></p>", escape(&summary_paragraph(summary, study)));
     h.push_str(plot);
     let significant: Vec<&PairedTest> = study.tests.iter().filter(|t| t.p_holm < 0.05).collect();
     let _ = write!(
@@ -404,5 +464,32 @@ mod tests {
         assert_eq!(test.p, test.p_holm);
         let text = markdown(&summary, &study);
         assert!(text.contains("| scale |") && text.contains("McNemar"), "{text}");
+        // The paragraph says what the one test says, and no more.
+        let paragraph = summary_paragraph(&summary, &study);
+        assert!(paragraph.starts_with("At 40 source prompts"), "{paragraph}");
+        if test.p_holm < 0.05 {
+            assert!(
+                paragraph.contains("scale interprets more sources than none at layer 3"),
+                "{paragraph}"
+            );
+            assert!(!paragraph.contains("No amplifier is shown"), "{paragraph}");
+        } else {
+            assert!(paragraph.contains("cannot rank them"), "{paragraph}");
+        }
+    }
+
+    /// Two families that interpret the same sources: the paragraph claims no ranking.
+    #[test]
+    fn the_paragraph_claims_nothing_the_tests_do_not_support() {
+        let mut records = Vec::new();
+        for i in 0..30 {
+            let score = if i % 3 == 0 { 0.9 } else { 0.1 };
+            records.push(record(i, "none", "none", score));
+            records.push(record(i, "scale 2", "scale", score));
+        }
+        let summary = Summary::new(&records, 0.5, &[]);
+        let paragraph = summary_paragraph(&summary, &study(&summary, 0));
+        assert!(paragraph.contains("cannot rank them"), "{paragraph}");
+        assert!(!paragraph.contains("interprets more"), "{paragraph}");
     }
 }
