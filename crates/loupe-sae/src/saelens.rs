@@ -130,17 +130,8 @@ pub fn load(path: &Path) -> Result<Sae> {
         }
     }
 
-    let weights_path = path.join(WEIGHTS_FILE);
-    // Verified against its checksum (when loupe wrote it) before any tensor is built.
-    loupe_util::SafetensorsFile::open(&weights_path)?;
-    let mut tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
-        .map_err(|e| Error::file(&weights_path, format!("cannot read SAE weights: {e}")))?;
-    let mut take = |name: &str| -> Result<Tensor> {
-        let t = tensors
-            .remove(name)
-            .ok_or_else(|| Error::file(&weights_path, format!("tensor `{name}` is missing")))?;
-        Ok(t.to_dtype(DType::F32)?)
-    };
+    let mut weights = WeightsFile::read(&path.join(WEIGHTS_FILE))?;
+    let mut take = |name: &str| weights.take(name);
     let architecture = string_field("architecture").unwrap_or_else(|| "standard".into());
     // SAELens 5 wrote the activation as `activation_fn_str` (+ `activation_fn_kwargs.k`).
     let activation_fn = string_field("activation_fn_str");
@@ -199,6 +190,34 @@ pub fn load(path: &Path) -> Result<Sae> {
     };
     sae.check_shapes(&origin)?;
     Ok(sae)
+}
+
+/// An SAE's weights file, read whole: verified against its checksum (when loupe wrote it)
+/// before any tensor is built, then handed out tensor by tensor as f32.
+pub(crate) struct WeightsFile {
+    path: std::path::PathBuf,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl WeightsFile {
+    pub(crate) fn read(path: &Path) -> Result<Self> {
+        loupe_util::SafetensorsFile::open(path)?;
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| Error::file(path, format!("cannot read SAE weights: {e}")))?;
+        Ok(WeightsFile {
+            path: path.to_path_buf(),
+            tensors,
+        })
+    }
+
+    /// Tensor `name` as f32, or an error naming the file and the tensor.
+    pub(crate) fn take(&mut self, name: &str) -> Result<Tensor> {
+        let t = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| Error::file(&self.path, format!("tensor `{name}` is missing")))?;
+        Ok(t.to_dtype(DType::F32)?)
+    }
 }
 
 /// Gemma Scope's `params.npz`: JumpReLU, b_dec not subtracted from the input. It names no model

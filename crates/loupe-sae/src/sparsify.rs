@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 use loupe_model::HookPoint;
 use loupe_util::Problems as _;
 use serde_json::{json, Value};
@@ -81,16 +81,8 @@ pub fn load(dir: &Path) -> Result<Sae> {
         }
     }
 
-    let weights_path = dir.join(WEIGHTS_FILE);
-    loupe_util::SafetensorsFile::open(&weights_path)?;
-    let mut tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
-        .map_err(|e| Error::file(&weights_path, format!("cannot read SAE weights: {e}")))?;
-    let mut take = |name: &str| -> Result<Tensor> {
-        let t = tensors
-            .remove(name)
-            .ok_or_else(|| Error::file(&weights_path, format!("tensor `{name}` is missing")))?;
-        Ok(t.to_dtype(DType::F32)?)
-    };
+    let mut weights = crate::saelens::WeightsFile::read(&dir.join(WEIGHTS_FILE))?;
+    let mut take = |name: &str| weights.take(name);
     let encoder = take("encoder.weight")?;
     let d_sae = encoder.dim(0)?;
     let name = dir

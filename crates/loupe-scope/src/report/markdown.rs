@@ -16,20 +16,24 @@ pub(super) fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', "⏎").trim().to_string()
 }
 
+/// The header of a Markdown table with one column per layer: `| first | L1 | L2 | ...` and its
+/// alignment row.
+pub(super) fn layer_header(md: &mut String, first: &str, layers: &[usize]) {
+    let _ = write!(md, "| {first} |");
+    for layer in layers {
+        let _ = write!(md, " L{layer} |");
+    }
+    md.push_str("\n| --- |");
+    for _ in layers {
+        md.push_str(" ---: |");
+    }
+    md.push('\n');
+}
+
 /// The fraction-interpreted tables (per family and per label against layer), as Markdown.
 pub fn fraction_tables(summary: &Summary) -> String {
     let mut md = String::new();
-    let header = |md: &mut String, first: &str| {
-        let _ = write!(md, "| {first} |");
-        for layer in &summary.layers {
-            let _ = write!(md, " L{layer} |");
-        }
-        md.push_str("\n| --- |");
-        for _ in &summary.layers {
-            md.push_str(" ---: |");
-        }
-        md.push('\n');
-    };
+    let header = |md: &mut String, first: &str| layer_header(md, first, &summary.layers);
     let _ = writeln!(
         md,
         "Fraction of source prompts interpreted (score > {}) at each source layer, by amplifier (best value), and for any amplifier:\n",

@@ -21,10 +21,7 @@ pub fn plot_svg(summary: &Summary) -> String {
 /// hide one another).
 pub fn held_out_svg(summary: &Summary, study: &Study) -> String {
     plot_lines(summary, "interpreted, held out", &|family_name, layer| {
-        let f = study
-            .figures
-            .iter()
-            .find(|f| f.family == family_name && f.layer == layer)?;
+        let f = study.figure(family_name, layer)?;
         Some((f.fraction, Some(f.interval)))
     })
 }

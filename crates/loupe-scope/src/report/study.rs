@@ -9,6 +9,8 @@
 //! counts as interpreting its source when it scores above the threshold and is not degenerate
 //! ([`crate::judge::degenerate`]: one token repeated, or a loop).
 
+use std::collections::HashMap;
+
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -68,6 +70,15 @@ pub struct Study {
     pub tests: Vec<PairedTest>,
 }
 
+impl Study {
+    /// The figure of `family` at `layer`, if it has one.
+    pub fn figure(&self, family: &str, layer: usize) -> Option<&HeldOutFigure> {
+        self.figures
+            .iter()
+            .find(|f| f.family == family && f.layer == layer)
+    }
+}
+
 /// The study of a run's records (see the module docs).
 pub fn study(summary: &Summary, seed: u64) -> Study {
     let n = summary.sources.len();
@@ -77,14 +88,19 @@ pub fn study(summary: &Summary, seed: u64) -> Study {
     for &i in &order[..n / 2] {
         in_first[i] = true;
     }
-    // Whether `label` interpreted source `i` at `layer`, its generation not degenerate; `None`
-    // without a record.
+    // Whether each (label, layer, source) record interprets its source, its generation not
+    // degenerate: judged once, looked up by every choice below.
+    let judged: HashMap<(&str, usize, &str), bool> = summary
+        .records
+        .iter()
+        .map(|r| {
+            let ok = r.score > summary.threshold && !degenerate(&r.tokens);
+            ((r.label.as_str(), r.layer, r.source.as_str()), ok)
+        })
+        .collect();
+    // `None` where `label` has no record of source `i` at `layer`.
     let interpreted = |label: &str, i: usize, layer: usize| -> Option<bool> {
-        summary
-            .records
-            .iter()
-            .find(|r| r.label == label && r.layer == layer && r.source == summary.sources[i])
-            .map(|r| r.score > summary.threshold && !degenerate(&r.tokens))
+        judged.get(&(label, layer, summary.sources[i].as_str())).copied()
     };
     let mut figures = Vec::new();
     for family_name in &summary.families {
@@ -107,13 +123,13 @@ pub fn study(summary: &Summary, seed: u64) -> Study {
                         .filter(|&i| in_first[i] == half && interpreted(label, i, layer) == Some(true))
                         .count()
                 };
-                let mut best = labels[0];
-                for &label in &labels[1..] {
-                    if hits(label) > hits(best) {
-                        best = label;
-                    }
-                }
-                best.clone()
+                // `max_by_key` keeps the last of equals: reversed, that is the first in run order.
+                labels
+                    .iter()
+                    .rev()
+                    .max_by_key(|label| hits(label))
+                    .expect("a family has a label")
+                    .to_string()
             };
             let chosen = [choose(true), choose(false)];
             let outcomes: Vec<Option<bool>> = (0..n)
@@ -247,23 +263,11 @@ pub fn markdown(summary: &Summary, study: &Study) -> String {
         summary.sources.len(),
         summary.threshold
     );
-    let _ = write!(md, "| amplifier |");
-    for layer in &summary.layers {
-        let _ = write!(md, " L{layer} |");
-    }
-    md.push_str("\n| --- |");
-    for _ in &summary.layers {
-        md.push_str(" ---: |");
-    }
-    md.push('\n');
+    super::markdown::layer_header(&mut md, "amplifier", &summary.layers);
     for family_name in &summary.families {
         let _ = write!(md, "| {family_name} |");
         for &layer in &summary.layers {
-            match study
-                .figures
-                .iter()
-                .find(|f| &f.family == family_name && f.layer == layer)
-            {
+            match study.figure(family_name, layer) {
                 Some(f) => {
                     let _ = write!(
                         md,
@@ -338,11 +342,7 @@ pub fn html(summary: &Summary, study: &Study, plot: &str) -> String {
     for family_name in &summary.families {
         let _ = write!(h, "<tr><th>{}</th>", escape(family_name));
         for &layer in &summary.layers {
-            match study
-                .figures
-                .iter()
-                .find(|f| &f.family == family_name && f.layer == layer)
-            {
+            match study.figure(family_name, layer) {
                 Some(f) => {
                     let _ = write!(
                         h,
