@@ -58,6 +58,10 @@ enum Command {
     /// checksum recorded when it was written, tensors against their promised shapes, activations
     /// finite. Exits 1 if anything is damaged.
     Verify(commands::verify::Args),
+    /// A local web app over the runs in checkpoints/ and activations/: browse stores, SAE features
+    /// (and the latents that fire on a sentence, live), probes and scope reports, and run patch
+    /// experiments in a playground whose results stream in as they are generated.
+    Serve(commands::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         Command::Scope(args) => commands::scope::run(args),
         Command::Store(args) => commands::store::run(args),
         Command::Verify(args) => commands::verify::run(args),
+        Command::Serve(args) => commands::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

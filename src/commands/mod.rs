@@ -11,6 +11,7 @@ pub mod sae_probing;
 pub mod sae_synth;
 pub mod sae_top;
 pub mod scope;
+pub mod serve;
 pub mod store;
 pub mod verify;
 

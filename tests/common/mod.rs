@@ -57,3 +57,134 @@ pub fn tiny_capture_setup(docs: usize) -> (tempfile::TempDir, std::path::PathBuf
     .unwrap();
     (dir, config)
 }
+
+/// Runs of every kind, made by the binary on a tiny model, for `loupe serve` to serve: under
+/// `runs/` a store (`runs/store`), a TopK SAE with its top contexts (`runs/sae`), a probe run
+/// (`runs/probes`) and a scope run (`runs/scope`). The tiny model is `model/`.
+pub fn serve_fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    write_tiny_hf_dir(&dir.path().join("model"), 3).unwrap();
+    let runs = dir.path().join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    // Two "languages" the tiny model reads differently, with a multi-byte character in each.
+    let corpus: String = (0..60)
+        .map(|i| match i % 2 {
+            0 => format!("{{\"text\": \"tt t {i} café ttt t tt\", \"lang\": \"a\"}}\n"),
+            _ => format!("{{\"text\": \"xq zq {i} qqz ñ zz xz\", \"lang\": \"b\"}}\n"),
+        })
+        .collect();
+    std::fs::write(dir.path().join("corpus.jsonl"), corpus).unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let run = |args: &[&str]| {
+        let out = loupe(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    let capture = write(
+        "capture.toml",
+        format!(
+            "model = \"{d}/model\"\nhooks = [\"blocks.1.hook_resid_post\", \"blocks.1.mlp.hook_post\"]\n\
+             output = \"{d}/runs/store\"\ncontext_length = 16\nbatch_size = 4\nshard_contexts = 8\n\n\
+             [[corpus]]\npath = \"{d}/corpus.jsonl\"\nlabels = [\"lang\"]\n"
+        ),
+    );
+    run(&["capture", "--config", &capture]);
+    let sae = write(
+        "sae.toml",
+        format!(
+            "store = \"{d}/runs/store\"\nhook = \"blocks.1.hook_resid_post\"\noutput = \"{d}/runs/sae\"\n\
+             architecture = \"topk\"\nexpansion = 2\nk = 4\ntrain_tokens = 2048\nbatch_size = 64\nheld_out = 0.2\n"
+        ),
+    );
+    run(&["sae", "train", "--config", &sae]);
+    run(&[
+        "sae",
+        "top",
+        "--sae",
+        &format!("{d}/runs/sae"),
+        "--store",
+        &format!("{d}/runs/store"),
+        "--examples",
+        "3",
+    ]);
+    let probe = write(
+        "probe.toml",
+        format!(
+            "stores = [\"{d}/runs/store\"]\nhooks = [\"blocks.1.mlp.hook_post\"]\noutput = \"{d}/runs/probes\"\n\
+             held_out = 0.3\nks = [1, 2, 4]\nrankings = [\"mean_diff\", \"f_stat\"]\n[exact]\nmax_k = 0\n\n\
+             [[feature]]\nkind = \"label\"\nfield = \"lang\"\nvalue = \"a\"\n"
+        ),
+    );
+    run(&["probe", "train", "--config", &probe]);
+    let scope = write(
+        "scope.toml",
+        format!(
+            "model = \"{d}/model\"\nout = \"{d}/runs/scope\"\n[source]\nprompts = [\"the dog\", \"hello\"]\n\
+             layers = [0, 1]\n[target]\nprompt = \"the cat sat on the mat\"\n[generate]\nmax_new_tokens = 4\n\
+             [[amplifier]]\nkind = \"none\"\n[[amplifier]]\nkind = \"scale\"\nvalues = [3]\n"
+        ),
+    );
+    run(&["scope", "--config", &scope]);
+    dir
+}
+
+/// A `loupe serve` process on a free loopback port, stopped when dropped.
+pub struct Server {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// The first line it printed (with the token, when it has one).
+    pub banner: String,
+}
+
+impl Server {
+    /// Starts `loupe serve --port 0` with `args` and waits for the address it prints.
+    pub fn start(args: &[&str]) -> Server {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_loupe"))
+            .args(["serve", "--port", "0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("loupe serve starts");
+        let mut banner = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut banner)
+            .unwrap();
+        assert!(banner.starts_with("loupe serve: http://"), "{banner:?}");
+        let address = banner["loupe serve: ".len()..].split_whitespace().next().unwrap();
+        let port = address
+            .trim_start_matches("http://")
+            .split(['/', ':'])
+            .nth(1)
+            .unwrap();
+        Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            banner,
+        }
+    }
+
+    /// Stops the server and returns what it wrote to stderr.
+    pub fn stop(mut self) -> String {
+        use std::io::Read;
+        let _ = self.child.kill();
+        let mut err = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = stderr.read_to_string(&mut err);
+        }
+        err
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

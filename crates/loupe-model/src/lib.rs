@@ -59,4 +59,4 @@ pub use llama::LlamaConfig;
 pub use model::{with_f32, Logits, Model};
 pub use network::{ModelSpec, SUPPORTED_FAMILIES};
 pub use source::{models_dir, ModelSource, REGISTERED_MODELS};
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{TextPiece, Tokenizer};

@@ -29,6 +29,15 @@ pub struct Tokenizer {
     eos: Option<u32>,
 }
 
+/// A run of tokens and the text they make: see [`Tokenizer::decode_pieces`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TextPiece {
+    /// The tokens' indices in the decoded ids.
+    pub tokens: std::ops::Range<usize>,
+    /// Their text.
+    pub text: String,
+}
+
 /// The pre-tokenizer split of Qwen2's tokenizer.json (llama.cpp's `qwen2` pre-tokenizer).
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -175,6 +184,37 @@ impl Tokenizer {
         self.inner
             .decode(ids, false)
             .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// The text of `ids` cut into pieces that each read as whole characters: one piece per token,
+    /// except that tokens which only make a character together (the byte tokens of a multi-byte
+    /// character, such as the three of "日") form one piece. This is how token-by-token displays
+    /// show "日本" instead of "������". Each piece's text is what its tokens add to the text of
+    /// the tokens before it, so spaces fall where the whole text has them.
+    pub fn decode_pieces(&self, ids: &[u32]) -> Result<Vec<TextPiece>> {
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        let mut decoded_before = String::new();
+        for end in 1..=ids.len() {
+            let decoded = self.decode(&ids[..end])?;
+            // A piece that ends inside a character decodes with a trailing replacement character;
+            // the next token completes it (at the end of `ids` it stays as it is).
+            if decoded.ends_with('\u{FFFD}') && end < ids.len() {
+                continue;
+            }
+            let text = match decoded.strip_prefix(decoded_before.as_str()) {
+                Some(added) => added.to_string(),
+                // A decoder that rewrites earlier text (none of loupe's do): the piece alone.
+                None => self.decode(&ids[start..end])?,
+            };
+            pieces.push(TextPiece {
+                tokens: start..end,
+                text,
+            });
+            start = end;
+            decoded_before = decoded;
+        }
+        Ok(pieces)
     }
 
     /// How one token reads on its own (for tables of tokens).

@@ -177,3 +177,23 @@ fn chat_prompts_follow_the_models_template() {
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     );
 }
+
+#[test]
+fn byte_tokens_of_a_character_decode_as_one_piece() {
+    let tokenizer = Model::load_tokenizer("smollm2").unwrap();
+    let text = "Tokyo is 東京 in Japanese, café";
+    let ids = tokenizer.encode(text).unwrap();
+    // Some of these characters are several byte tokens each, which alone read as "�".
+    assert!(ids
+        .iter()
+        .any(|&id| tokenizer.token_text(id).contains('\u{FFFD}')));
+    let pieces = tokenizer.decode_pieces(&ids).unwrap();
+    let joined: String = pieces.iter().map(|p| p.text.as_str()).collect();
+    assert_eq!(joined, text);
+    assert!(pieces.iter().all(|p| !p.text.contains('\u{FFFD}')), "{pieces:?}");
+    assert!(pieces.iter().any(|p| p.text.contains('東')), "{pieces:?}");
+    // The pieces cover every token once, in order.
+    assert_eq!(pieces.first().unwrap().tokens.start, 0);
+    assert_eq!(pieces.last().unwrap().tokens.end, ids.len());
+    assert!(pieces.windows(2).all(|w| w[0].tokens.end == w[1].tokens.start));
+}

@@ -63,11 +63,12 @@ pub struct Example {
     pub context: u32,
     /// The token's position in its context.
     pub position: u32,
-    /// The tokens around the example, as text.
+    /// The tokens around the example, as text: one entry per token, except that the byte tokens
+    /// of a multi-byte character are one entry ([`Tokenizer::decode_pieces`]).
     pub tokens: Vec<String>,
-    /// The latent's activation on each of them.
+    /// The latent's activation on each entry (the largest of its tokens').
     pub activations: Vec<f32>,
-    /// Index of the example's own token in `tokens`.
+    /// Index of the entry holding the example's own token in `tokens`.
     pub highlight: usize,
 }
 
@@ -191,15 +192,26 @@ pub fn top_activations(
         for &(latent, row, value) in items {
             let row = row as usize;
             let (s, e) = window(row);
+            // Byte tokens of one character are shown together, with the largest activation among them.
+            let pieces = tokenizer.decode_pieces(&data.fields.token_ids[s..e])?;
             examples[latent].push(Example {
                 activation: value,
                 context: data.fields.context_ids[row],
                 position: data.fields.positions[row],
-                tokens: (s..e)
-                    .map(|r| tokenizer.token_text(data.fields.token_ids[r]))
+                tokens: pieces.iter().map(|p| p.text.clone()).collect(),
+                activations: pieces
+                    .iter()
+                    .map(|p| {
+                        p.tokens
+                            .clone()
+                            .map(|i| activation_of(s + i, latent))
+                            .fold(0.0, f32::max)
+                    })
                     .collect(),
-                activations: (s..e).map(|r| activation_of(r, latent)).collect(),
-                highlight: row - s,
+                highlight: pieces
+                    .iter()
+                    .position(|p| p.tokens.contains(&(row - s)))
+                    .expect("the pieces cover every token"),
             });
         }
     }

@@ -51,6 +51,17 @@ pub struct RunSummary {
 impl ScopePlan<'_> {
     /// Runs the sweep, appending to `out/results.jsonl` and skipping what it already holds.
     pub fn run(&self, embedder: &Embedder, progress: &mut dyn Progress) -> Result<RunSummary> {
+        self.run_observed(embedder, progress, &mut |_| {})
+    }
+
+    /// [`ScopePlan::run`], handing each batch of new records to `observe` as soon as they are
+    /// written (how `loupe serve` streams a playground job to the browser).
+    pub fn run_observed(
+        &self,
+        embedder: &Embedder,
+        progress: &mut dyn Progress,
+        observe: &mut dyn FnMut(&[ScopeRecord]),
+    ) -> Result<RunSummary> {
         let out = &self.config.out;
         std::fs::create_dir_all(out).map_err(|e| Error::file(out, e))?;
         self.check_run_identity(out)?;
@@ -161,6 +172,7 @@ impl ScopePlan<'_> {
                     });
                 }
                 results.append(&records)?;
+                observe(&records);
                 summary.generated += n;
                 progress.advance(n as u64);
             }

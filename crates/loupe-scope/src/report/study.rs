@@ -62,6 +62,8 @@ pub struct PairedTest {
 /// Every figure and test of the study.
 #[derive(Clone, Debug, Serialize)]
 pub struct Study {
+    /// The judge's threshold: a generation scoring above it (and not degenerate) is interpreted.
+    pub threshold: f32,
     /// The sources of the first half (the rest form the second).
     pub first_half: Vec<String>,
     /// Per family and layer.
@@ -182,6 +184,7 @@ pub fn study(summary: &Summary, seed: u64) -> Study {
         tests.extend(pairs);
     }
     Study {
+        threshold: summary.threshold,
         first_half: (0..n)
             .filter(|&i| in_first[i])
             .map(|i| summary.sources[i].clone())
