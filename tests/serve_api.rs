@@ -479,3 +479,66 @@ fn a_token_guards_every_request_when_the_server_has_one() {
     let out = common::loupe(&["serve", "--root", &format!("{root}/missing"), "--port", "0"]);
     common::assert_clear_error(&out, &["--root", "missing", "no such folder"]);
 }
+
+#[test]
+fn feature_book_entries_are_playground_amplifiers() {
+    let fixture = serve_fixture();
+    let dir = fixture.path();
+    // Paths in a book are relative to the working directory, or to the book when not found there.
+    std::fs::write(
+        dir.join("book.toml"),
+        "[[feature]]\nname = \"tiny latent\"\nkind = \"sae\"\nsae = \"runs/sae\"\nlatent = 3\nconcepts = [\"tt\"]\n",
+    )
+    .unwrap();
+    let book = dir.join("book.toml");
+    let server = Server::start(&[
+        "--root",
+        dir.join("runs").to_str().unwrap(),
+        "--features",
+        book.to_str().unwrap(),
+    ]);
+    let api = |path: &str| format!("{}/api{path}", server.url);
+    let (status, options) = get(&api("/playground/options"));
+    assert_eq!(status, 200);
+    assert_eq!(options["features"][0]["name"], "tiny latent");
+    assert_eq!(options["features"][0]["kind"], "sae");
+    assert_eq!(options["entities"].as_array().unwrap().len(), 40);
+
+    let request = |name: &str| {
+        json!({
+            "model": dir.join("model"),
+            "prompt": "hello",
+            "layers": [1],
+            "target": "the cat sat on the mat",
+            "amplifiers": [{"kind": "feature", "name": name, "values": [2, 4]}],
+            "max_new_tokens": 3,
+        })
+    };
+    assert_error(
+        post(&api("/playground"), &request("nope")),
+        404,
+        &["no feature 'nope'", "--features"],
+    );
+    let (status, started) = post(&api("/playground"), &request("tiny latent"));
+    assert_eq!((status, started["total"].as_u64()), (202, Some(2)), "{started}");
+    let job = started["job"].as_u64().unwrap();
+    let mut events = agent().get(api(&format!("/jobs/{job}/events"))).call().unwrap();
+    let stream = events.body_mut().read_to_string().unwrap();
+    assert!(stream.contains("\"status\":\"done\""), "{stream}");
+    assert_eq!(stream.matches("event: record").count(), 2, "{stream}");
+    assert!(stream.contains("sae tiny latent ×2"), "{stream}");
+    drop(server);
+
+    // A book that cannot be read stops the server before it listens, naming the file.
+    std::fs::write(dir.join("bad.toml"), "[[feature]]\nkind = \"sae\"\n").unwrap();
+    let out = common::loupe(&[
+        "serve",
+        "--root",
+        dir.to_str().unwrap(),
+        "--port",
+        "0",
+        "--features",
+        dir.join("bad.toml").to_str().unwrap(),
+    ]);
+    common::assert_clear_error(&out, &["--features", "bad.toml", "without a name"]);
+}

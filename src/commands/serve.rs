@@ -20,6 +20,10 @@ pub struct Args {
     /// The port (0: any free port, printed).
     #[arg(long, default_value_t = 7878)]
     port: u16,
+    /// A feature book whose entries the playground offers as amplification targets; repeatable
+    /// (e.g. configs/features-main.toml, whose SAE and probe the main job trains).
+    #[arg(long = "features", value_name = "FILE")]
+    feature_books: Vec<PathBuf>,
     /// Require this token on every request (default: none on loopback, a generated one otherwise).
     #[arg(long)]
     token: Option<String>,
@@ -54,26 +58,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
+    let roots_shown: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+    // Before anything listens: a feature book that cannot be read stops here.
+    let router = loupe_serve::router(ServeConfig {
+        roots,
+        token: token.clone(),
+        feature_books: args.feature_books,
+    })
+    .map_err(|e| anyhow::anyhow!("--features {e}"))?;
+
+    let (host, port) = (args.host, args.port);
     let runtime = tokio::runtime::Runtime::new().context("starting the server's runtime")?;
     runtime.block_on(async move {
-        let address = SocketAddr::new(args.host, args.port);
+        let address = SocketAddr::new(host, port);
         let listener = tokio::net::TcpListener::bind(address).await.with_context(|| {
             format!("cannot listen on {address}; choose another --port (0: any free one)")
         })?;
         let bound = listener.local_addr()?;
-        let shown_host = if args.host.is_unspecified() {
+        let shown_host = if host.is_unspecified() {
             "127.0.0.1".to_string()
         } else {
-            args.host.to_string()
+            host.to_string()
         };
         let query = token.as_ref().map(|t| format!("?token={t}")).unwrap_or_default();
-        let roots_shown: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
         println!(
             "loupe serve: http://{shown_host}:{}/{query} (runs under {}; Ctrl-C stops)",
             bound.port(),
             roots_shown.join(", ")
         );
-        let router = loupe_serve::router(ServeConfig { roots, token });
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };

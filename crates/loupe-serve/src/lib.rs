@@ -38,6 +38,7 @@ use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
 mod error;
+mod features;
 mod models;
 mod playground;
 mod probe;
@@ -59,12 +60,15 @@ pub struct ServeConfig {
     pub roots: Vec<PathBuf>,
     /// When set, every request must carry it.
     pub token: Option<String>,
+    /// Feature books whose entries the playground offers as amplification targets.
+    pub feature_books: Vec<PathBuf>,
 }
 
 /// The server's state, shared by every request.
 pub struct App {
     roots: Vec<PathBuf>,
     token: Option<String>,
+    feature_books: features::FeatureBooks,
     loaded: models::Loaded,
     jobs: Mutex<playground::Jobs>,
 }
@@ -72,11 +76,13 @@ pub struct App {
 /// What handlers are given.
 pub type AppState = Arc<App>;
 
-/// The whole app: API, page and assets, guarded by the token when there is one.
-pub fn router(config: ServeConfig) -> Router {
+/// The whole app: API, page and assets, guarded by the token when there is one. A feature book
+/// that cannot be read is an error naming it.
+pub fn router(config: ServeConfig) -> Result<Router, String> {
     let app = Arc::new(App {
         roots: config.roots,
         token: config.token,
+        feature_books: features::FeatureBooks::read(&config.feature_books)?,
         loaded: Default::default(),
         jobs: Default::default(),
     });
@@ -95,7 +101,7 @@ pub fn router(config: ServeConfig) -> Router {
         .route("/jobs/{id}", get(playground::status))
         .route("/jobs/{id}/events", get(playground::events))
         .route("/jobs/{id}/cancel", post(playground::cancel));
-    Router::new()
+    let router = Router::new()
         .route("/", get(page))
         .route("/assets/app.js", get(script))
         .route("/assets/style.css", get(style))
@@ -107,7 +113,8 @@ pub fn router(config: ServeConfig) -> Router {
             ApiError::internal("loupe failed unexpectedly on this request (a bug: please report it)")
                 .into_response()
         }))
-        .with_state(app)
+        .with_state(app);
+    Ok(router)
 }
 
 async fn page() -> Html<&'static str> {

@@ -88,6 +88,9 @@ enum AmplifierRequest {
         latent: usize,
         values: Vec<f32>,
     },
+    /// An entry of one of the server's feature books (`loupe serve --features`), by name: an SAE
+    /// latent scaled by each α, any other direction's component scaled by each α.
+    Feature { name: String, values: Vec<f32> },
     /// A probe of a served probe run, its direction's component scaled by each α.
     Probe {
         run: String,
@@ -175,7 +178,7 @@ impl Jobs {
 }
 
 /// `GET /api/playground/options`: what the playground form offers.
-pub async fn options() -> Json<Value> {
+pub async fn options(State(app): State<AppState>) -> Json<Value> {
     let entities: Vec<&str> = ENTITIES
         .lines()
         .map(str::trim)
@@ -186,6 +189,7 @@ pub async fn options() -> Json<Value> {
         "targets": BUILT_IN.iter().map(|(name, text)| json!({"name": name, "text": text})).collect::<Vec<_>>(),
         "sites": ["resid_post", "mlp_out", "mlp_post"],
         "entities": entities,
+        "features": app.feature_books.summaries(),
         "limits": {
             "layers": MAX_LAYERS, "amplifiers": MAX_AMPLIFIERS, "values": MAX_VALUES,
             "rows": MAX_ROWS, "max_new_tokens": MAX_NEW_TOKENS, "prompt_chars": crate::MAX_PROMPT_CHARS,
@@ -322,6 +326,7 @@ fn check_limits(request: &PlaygroundRequest) -> ApiResult<()> {
             AmplifierRequest::Scale { values }
             | AmplifierRequest::Cfg { values }
             | AmplifierRequest::Sae { values, .. }
+            | AmplifierRequest::Feature { values, .. }
             | AmplifierRequest::Probe { values, .. } => values,
         };
         if values.is_empty() || values.len() > MAX_VALUES || values.iter().any(|v| !v.is_finite()) {
@@ -360,6 +365,14 @@ fn scope_config(
                 book.push(json!({ "name": name, "kind": "sae", "sae": sae.dir, "latent": latent }));
                 feature_model = Some(sae_model_name(&sae.dir)?);
                 json!({ "kind": "sae", "feature": name, "values": values })
+            }
+            AmplifierRequest::Feature { name, values } => {
+                let entry = app.feature_books.entry(name)?;
+                let kind = if entry.get("kind").and_then(Value::as_str) == Some("sae") { "sae" } else { "probe" };
+                if !book.iter().any(|e| e["name"] == json!(name)) {
+                    book.push(entry);
+                }
+                json!({ "kind": kind, "feature": name, "values": values })
             }
             AmplifierRequest::Probe { run, feature, hook, method, k, values } => {
                 let probes = find(&app.roots, run, RunKind::Probe)?;

@@ -416,6 +416,10 @@ async function playground(params) {
   const saeSel = h("select", { id: "pg-sae-run" }, saes.map((r) => h("option", { value: r.id, selected: r.id === steerRun }, r.id)));
   const latentIn = h("input", { type: "number", id: "pg-latent", value: steerLatent || 0, min: 0 });
   const saeValues = field("pg-sae-values", "4, 8", 10);
+  const useFeature = check("pg-feature", false);
+  const featureSel = h("select", { id: "pg-feature-name" }, options.features.map((f) =>
+    h("option", { value: f.name }, `${f.name} (${f.kind})`)));
+  const featureValues = field("pg-feature-values", "4, 8", 10);
   const status = h("span", { id: "pg-status", class: "status" });
   const results = h("div", { id: "pg-results" });
   const runButton = h("button", { id: "pg-run" }, "Run");
@@ -434,6 +438,8 @@ async function playground(params) {
       h("div", { class: "row" }, h("label", {}, useScale, " scale α "), scaleIn),
       h("div", { class: "row" }, h("label", {}, useCfg, " cfg s "), cfgIn, h("label", {}, "null prompt ", nullIn)),
       saes.length ? h("div", { class: "row" }, h("label", {}, useSae, " SAE latent "), saeSel, latentIn, h("label", {}, "α ", saeValues)) : null,
+      options.features.length ? h("div", { class: "row" }, h("label", {}, useFeature, " feature book entry "), featureSel, h("label", {}, "α ", featureValues))
+        : h("div", { class: "row muted" }, "Feature book entries: start the server with --features FILE (e.g. configs/features-main.toml)."),
       h("div", { class: "row" }, runButton, cancelButton, status)),
     results,
   );
@@ -449,6 +455,7 @@ async function playground(params) {
     if (useScale.checked) amplifiers.push({ kind: "scale", values: numbers(scaleIn.value) });
     if (useCfg.checked) amplifiers.push({ kind: "cfg", values: numbers(cfgIn.value) });
     if (saes.length && useSae.checked) amplifiers.push({ kind: "sae", run: saeSel.value, latent: Number(latentIn.value), values: numbers(saeValues.value) });
+    if (options.features.length && useFeature.checked) amplifiers.push({ kind: "feature", name: featureSel.value, values: numbers(featureValues.value) });
     const request = {
       model: modelIn.value, prompt: promptIn.value, layers: numbers(layersIn.value), site: siteSel.value,
       target: targetSel.value === "custom" ? targetText.value : targetSel.value, null_prompt: nullIn.value,
