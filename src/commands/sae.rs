@@ -125,7 +125,16 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let config = TrainConfig::from_toml(&text, &args.config.display().to_string(), &overrides)?;
     let outcome = train_with_report(&config)?;
     if outcome.metrics.is_none() && !outcome.stopped {
-        println!("step {}: no held-out metrics (held_out = 0)", outcome.steps);
+        // Metrics are computed by a run that trains; a finished run resumed does no step.
+        if config.held_out > 0.0 {
+            println!(
+                "step {}: the run was already finished; `loupe sae eval --sae {}` gives its held-out metrics",
+                outcome.steps,
+                config.output.display()
+            );
+        } else {
+            println!("step {}: no held-out metrics (held_out = 0)", outcome.steps);
+        }
     }
     if let Some(m) = &outcome.metrics {
         println!(

@@ -19,7 +19,7 @@ pub struct TopContext {
     pub labels: Vec<String>,
     /// Text of the tokens before it in its context, the token, and the tokens after.
     pub before: String,
-    /// The token's own text.
+    /// The token's own text (with the other byte tokens of its character, when it is part of one).
     pub token: String,
     /// Text of the tokens after it in its context.
     pub after: String,
@@ -89,7 +89,15 @@ pub fn top_contexts(
             while end < s.fields.token_ids.len() && end - r <= after && same(end) {
                 end += 1;
             }
-            let text = |ids: &[u32]| tokenizer.decode(ids).unwrap_or_default();
+            // Cut into whole characters, so that a byte token of "ñ" is shown with its partner.
+            let pieces = tokenizer.decode_pieces(&s.fields.token_ids[start..end])?;
+            let hit = pieces
+                .iter()
+                .position(|p| p.tokens.contains(&(r - start)))
+                .expect("the pieces cover every token");
+            let text = |pieces: &[loupe_model::TextPiece]| {
+                pieces.iter().map(|p| p.text.as_str()).collect::<String>()
+            };
             let labels = vocab
                 .fields
                 .iter()
@@ -100,9 +108,9 @@ pub fn top_contexts(
                 activation: v,
                 doc: s.fields.doc_ids[r],
                 labels,
-                before: text(&s.fields.token_ids[start..r]),
-                token: text(&s.fields.token_ids[r..r + 1]),
-                after: text(&s.fields.token_ids[r + 1..end]),
+                before: text(&pieces[..hit]),
+                token: pieces[hit].text.clone(),
+                after: text(&pieces[hit + 1..]),
             });
             best.sort_by(|a, b| key(b.activation).total_cmp(&key(a.activation)));
             best.truncate(n);

@@ -263,14 +263,21 @@ pub async fn start(
     let runner = job.clone();
     let threshold = f64::from(config.judge.threshold);
     tokio::task::spawn_blocking(move || {
-        let outcome = app.loaded.embedder().and_then(|embedder| {
+        let run = || {
+            let embedder = app.loaded.embedder()?;
             let plan = ScopePlan::new(&config, &model)?;
             let mut progress = JobProgress(runner.clone());
             let mut observe = |records: &[ScopeRecord]| {
                 let new: Vec<Value> = records.iter().map(|r| record_json(r, threshold)).collect();
                 runner.update(|s| s.records.extend(new));
             };
-            Ok(plan.run_observed(&embedder, &mut progress, &mut observe)?)
+            Ok::<_, ApiError>(plan.run_observed(&embedder, &mut progress, &mut observe)?)
+        };
+        // A job that panicked must still end, or the server would stay busy for good.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
+            Err(ApiError::internal(
+                "the job failed unexpectedly (a bug: please report it)",
+            ))
         });
         runner.update(|s| match outcome {
             Ok(summary) if summary.stopped => s.status = Status::Cancelled,
