@@ -233,6 +233,31 @@ fn every_endpoint_answers_and_bad_input_gets_exact_errors() {
         .unwrap()
         .contains("Held-out comparison"));
 
+    // Top contexts from an earlier SAE of another width are not shown as this one's.
+    let stale = roots.join("sae-stale");
+    std::fs::create_dir_all(stale.join("top")).unwrap();
+    for file in ["cfg.json", "sae_weights.safetensors"] {
+        std::fs::copy(roots.join("sae").join(file), stale.join(file)).unwrap();
+    }
+    let mut top: Value =
+        serde_json::from_slice(&std::fs::read(roots.join("sae/top/top.json")).unwrap()).unwrap();
+    top["latents"].as_array_mut().unwrap().truncate(1);
+    std::fs::write(stale.join("top/top.json"), top.to_string()).unwrap();
+    let (status, overview) = get(&api("/sae?run=runs%2Fsae-stale"));
+    assert_eq!(status, 200, "{overview}");
+    assert!(
+        overview["note"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("lists 1 latents but the SAE has {d_sae}")),
+        "{overview}"
+    );
+    assert_error(
+        get(&api("/sae/latents?run=runs%2Fsae-stale")),
+        404,
+        &["from an earlier SAE", "loupe sae top"],
+    );
+
     // Bad input: unknown runs and latents, traversal, malformed and oversized requests.
     assert_error(
         get(&api("/sae?run=runs%2Fnope")),

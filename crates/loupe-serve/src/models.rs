@@ -49,11 +49,14 @@ impl Loaded {
         Ok(loaded)
     }
 
-    /// The SAE in `dir` with its top contexts (`top/top.json`, when `loupe sae top` wrote it).
+    /// The SAE in `dir` with its top contexts (`top/top.json`, when `loupe sae top` wrote it),
+    /// read again when either file has changed since (a run retrained while the server runs).
     pub fn sae(&self, dir: &Path) -> ApiResult<Arc<SaeView>> {
         let mut saes = self.saes.lock().expect("the SAE cache lock");
         if let Some(view) = saes.get(dir) {
-            return Ok(view.clone());
+            if view.stamp == file_stamp(dir) {
+                return Ok(view.clone());
+            }
         }
         let view = Arc::new(SaeView::load(dir)?);
         saes.insert(dir.to_path_buf(), view.clone());
@@ -63,14 +66,16 @@ impl Loaded {
 
 /// An SAE as the feature browser reads it.
 pub struct SaeView {
-    /// Its folder.
-    pub dir: PathBuf,
     /// The SAE itself.
     pub sae: Sae,
     /// Its hook point.
     pub hook: HookPoint,
-    /// `top/top.json`, when `loupe sae top` has been run.
+    /// `top/top.json`, when `loupe sae top` has been run for this SAE.
     pub top: Option<TopReport>,
+    /// Why there are no top contexts, and how to make them.
+    pub top_missing: String,
+    /// When the weights and `top.json` were last modified, as read.
+    stamp: FileStamp,
     /// Per latent, the activations it takes over a sample of its store (computed on first use).
     pub histograms: OnceLock<Result<crate::sae::Histograms, String>>,
 }
@@ -85,24 +90,50 @@ impl SaeView {
                 sae.metadata.hook_name
             ))
         })?;
+        let stamp = file_stamp(dir);
         let top_path = dir.join("top").join("top.json");
-        let top = if top_path.is_file() {
+        let rerun = format!(
+            "run `loupe sae top --sae {} --store {}` to list each latent's examples",
+            dir.display(),
+            sae.metadata.dataset_path.as_deref().unwrap_or("STORE")
+        );
+        let (top, top_missing) = if top_path.is_file() {
             let text = std::fs::read_to_string(&top_path)?;
-            Some(serde_json::from_str(&text).map_err(|e| {
-                ApiError::internal(format!(
-                    "{} is damaged ({e}); run `loupe sae top` again to rewrite it",
-                    top_path.display()
-                ))
-            })?)
+            let top: TopReport = serde_json::from_str(&text).map_err(|e| {
+                ApiError::internal(format!("{} is damaged ({e}); {rerun}", top_path.display()))
+            })?;
+            if top.latents.len() == sae.d_sae {
+                (Some(top), String::new())
+            } else {
+                let stale = format!(
+                    "{} lists {} latents but the SAE has {}: it is from an earlier SAE; {rerun}",
+                    top_path.display(),
+                    top.latents.len(),
+                    sae.d_sae
+                );
+                (None, stale)
+            }
         } else {
-            None
+            (None, format!("no top contexts yet: {rerun}"))
         };
         Ok(SaeView {
-            dir: dir.to_path_buf(),
             sae,
             hook,
             top,
+            top_missing,
+            stamp,
             histograms: OnceLock::new(),
         })
     }
+}
+
+/// Modification times of an SAE's weights and top contexts.
+type FileStamp = [Option<std::time::SystemTime>; 2];
+
+fn file_stamp(dir: &Path) -> FileStamp {
+    let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    [
+        modified(dir.join("sae_weights.safetensors")),
+        modified(dir.join("top").join("top.json")),
+    ]
 }

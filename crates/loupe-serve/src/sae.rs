@@ -64,16 +64,8 @@ pub async fn overview(
         "architecture": meta.trained_architecture,
         "store": meta.dataset_path,
         "top_tokens": view.top.as_ref().map(|t| t.tokens),
-        "note": if view.top.is_none() { Some(top_hint(&view)) } else { None },
+        "note": if view.top.is_none() { Some(view.top_missing.clone()) } else { None },
     })))
-}
-
-fn top_hint(view: &SaeView) -> String {
-    format!(
-        "no top contexts yet: run `loupe sae top --sae {} --store {}` to list each latent's examples",
-        view.dir.display(),
-        view.sae.metadata.dataset_path.as_deref().unwrap_or("STORE")
-    )
 }
 
 /// `GET /api/sae/latents`: one page of latents, filtered and sorted.
@@ -84,7 +76,7 @@ pub async fn latents(
     let run = find(&app.roots, &query.run, RunKind::Sae)?;
     let view = blocking(move || app.loaded.sae(&run.dir)).await?;
     let Some(top) = &view.top else {
-        return Err(ApiError::not_found(top_hint(&view)));
+        return Err(ApiError::not_found(view.top_missing.clone()));
     };
     let needle = query.q.trim().to_lowercase();
     let mut rows: Vec<(&loupe_sae::top::LatentSummary, Vec<String>)> = top
@@ -163,7 +155,7 @@ pub async fn latent(
         let mut notes = Vec::new();
         let summary = view.top.as_ref().map(|t| &t.latents[latent]);
         if summary.is_none() {
-            notes.push(top_hint(&view));
+            notes.push(view.top_missing.clone());
         }
         let histogram = match view.histograms.get_or_init(|| Histograms::compute(&view)) {
             Ok(h) => Some(h.of(latent)),
