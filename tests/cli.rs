@@ -768,6 +768,7 @@ fn scope_runs_judges_reports_and_resumes_on_a_tiny_model() {
         "## Held-out comparison",
         "McNemar",
         "## Fraction interpreted (upper bound)",
+        "## Fluency",
         "| scale 3 |",
         "### the dog",
         "★",
@@ -784,6 +785,11 @@ fn scope_runs_judges_reports_and_resumes_on_a_tiny_model() {
     assert!(held_out.starts_with("<svg") && held_out.contains("held out"));
     let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 2 * 2 * 3);
+    // Every generation is judged for fluency: a finite surprisal in nats per token.
+    for record in loupe_scope::results::read_results(&out_dir.join("results.jsonl")).unwrap() {
+        let fluency = record.fluency.expect("judged");
+        assert!(fluency.is_finite() && fluency > 0.0, "{fluency}");
+    }
     let events = std::fs::read_dir(out_dir.join("tensorboard")).unwrap().count();
     assert!(events > 0);
 

@@ -329,6 +329,10 @@ pub struct JudgeConfig {
     /// (`scripts/fetch-models minilm`).
     #[serde(default)]
     pub embedder: Option<PathBuf>,
+    /// Judge fluency too: the unpatched model's surprisal of each generation (one more batched
+    /// pass over the generated tokens, about a third of the generation's time).
+    #[serde(default = "default_fluency")]
+    pub fluency: bool,
 }
 
 impl Default for JudgeConfig {
@@ -336,8 +340,13 @@ impl Default for JudgeConfig {
         JudgeConfig {
             threshold: default_threshold(),
             embedder: None,
+            fluency: default_fluency(),
         }
     }
+}
+
+fn default_fluency() -> bool {
+    true
 }
 
 fn default_model() -> String {

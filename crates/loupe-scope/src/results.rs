@@ -50,6 +50,12 @@ pub struct ScopeRecord {
     pub next_token_match: bool,
     /// `−ln p(source_next_token)` under the patched target's first-token distribution, in nats.
     pub surprisal: f32,
+    /// Fluency: the mean surprisal (nats per token) of the generated tokens under the unpatched
+    /// model reading the target prompt and then the generation; lower is more fluent. `None` when
+    /// not judged (`judge.fluency = false`, a results file from before this judge, or an empty
+    /// generation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fluency: Option<f32>,
     /// ‖h‖ and ‖h'‖.
     pub norm: f32,
     /// ‖h'‖, after amplification.

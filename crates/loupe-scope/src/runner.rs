@@ -139,6 +139,12 @@ impl ScopePlan<'_> {
                     .collect();
                 let (generations, first_logits) = target.generate(self.model, &patches, &generation)?;
                 let first_logits = first_logits.to_vec2::<f32>()?;
+                let fluency = if self.config.judge.fluency {
+                    let generated: Vec<&[u32]> = generations.iter().map(|g| g.tokens.as_slice()).collect();
+                    target.fluency(self.model, &generated)?
+                } else {
+                    vec![None; n]
+                };
                 let texts: Vec<String> = generations
                     .iter()
                     .map(|g| self.model.tokenizer.decode(&g.tokens))
@@ -167,6 +173,7 @@ impl ScopePlan<'_> {
                         patched_next_token: self.model.tokenizer.token_text(judged.patched_top1),
                         next_token_match: judged.matches,
                         surprisal: judged.surprisal,
+                        fluency: fluency[i],
                         norm: norm(&activations.by_layer[layer]),
                         amplified_norm: norm(amplified),
                     });

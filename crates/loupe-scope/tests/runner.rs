@@ -479,3 +479,53 @@ fn an_amplifier_field_of_another_kind_or_mode_is_refused_with_its_owner() {
         "{e}"
     );
 }
+
+/// The fluency judge from the shared prefix equals the surprisal that one plain forward pass over
+/// the whole target prompt and generation gives, for generations of different lengths in one batch.
+#[test]
+fn fluency_equals_the_surprisal_of_a_plain_forward_pass() {
+    use loupe_scope::patch::PatchedTarget;
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let target = model.encode_prompt(TARGET).unwrap();
+    let generated: Vec<Vec<u32>> = vec![vec![5, 9, 13, 2], vec![7], vec![], vec![11, 3, 3]];
+    for position in [0, 3, target.len() - 1] {
+        let patched = PatchedTarget::new(&model, &target, position).unwrap();
+        let rows: Vec<&[u32]> = generated.iter().map(Vec::as_slice).collect();
+        let fluency = patched.fluency(&model, &rows).unwrap();
+        for (tokens, got) in generated.iter().zip(&fluency) {
+            if tokens.is_empty() {
+                assert_eq!(*got, None);
+                continue;
+            }
+            let mut ids = target.clone();
+            ids.extend(tokens);
+            let batch = loupe_model::Batch::left_padded(&[ids], model.pad_id(), &Device::Cpu).unwrap();
+            let logits = model
+                .forward(&batch, &mut Hooks::new(), loupe_model::Logits::All)
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let expected: f32 = tokens
+                .iter()
+                .enumerate()
+                .map(|(j, &t)| {
+                    let row = &logits[target.len() - 1 + j];
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let log_sum = row.iter().map(|v| (v - max).exp()).sum::<f32>().ln() + max;
+                    log_sum - row[t as usize]
+                })
+                .sum::<f32>()
+                / tokens.len() as f32;
+            let got = got.expect("a judged generation");
+            assert!(
+                (got - expected).abs() < 1e-3 * expected.abs().max(1.0),
+                "position {position}: {got} vs {expected}"
+            );
+        }
+    }
+}

@@ -28,6 +28,7 @@ pub fn record_json(r: &ScopeRecord, threshold: f64) -> Value {
         "value": r.value,
         "generation": r.generation,
         "score": r.score,
+        "fluency": r.fluency,
         "degenerate": degenerate,
         "interpreted": f64::from(r.score) > threshold && !degenerate,
         "concept_hits": r.concept_hits,

@@ -8,12 +8,12 @@ pub(super) fn csv(records: &[ScopeRecord]) -> String {
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     let mut out = String::from(
         "source_index,source,layer,target_layer,hook,amplifier,label,value,feature,null,generation,score,\
-         concept_hits,source_next_token,patched_next_token,next_token_match,surprisal,norm,amplified_norm\n",
+         concept_hits,source_next_token,patched_next_token,next_token_match,surprisal,fluency,norm,amplified_norm\n",
     );
     for r in records {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.source_index,
             quote(&r.source),
             r.layer,
@@ -31,6 +31,7 @@ pub(super) fn csv(records: &[ScopeRecord]) -> String {
             quote(&r.patched_next_token),
             r.next_token_match,
             r.surprisal,
+            r.fluency.map_or(String::new(), |f| f.to_string()),
             r.norm,
             r.amplified_norm
         );

@@ -74,7 +74,9 @@ pub(super) fn html(
     for label in &summary.labels {
         row(&mut h, label, &|r| &r.label == label);
     }
-    h.push_str("</table><h2>Per source prompt</h2><p>Every amplifier × value at every layer; the best of each prompt outlined.</p>");
+    h.push_str("</table>");
+    h.push_str(&fluency_table(summary));
+    h.push_str("<h2>Per source prompt</h2><p>Every amplifier × value at every layer; the best of each prompt outlined.</p>");
     for source in &summary.sources {
         let (records, best) = summary.of_source(source);
         let _ = write!(h, "<details open><summary><b>{}</b>", escape(source));
@@ -118,5 +120,39 @@ pub(super) fn html(
         h.push_str("</table></details>");
     }
     h.push_str("</body></html>\n");
+    h
+}
+
+/// The fluency table (see `markdown::FLUENCY_NOTE`); empty when no generation was judged.
+fn fluency_table(summary: &Summary) -> String {
+    let rows = summary.fluency_rows();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut h = format!(
+        "<h2>Fluency</h2><p>{}</p><table><tr><th>amplifier</th>",
+        escape(super::markdown::FLUENCY_NOTE)
+    );
+    for layer in &summary.layers {
+        let _ = write!(h, "<th>L{layer}</th>");
+    }
+    h.push_str("<th>all</th><th>degenerate</th></tr>");
+    for row in rows {
+        let _ = write!(h, "<tr><th>{}</th>", escape(&row.label));
+        for value in &row.by_layer {
+            let _ = write!(
+                h,
+                "<td>{}</td>",
+                value.map_or("–".to_string(), |v| format!("{v:.2}"))
+            );
+        }
+        let _ = write!(
+            h,
+            "<td>{:.2}</td><td>{}</td></tr>",
+            row.all,
+            percent(Some(row.degenerate))
+        );
+    }
+    h.push_str("</table>");
     h
 }

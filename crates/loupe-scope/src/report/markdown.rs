@@ -101,6 +101,44 @@ pub fn source_section(summary: &Summary, source: &str) -> String {
     md
 }
 
+/// What the fluency judge explains, shared by both reports.
+pub(super) const FLUENCY_NOTE: &str =
+    "Fluency: the mean surprisal of each generated token (nats) under the unpatched \
+    model reading the target prompt and then the generation; lower is more fluent, plain patching \
+    (`none`) is the baseline, and amplified text that scores as interpreted while its surprisal is \
+    far above the baseline's is fluent-looking nonsense the similarity judge let through. \
+    Degenerate: the share of generations that repeat one token or loop (they never count as interpreted).";
+
+/// The fluency table: one row per amplifier × value; empty when no generation was judged.
+fn fluency_section(summary: &Summary) -> String {
+    let rows = summary.fluency_rows();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut md = format!("\n## Fluency\n\n{FLUENCY_NOTE}\n\n| amplifier |");
+    for layer in &summary.layers {
+        let _ = write!(md, " L{layer} |");
+    }
+    md.push_str(" all | degenerate |\n| --- |");
+    for _ in 0..summary.layers.len() + 2 {
+        md.push_str(" ---: |");
+    }
+    md.push('\n');
+    for row in rows {
+        let _ = write!(md, "| {} |", cell(&row.label));
+        for value in &row.by_layer {
+            match value {
+                Some(v) => {
+                    let _ = write!(md, " {v:.2} |");
+                }
+                None => md.push_str(" – |"),
+            }
+        }
+        let _ = writeln!(md, " {:.2} | {} |", row.all, percent(Some(row.degenerate)));
+    }
+    md
+}
+
 pub(super) fn markdown(context: &ReportContext, summary: &Summary, study: &super::study::Study) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Scope report: {}\n", context.model);
@@ -155,6 +193,7 @@ pub(super) fn markdown(context: &ReportContext, summary: &Summary, study: &super
         }
         let _ = writeln!(md, " {precision:.2} | {surprisal:.2} |");
     }
+    md.push_str(&fluency_section(summary));
     if !context.concepts.is_empty() {
         md.push_str(
             "\n## Concept words\n\nGenerations that use one of the feature's concept words, against \

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::judge::degenerate;
 use crate::results::ScopeRecord;
 use crate::Result;
 
@@ -90,6 +91,18 @@ pub struct Summary<'a> {
     pub sources: Vec<String>,
 }
 
+/// One line of the fluency table (see [`Summary::fluency_rows`]).
+pub struct FluencyRow {
+    /// The amplifier and value (`scale 6`).
+    pub label: String,
+    /// Mean surprisal per generated token at each of the summary's layers.
+    pub by_layer: Vec<Option<f64>>,
+    /// Over all layers.
+    pub all: f64,
+    /// The fraction of its generations that are degenerate (`judge::degenerate`).
+    pub degenerate: f64,
+}
+
 /// `none`, `scale`, `cfg`, or `sae NAME` / `probe NAME` for a feature.
 pub fn family(record: &ScopeRecord) -> String {
     match &record.feature {
@@ -160,6 +173,39 @@ impl<'a> Summary<'a> {
         let precision = chosen.iter().filter(|r| r.next_token_match).count() as f64 / n;
         let surprisal = chosen.iter().map(|r| r.surprisal as f64).sum::<f64>() / n;
         Some((precision, surprisal))
+    }
+
+    /// Per label: its mean fluency (surprisal in nats per generated token) at each layer and over
+    /// all layers, and the fraction of its generations that are degenerate. Labels without a
+    /// judged generation are left out.
+    pub fn fluency_rows(&self) -> Vec<FluencyRow> {
+        let mean = |pick: &dyn Fn(&ScopeRecord) -> bool| -> Option<f64> {
+            let values: Vec<f64> = self
+                .records
+                .iter()
+                .filter(|r| pick(r))
+                .filter_map(|r| r.fluency.map(f64::from))
+                .collect();
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        };
+        self.labels
+            .iter()
+            .filter_map(|label| {
+                let all = mean(&|r| &r.label == label)?;
+                let of_label: Vec<&ScopeRecord> = self.records.iter().filter(|r| &r.label == label).collect();
+                let degenerate = of_label.iter().filter(|r| degenerate(&r.tokens)).count();
+                Some(FluencyRow {
+                    label: label.clone(),
+                    by_layer: self
+                        .layers
+                        .iter()
+                        .map(|&layer| mean(&|r| &r.label == label && r.layer == layer))
+                        .collect(),
+                    all,
+                    degenerate: degenerate as f64 / of_label.len() as f64,
+                })
+            })
+            .collect()
     }
 
     /// The records of one source prompt, and the best of them (highest score).

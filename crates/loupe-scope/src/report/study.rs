@@ -419,6 +419,7 @@ mod tests {
             patched_next_token: String::new(),
             next_token_match: false,
             surprisal: 0.0,
+            fluency: None,
             norm: 1.0,
             amplified_norm: 1.0,
         }

@@ -364,7 +364,8 @@ async function scopePage(run) {
         const r = cell.get(src + "\u0000" + l);
         if (!r) return h("td", {}, "");
         const td = h("td", { class: `cell ${r.degenerate ? "degenerate" : r.interpreted ? "yes" : "no"}` }, fmt(r.score, 2));
-        hoverText(td, `${r.label} at layer ${r.layer}: ${r.generation}\n\nscore ${fmt(r.score)}${r.degenerate ? " (degenerate)" : ""}`);
+        hoverText(td, `${r.label} at layer ${r.layer}: ${r.generation}\n\nscore ${fmt(r.score)}${r.degenerate ? " (degenerate)" : ""}` +
+          (r.fluency === null || r.fluency === undefined ? "" : `, fluency ${fmt(r.fluency, 2)} nats/token`));
         return td;
       })))));
   };
@@ -513,6 +514,9 @@ function resultGrid(rows) {
       const r = cell.get(layer + "\u0000" + l);
       if (!r) return h("td", {});
       return h("td", { class: `cell ${r.degenerate ? "degenerate" : r.interpreted ? "yes" : "no"}` },
-        h("div", { class: "generation" }, r.generation), h("div", { class: "muted" }, `score ${fmt(r.score, 2)}`));
+        h("div", { class: "generation" }, r.generation),
+        h("div", { class: "muted" }, `score ${fmt(r.score, 2)}`,
+          r.fluency === null || r.fluency === undefined ? "" : ` · surprisal ${fmt(r.fluency, 2)}`,
+          r.degenerate ? " · degenerate" : ""));
     }))));
 }
