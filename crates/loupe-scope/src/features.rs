@@ -5,7 +5,9 @@
 //!   layer's `hook_mlp_out` or `hook_resid_post` through the down projection (`site = ...`);
 //! - `sae`: an SAE latent (its decoder row), by index, or the latent that best tells two prompt
 //!   sets apart (largest mean activation on `positive` minus that on `negative`, at each prompt's
-//!   last token): a way to name a latent of an SAE that is trained afresh;
+//!   last token; `select = "input"`, the default), or the latent whose decoder row most raises the
+//!   `concepts` words' tokens through the unembedding (`select = "output"`, [`crate::output_score`]):
+//!   ways to name a latent of an SAE that is trained afresh;
 //! - `mean_diff`: the difference of the mean activations (at each prompt's last token) of two
 //!   prompt sets;
 //! - `vector`: a safetensors file with a 1-D tensor `direction`.
@@ -52,6 +54,11 @@ pub struct FeatureEntry {
     /// `sae`: the latent's index.
     #[serde(default)]
     pub latent: Option<usize>,
+    /// `sae` without `latent`: how the latent is chosen: `input` (default; the latent that best
+    /// tells `positive` from `negative` prompts) or `output` (the latent whose decoder row most
+    /// raises the logits of the `concepts` words' tokens: see `output_score.rs`).
+    #[serde(default)]
+    pub select: Option<String>,
     /// `mean_diff`, `vector`: the hook the direction lives at.
     #[serde(default)]
     pub hook: Option<HookPoint>,
@@ -314,18 +321,45 @@ fn resolve(
                     model.name,
                 )));
             }
-            let latent = match (entry.latent, entry.positive.is_empty()) {
-                (Some(latent), true) => latent,
-                (None, false) => {
+            let latent = match (entry.latent, entry.select.as_deref(), entry.positive.is_empty()) {
+                (Some(latent), None, true) => latent,
+                (None, None | Some("input"), false) => {
                     let positive = last_token_activations(model, hook, &entry.positive, &at("positive"))?;
                     let negative = last_token_activations(model, hook, &entry.negative, &at("negative"))?;
                     let contrast = (sae.encode(&positive)?.mean(0)? - sae.encode(&negative)?.mean(0)?)?;
                     contrast.argmax(0)?.to_scalar::<u32>()? as usize
                 }
+                (None, Some("output"), true) => {
+                    let tokens = crate::output_score::concept_tokens(model, &entry.concepts)?;
+                    if tokens.is_empty() {
+                        return Err(Error::config(
+                            &at("concepts"),
+                            "select = \"output\" chooses the latent that most raises the concept words' tokens: give concepts = [\"word\", ...]",
+                        ));
+                    }
+                    let hook_width = width(hook, "sae")?;
+                    if hook_width != model.spec().d_model {
+                        return Err(Error::config(
+                            &at("select"),
+                            format!("select = \"output\" reads decoder rows through the unembedding, which needs a residual-stream-wide hook; {hook} is {hook_width} wide"),
+                        ));
+                    }
+                    let scores = crate::output_score::output_scores(model, &sae, &tokens)?;
+                    (0..scores.len())
+                        .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+                        .expect("an SAE has latents")
+                }
+                (_, Some(other), _) if other != "input" && other != "output" => {
+                    return Err(Error::config(
+                        &at("select"),
+                        format!("'{other}': choose input (by positive and negative prompts) or output (by the concepts' tokens)"),
+                    ))
+                }
                 _ => {
                     return Err(Error::config(
                         &at("latent"),
-                        "an sae feature needs latent = <index>, or positive and negative prompts to choose it (not both)",
+                        "an sae feature needs one of: latent = <index>; positive and negative prompts (select = \"input\"); \
+                         or select = \"output\" with concepts",
                     ))
                 }
             };

@@ -22,6 +22,7 @@ pub mod config;
 mod error;
 pub mod features;
 pub mod judge;
+pub mod output_score;
 pub mod patch;
 pub mod plan;
 pub mod report;

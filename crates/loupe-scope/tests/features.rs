@@ -260,3 +260,67 @@ fn an_sae_latent_can_be_named_by_contrasting_prompts() {
         sae.w_dec.get(best).unwrap().to_vec1::<f32>().unwrap()
     );
 }
+
+#[test]
+fn an_sae_latent_can_be_named_by_its_output_score() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("model"));
+    // More latents than one batch of decoder rows (256), so that the batching is crossed.
+    let sae = loupe_sae::testing::random_relu_sae(32, 300, "blocks.1.hook_resid_post", 9).unwrap();
+    loupe_sae::saelens::save(&sae, &tmp.path().join("sae")).unwrap();
+    let sae_path = tmp.path().join("sae").display().to_string();
+    let path = book(
+        tmp.path(),
+        &format!("[[feature]]\nname = \"tee\"\nkind = \"sae\"\nsae = \"{sae_path}\"\nselect = \"output\"\nconcepts = [\"t\", \"x\"]\n"),
+    );
+    let features = load_book(&path, &model).unwrap();
+    let Source::Sae { latent, .. } = features[0].source else {
+        panic!("not an SAE feature")
+    };
+    // Computed here one latent at a time: each decoder row's logit lens, and the z-score of the
+    // concept tokens' mean logit against the vocabulary.
+    let concept = loupe_scope::output_score::concept_tokens(&model, &["t".into(), "x".into()]).unwrap();
+    assert!(!concept.is_empty());
+    let z = |row: usize| -> f64 {
+        let direction = sae.w_dec.get(row).unwrap().reshape((1, 1, 32)).unwrap();
+        let logits: Vec<f32> = model
+            .unembed(&direction)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let n = logits.len() as f64;
+        let mean = logits.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let std = (logits.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let concept_mean =
+            concept.iter().map(|&t| logits[t as usize] as f64).sum::<f64>() / concept.len() as f64;
+        (concept_mean - mean) / std
+    };
+    let scores: Vec<f64> = (0..300).map(z).collect();
+    let best = (0..300).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).unwrap();
+    assert_eq!(latent, best, "scores {} and {}", scores[latent], scores[best]);
+    let batched = loupe_scope::output_score::output_scores(&model, &sae, &concept).unwrap();
+    for (a, b) in batched.iter().zip(&scores) {
+        assert!((*a as f64 - b).abs() < 1e-3, "{a} vs {b}");
+    }
+
+    // Refusals: no concepts, an unknown selection.
+    let refused = |entry: &str| -> String {
+        let path = book(
+            tmp.path(),
+            &format!("[[feature]]\nname = \"tee\"\nkind = \"sae\"\nsae = \"{sae_path}\"\n{entry}\n"),
+        );
+        match load_book(&path, &model) {
+            Ok(_) => panic!("accepted: {entry}"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let e = refused("select = \"output\"");
+    assert!(e.contains("concepts") && e.contains("'tee'.concepts"), "{e}");
+    let e = refused("select = \"vibes\"\nconcepts = [\"t\"]");
+    assert!(
+        e.contains("'vibes'") && e.contains("input") && e.contains("output"),
+        "{e}"
+    );
+}

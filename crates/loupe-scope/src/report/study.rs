@@ -299,15 +299,25 @@ pub fn markdown(summary: &Summary, study: &Study) -> String {
     md.pop();
     md.push_str(".\n");
     let significant: Vec<&PairedTest> = study.tests.iter().filter(|t| t.p_holm < 0.05).collect();
+    // Layers where features also run have more families, and so more pairs to correct for.
+    let pairs: Vec<usize> = summary
+        .layers
+        .iter()
+        .map(|&layer| study.tests.iter().filter(|t| t.layer == layer).count())
+        .collect();
+    let (fewest, most) = (
+        pairs.iter().copied().min().unwrap_or(0),
+        pairs.iter().copied().max().unwrap_or(0),
+    );
+    let pair_count = if fewest == most {
+        format!("the {most} pairs of each layer")
+    } else {
+        format!("the {fewest} to {most} pairs of each layer")
+    };
     let _ = writeln!(
         md,
-        "\nPaired exact McNemar tests on the same held-out prompts, Holm-corrected over the {} pairs of \
-         each layer (all of them in `study.json`); the pairs that differ at the 5% level:\n",
-        study
-            .tests
-            .iter()
-            .filter(|t| t.layer == summary.layers.first().copied().unwrap_or(0))
-            .count()
+        "\nPaired exact McNemar tests on the same held-out prompts, Holm-corrected over {pair_count} \
+         (all of them in `study.json`); the pairs that differ at the 5% level:\n"
     );
     if significant.is_empty() {
         md.push_str("none: at this number of prompts, no two amplifiers differ at any layer.\n");
