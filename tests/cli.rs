@@ -859,3 +859,88 @@ fn every_command_with_a_config_takes_set_overrides() {
     ]);
     assert_clear_error(&out, &["max_tokens", "not known"]);
 }
+
+#[test]
+fn sae_train_and_eval_over_seeds_on_a_tiny_model() {
+    let (dir, capture_config) = tiny_capture_setup(200);
+    let d = dir.path().display();
+    let out = loupe(&["capture", "--config", capture_config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = dir.path().join("sae.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"{d}/store\"\nhook = \"blocks.1.hook_resid_post\"\noutput = \"{d}/saes\"\narchitecture = \"topk\"\n\
+             expansion = 2\nk = 4\ntrain_tokens = 1024\nbatch_size = 128\nheld_out = 0.2\nseed = 7\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out = loupe(&["sae", "train", "--config", config, "--seeds", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(
+        shown.contains("3 seeds") && shown.contains("mean ± std"),
+        "{shown}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("saes/seeds.json")).unwrap()).unwrap();
+    assert_eq!(summary["runs"], serde_json::json!(["seed-7", "seed-8", "seed-9"]));
+    // One document split for every seed: the same held-out tokens.
+    let tokens = summary["held_out_tokens"].as_array().unwrap();
+    assert!(
+        tokens.iter().all(|t| t == &tokens[0]) && tokens[0].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    let ev = &summary["metrics"]["explained_variance"];
+    let values: Vec<f64> = ev["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        values.windows(2).any(|w| w[0] != w[1]),
+        "different seeds train different SAEs: {values:?}"
+    );
+    let mean = values.iter().sum::<f64>() / 3.0;
+    assert!((ev["mean"].as_f64().unwrap() - mean).abs() < 1e-9);
+    assert!(ev["std"].as_f64().unwrap() > 0.0);
+    // Each seed's checkpoint records the shared split, which `sae eval` then reads.
+    let out = loupe(&[
+        "sae",
+        "eval",
+        "--sae",
+        &format!("{d}/saes"),
+        "--seeds",
+        "--contexts",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let evaluated: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("saes/eval-seeds.json")).unwrap()).unwrap();
+    assert_eq!(
+        evaluated["held_out_tokens"], summary["held_out_tokens"],
+        "{evaluated}"
+    );
+    assert!(
+        evaluated["metrics"]["ce_loss_recovered"]["std"].is_number(),
+        "{evaluated}"
+    );
+    assert!(dir.path().join("saes/seed-8/eval.json").exists());
+    let each: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("saes/seed-8/eval.json")).unwrap()).unwrap();
+    assert_eq!(each["seed"], 7, "the split's seed, shared by every run");
+
+    // Running it again resumes nothing and reports the same figures.
+    let out = loupe(&["sae", "train", "--config", config, "--seeds", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("saes/seeds.json")).unwrap()).unwrap();
+    assert_eq!(again, summary);
+
+    let out = loupe(&["sae", "train", "--config", config, "--seeds", "1"]);
+    assert_clear_error(&out, &["--seeds 1", "at least 2"]);
+    let out = loupe(&["sae", "eval", "--sae", &format!("{d}/saes/seed-7"), "--seeds"]);
+    assert_clear_error(&out, &["seed-7 holds 0 seed-* SAE runs", "--seeds N"]);
+}

@@ -94,6 +94,10 @@ pub struct TrainArgs {
     /// Any config field, as field=value in TOML syntax (repeatable): --set k=64 --set lr=3e-4
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     set: Vec<String>,
+    /// Train N seeds (seed, seed+1, ...) into OUTPUT/seed-S on the same document split, and report
+    /// their held-out metrics as mean ± std (OUTPUT/seeds.json).
+    #[arg(long, value_name = "N")]
+    seeds: Option<u64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -123,6 +127,9 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     }
     overrides.extend(args.set.iter().cloned());
     let config = TrainConfig::from_toml(&text, &args.config.display().to_string(), &overrides)?;
+    if let Some(n) = args.seeds {
+        return super::sae_seeds::train_seeds(&config, n);
+    }
     let outcome = train_with_report(&config)?;
     if outcome.metrics.is_none() && !outcome.stopped {
         // Metrics are computed by a run that trains; a finished run resumed does no step.
@@ -256,11 +263,11 @@ impl TrainObserver for TrainReport {
     }
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct EvalArgs {
     /// The SAE: a SAELens directory (cfg.json + sae_weights.safetensors) or a Gemma Scope params.npz.
     #[arg(long)]
-    sae: PathBuf,
+    pub(super) sae: PathBuf,
     /// The store with the held-out activations (default: the one the SAE was trained on).
     #[arg(long)]
     store: Option<PathBuf>,
@@ -290,22 +297,34 @@ pub struct EvalArgs {
     dense_threshold: f64,
     /// Where to write the JSON report (default: eval.json in the SAE directory).
     #[arg(long)]
-    output: Option<PathBuf>,
+    pub(super) output: Option<PathBuf>,
+    /// --sae is a folder of seed-* runs (`sae train --seeds`): evaluate each, and report mean ± std
+    /// (eval-seeds.json in it, or --output).
+    #[arg(long)]
+    seeds: bool,
 }
 
 #[derive(Serialize)]
-struct EvalReport {
+pub(super) struct EvalReport {
     sae: String,
     store: String,
     hook: String,
     model: String,
     held_out: f64,
     seed: u64,
-    reconstruction: ReconstructionMetrics,
-    spliced: Option<SplicedMetrics>,
+    pub(super) reconstruction: ReconstructionMetrics,
+    pub(super) spliced: Option<SplicedMetrics>,
 }
 
 fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    if args.seeds {
+        return super::sae_seeds::eval_seeds(&args, &args.sae);
+    }
+    eval_one(&args).map(|_| ())
+}
+
+/// Evaluates one SAE as `sae eval` does: the table on stdout, the report to eval.json.
+pub(super) fn eval_one(args: &EvalArgs) -> anyhow::Result<EvalReport> {
     let sae = saelens::load(&args.sae)?;
     let sae_dir = if args.sae.is_dir() {
         args.sae.clone()
@@ -338,7 +357,10 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         .held_out
         .or(trained.as_ref().map(|c| c.held_out))
         .unwrap_or(0.05);
-    let seed = args.seed.or(trained.as_ref().map(|c| c.seed)).unwrap_or(0);
+    let seed = args
+        .seed
+        .or(trained.as_ref().map(|c| c.split_seed()))
+        .unwrap_or(0);
     let split = Split::HeldOut { held_out, seed };
 
     let recon = reconstruction(&sae, &store, hook, split, args.tokens, args.dense_threshold)?;
@@ -386,10 +408,10 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         spliced: spliced_metrics,
     };
     print_table(&report);
-    let out = args.output.unwrap_or_else(|| sae_dir.join("eval.json"));
+    let out = args.output.clone().unwrap_or_else(|| sae_dir.join("eval.json"));
     loupe_util::write_atomically(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
     println!("wrote {}", out.display());
-    Ok(())
+    Ok(report)
 }
 
 fn print_table(r: &EvalReport) {

@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use loupe_sae::metrics::mean_std;
 use loupe_sae::saelens;
-use loupe_sae::synth::{mean_std, score, SynthBenchConfig, SynthScores, World, SYNTH_HOOK};
+use loupe_sae::synth::{score, SynthBenchConfig, SynthScores, World, SYNTH_HOOK};
 use serde::Serialize;
 
 use crate::progress_bar::Bar;

@@ -134,6 +134,10 @@ pub struct TrainConfig {
     /// Seeds the document split, the shuffle of each pass, the initial weights and the samples.
     #[serde(default)]
     pub seed: u64,
+    /// Seeds the document split instead of `seed`, when set: what `loupe sae train --seeds` sets,
+    /// so that runs of different seeds train and are evaluated on the same documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_seed: Option<u64>,
 
     /// Steps between evaluations on held-out activations (metrics and the density histogram).
     #[serde(default = "default_eval_every")]
@@ -245,6 +249,11 @@ pub enum BDecInit {
 }
 
 impl TrainConfig {
+    /// The seed of the held-out document split: `split_seed`, else `seed`.
+    pub fn split_seed(&self) -> u64 {
+        self.split_seed.unwrap_or(self.seed)
+    }
+
     /// Parses a TOML config, with `overrides` (`field=value`, the value in TOML syntax; a bare
     /// word is taken as a string) applied on top. `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {

@@ -75,7 +75,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<T
     let batch = config.batch_size as u64;
     let split = Split::Train {
         held_out: config.held_out,
-        seed: config.seed,
+        seed: config.split_seed(),
     };
     let eval_rows = held_out_rows(&store, config, run.info.norm_cutoff)?;
     let mut window_fired = vec![0u64; run.params.d_sae];
@@ -245,7 +245,7 @@ fn start(config: &TrainConfig, store: &Store, d_in: usize, arch: &dyn Architectu
     let d_sae = config.d_sae(d_in);
     let split = Split::Train {
         held_out: config.held_out,
-        seed: config.seed,
+        seed: config.split_seed(),
     };
     let sample = store
         .batches(
@@ -422,11 +422,11 @@ fn held_out_rows(store: &Store, config: &TrainConfig, cutoff: Option<f32>) -> Re
     }
     let split = Split::HeldOut {
         held_out: config.held_out,
-        seed: config.seed,
+        seed: config.split_seed(),
     };
     let mut rows = Vec::new();
     let mut n = 0;
-    for batch in store.batches(config.hook, 4096, 4096, split, config.seed)? {
+    for batch in store.batches(config.hook, 4096, 4096, split, config.split_seed())? {
         let batch = keep_in_range(&batch?, cutoff)?;
         n += batch.dim(0)?;
         rows.push(batch);
