@@ -811,6 +811,21 @@ fn shipped_scope_config_parses() {
     assert_eq!(config.source_prompts().unwrap().len(), 40);
     assert_eq!(config.source.layers, (1..=12).collect::<Vec<_>>());
     assert_eq!(config.generate.max_new_tokens, 10);
+    // The attribute-extraction tasks: 30 subjects each, every one with an answer, none of them
+    // among the examples of its target prompt.
+    for task in ["capital", "currency", "founder", "profession"] {
+        let path = format!("configs/attributes/{task}.toml");
+        let config = loupe_scope::ScopeConfig::from_file(std::path::Path::new(&path), &[]).unwrap();
+        let sources = config.source_prompts_with_answers().unwrap();
+        assert_eq!(sources.len(), 30, "{task}");
+        for (subject, answers) in &sources {
+            assert!(!answers.is_empty(), "{task}: {subject}");
+            assert!(
+                !config.target.prompt.contains(subject.as_str()),
+                "{task}: {subject} is an example"
+            );
+        }
+    }
 }
 
 #[test]
@@ -943,4 +958,65 @@ fn sae_train_and_eval_over_seeds_on_a_tiny_model() {
     assert_clear_error(&out, &["--seeds 1", "at least 2"]);
     let out = loupe(&["sae", "eval", "--sae", &format!("{d}/saes/seed-7"), "--seeds"]);
     assert_clear_error(&out, &["seed-7 holds 0 seed-* SAE runs", "--seeds N"]);
+}
+
+#[test]
+fn scope_attribute_extraction_counts_expected_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    write_tiny_hf_dir(&model, 3).unwrap();
+    // The tiny model writes the tokens of "t" readily: an answer some generations contain.
+    std::fs::write(
+        dir.path().join("subjects.tsv"),
+        "# subject<TAB>answers\nthe dog\tt|tt\nhello\tzzzz\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("scope");
+    let config = dir.path().join("scope.toml");
+    let write_config = |prompts_file: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "model = {:?}\nout = {:?}\n[source]\nprompts_file = {:?}\nlayers = [0, 1]\n\
+                 [target]\nprompt = \"the cat sat on the mat\"\n[generate]\nmax_new_tokens = 6\n\
+                 [[amplifier]]\nkind = \"none\"\n[[amplifier]]\nkind = \"scale\"\nvalues = [3]\n",
+                model.display().to_string(),
+                out_dir.display().to_string(),
+                dir.path().join(prompts_file).display().to_string(),
+            ),
+        )
+        .unwrap();
+    };
+    write_config("subjects.tsv");
+    let out = loupe(&["scope", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = loupe_scope::results::read_results(&out_dir.join("results.jsonl")).unwrap();
+    assert_eq!(records.len(), 8);
+    for r in &records {
+        let expected = if r.source == "the dog" {
+            vec!["t", "tt"]
+        } else {
+            vec!["zzzz"]
+        };
+        assert_eq!(r.answers, expected);
+        let found = loupe_scope::judge::answer_found(&r.generation, &r.answers);
+        assert_eq!(r.answer_found, found, "{}", r.generation);
+    }
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(
+        report.contains("Attribute extraction") && report.contains("contains an expected answer"),
+        "{report}"
+    );
+
+    // A line with a tab but no answer is refused, naming the file and line.
+    std::fs::write(dir.path().join("bad.tsv"), "the dog\tt\nhello\t|\n").unwrap();
+    write_config("bad.tsv");
+    let out = loupe(&[
+        "scope",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        dir.path().join("other").to_str().unwrap(),
+    ]);
+    assert_clear_error(&out, &["bad.tsv line 2", "nothing after the tab"]);
 }

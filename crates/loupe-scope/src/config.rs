@@ -48,7 +48,9 @@ pub struct SourceConfig {
     /// Source prompts given inline.
     #[serde(default)]
     pub prompts: Vec<String>,
-    /// A file of source prompts, one per line (blank lines and `#` comments skipped).
+    /// A file of source prompts, one per line (blank lines and `#` comments skipped). A line
+    /// `subject<TAB>answer` also gives the answer an attribute-extraction task expects (several
+    /// accepted answers separated by `|`): a generation is then correct when it contains one.
     #[serde(default)]
     pub prompts_file: Option<PathBuf>,
     /// Which activation: `resid_post` (the residual stream, Superscopes' hidden state), `mlp_out`
@@ -415,7 +417,22 @@ impl ScopeConfig {
 
     /// The source prompts: inline ones, then the file's lines.
     pub fn source_prompts(&self) -> Result<Vec<String>> {
-        let mut prompts = self.source.prompts.clone();
+        Ok(self
+            .source_prompts_with_answers()?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect())
+    }
+
+    /// The source prompts, each with the answers its `prompts_file` line gives (none for inline
+    /// prompts and lines without a tab).
+    pub fn source_prompts_with_answers(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let mut prompts: Vec<(String, Vec<String>)> = self
+            .source
+            .prompts
+            .iter()
+            .map(|p| (p.clone(), Vec::new()))
+            .collect();
         if let Some(path) = &self.source.prompts_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Error::config(
@@ -423,12 +440,31 @@ impl ScopeConfig {
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?;
-            prompts.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_string),
-            );
+            for (number, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let (prompt, answers) = match line.split_once('\t') {
+                    None => (line, Vec::new()),
+                    Some((prompt, answers)) => {
+                        let answers: Vec<String> = answers
+                            .split('|')
+                            .map(str::trim)
+                            .filter(|a| !a.is_empty())
+                            .map(str::to_string)
+                            .collect();
+                        if answers.is_empty() {
+                            return Err(Error::config(
+                                &format!("{} line {}", path.display(), number + 1),
+                                "nothing after the tab: give the expected answer, or remove the tab",
+                            ));
+                        }
+                        (prompt.trim(), answers)
+                    }
+                };
+                prompts.push((prompt.to_string(), answers));
+            }
         }
         if prompts.is_empty() {
             return Err(Error::config(
@@ -436,7 +472,7 @@ impl ScopeConfig {
                 "no source prompts: give prompts = [...] or prompts_file = \"entities.txt\"",
             ));
         }
-        if let Some(i) = prompts.iter().position(|p| p.trim().is_empty()) {
+        if let Some(i) = prompts.iter().position(|(p, _)| p.trim().is_empty()) {
             return Err(Error::config(
                 &format!("source.prompts[{i}]"),
                 "the prompt is empty; give it some text or remove it",

@@ -19,6 +19,8 @@ pub struct ScopePlan<'a> {
     pub config: ScopeConfig,
     /// The source prompts, inline and from `prompts_file`, in run order.
     pub sources: Vec<String>,
+    /// Per source, the answers an attribute-extraction task accepts (empty: none given).
+    pub(crate) answers: Vec<Vec<String>>,
     pub(crate) source_ids: Vec<Vec<u32>>,
     pub(crate) target_ids: Vec<u32>,
     /// The patched position in the target prompt.
@@ -64,7 +66,8 @@ impl<'a> ScopePlan<'a> {
             ));
         }
 
-        let sources = config.source_prompts()?;
+        let (sources, answers): (Vec<String>, Vec<Vec<String>>) =
+            config.source_prompts_with_answers()?.into_iter().unzip();
         let mut source_ids = Vec::with_capacity(sources.len());
         for (i, prompt) in sources.iter().enumerate() {
             let ids = model
@@ -125,6 +128,7 @@ impl<'a> ScopePlan<'a> {
             model,
             config: config.clone(),
             sources,
+            answers,
             source_ids,
             target_ids,
             target_position,

@@ -42,6 +42,12 @@ pub struct ScopeRecord {
     pub score: f32,
     /// Named concept words of the feature found in the generation.
     pub concept_hits: Vec<String>,
+    /// The answers an attribute-extraction task accepts for this source (empty for other tasks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<String>,
+    /// Whether the generation contains one of `answers` (ignoring case); `None` without answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_found: Option<bool>,
     /// The source model's own most likely next token at the source position.
     pub source_next_token: String,
     /// The patched target's most likely first token.

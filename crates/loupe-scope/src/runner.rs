@@ -17,7 +17,7 @@ use loupe_util::Problems as _;
 use loupe_util::Progress;
 
 use crate::config::TokenPosition;
-use crate::judge::{concept_hits, cosine, next_token, Embedder};
+use crate::judge::{answer_found, concept_hits, cosine, next_token, Embedder};
 use crate::patch::{Patch, PatchedTarget};
 use crate::plan::ScopePlan;
 use crate::results::{done_keys, ResultsFile, ScopeRecord};
@@ -169,6 +169,8 @@ impl ScopePlan<'_> {
                         tokens: generations[i].tokens.clone(),
                         score: cosine(&source_embedding, &embeddings[i]),
                         concept_hits: concept_hits(&texts[i], &variant.concepts),
+                        answers: self.answers[index].clone(),
+                        answer_found: answer_found(&texts[i], &self.answers[index]),
                         source_next_token: source_next.clone(),
                         patched_next_token: self.model.tokenizer.token_text(judged.patched_top1),
                         next_token_match: judged.matches,

@@ -24,6 +24,15 @@ pub fn concept_hits(text: &str, concepts: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Attribute extraction (Patchscopes): whether `text` contains one of `answers` as whole words,
+/// ignoring case (so that "rand" is not found in "grand"); `None` when the source has no answers.
+pub fn answer_found(text: &str, answers: &[String]) -> Option<bool> {
+    if answers.is_empty() {
+        return None;
+    }
+    Some(!concept_hits(text, answers).is_empty())
+}
+
 /// Whether a generation (its token ids) is degenerate: one token makes up at least half of it
 /// (with four tokens or more), or one pair of consecutive tokens occurs three times or more (a
 /// loop). Amplified text that is fluent nonsense of this kind can still sit close to the source in
@@ -93,6 +102,15 @@ mod tests {
             concept_hits("in SPAIN they speak Español; a startup", &concepts),
             vec!["Spain".to_string(), "español".to_string()]
         );
+    }
+
+    #[test]
+    fn answers_are_found_as_whole_words_ignoring_case() {
+        let answers = vec!["rand".to_string(), "New Delhi".to_string()];
+        assert_eq!(answer_found("is the South African Rand.", &answers), Some(true));
+        assert_eq!(answer_found("a grand old city", &answers), Some(false));
+        assert_eq!(answer_found(" is new delhi, India", &answers), Some(true));
+        assert_eq!(answer_found("anything", &[]), None);
     }
 
     #[test]

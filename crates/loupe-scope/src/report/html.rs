@@ -29,14 +29,13 @@ pub(super) fn html(
          td,th{{border:1px solid #ccc;padding:.25em .5em;vertical-align:top;font-size:.9em}} th{{background:#f4f4f4}}\
          td.best{{outline:3px solid #c80;font-weight:bold}} .score{{color:#555;font-size:.8em}} code{{background:#f4f4f4}}\
          </style></head><body><h1>Scope report: {model}</h1><p>Target prompt: <code>{target}</code><br>Site: {site} · \
-         {n_sources} source prompts · {n} patched generations. Score: cosine similarity of all-MiniLM-L6-v2 embeddings of \
-         source prompt and generation; interpreted when above {threshold}.</p>{study}<h2>Fraction interpreted (upper bound)</h2>{plot}",
+         {n_sources} source prompts · {n} patched generations. {judged}</p>{study}<h2>Fraction interpreted (upper bound)</h2>{plot}",
         model = escape(&context.model),
         target = escape(&context.target_prompt),
         site = escape(&context.site),
         n_sources = summary.sources.len(),
         n = summary.records.len(),
-        threshold = context.threshold,
+        judged = escape(&super::markdown::judged_as(summary)),
         study = super::study::html(summary, study, held_out_plot),
     );
     if let Some(note) = context.partial_note(summary) {

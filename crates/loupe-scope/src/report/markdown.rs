@@ -36,8 +36,8 @@ pub fn fraction_tables(summary: &Summary) -> String {
     let header = |md: &mut String, first: &str| layer_header(md, first, &summary.layers);
     let _ = writeln!(
         md,
-        "Fraction of source prompts interpreted (score > {}) at each source layer, by amplifier (best value), and for any amplifier:\n",
-        summary.threshold
+        "Fraction of source prompts interpreted ({}) at each source layer, by amplifier (best value), and for any amplifier:\n",
+        summary.criterion()
     );
     header(&mut md, "amplifier");
     for family_name in &summary.families {
@@ -101,6 +101,22 @@ pub fn source_section(summary: &Summary, source: &str) -> String {
     md
 }
 
+/// How a generation is judged, for the reports' opening lines.
+pub(super) fn judged_as(summary: &Summary) -> String {
+    if summary.answers {
+        "Attribute extraction: a generation is correct (counted as interpreted) when it contains one of the \
+         source's expected answers, ignoring case. Score: the cosine similarity of all-MiniLM-L6-v2 \
+         embeddings of source prompt and generation, kept as a second judge."
+            .into()
+    } else {
+        format!(
+            "Score: cosine similarity of all-MiniLM-L6-v2 embeddings of source prompt and generation; \
+             interpreted when above {}.",
+            summary.threshold
+        )
+    }
+}
+
 /// What the fluency judge explains, shared by both reports.
 pub(super) const FLUENCY_NOTE: &str =
     "Fluency: the mean surprisal of each generated token (nats) under the unpatched \
@@ -147,14 +163,13 @@ pub(super) fn markdown(context: &ReportContext, summary: &Summary, study: &super
     }
     let _ = writeln!(
         md,
-        "Target prompt: `{}`  \nSite: {} · {} source prompts · layers {:?} · {} patched generations  \n\
-         Score: cosine similarity of all-MiniLM-L6-v2 embeddings of source prompt and generation; interpreted when above {}.\n",
+        "Target prompt: `{}`  \nSite: {} · {} source prompts · layers {:?} · {} patched generations  \n{}\n",
         cell(&context.target_prompt),
         context.site,
         summary.sources.len(),
         summary.layers,
         summary.records.len(),
-        context.threshold
+        judged_as(summary)
     );
     md.push_str("## Held-out comparison\n\n");
     md.push_str(&super::study::markdown(summary, study));

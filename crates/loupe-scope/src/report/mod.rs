@@ -81,6 +81,9 @@ pub struct Summary<'a> {
     pub records: &'a [ScopeRecord],
     /// Score above which a generation counts as interpreting its source.
     pub threshold: f32,
+    /// Whether the run is an attribute-extraction task: every record has expected answers, and a
+    /// generation counts when it contains one (instead of scoring above the threshold).
+    pub answers: bool,
     /// The source layers that have records, ascending.
     pub layers: Vec<usize>,
     /// Amplifier labels (`scale 6`), in run order.
@@ -140,6 +143,7 @@ impl<'a> Summary<'a> {
         Summary {
             records,
             threshold,
+            answers: !records.is_empty() && records.iter().all(|r| r.answer_found.is_some()),
             layers,
             labels,
             families,
@@ -147,20 +151,38 @@ impl<'a> Summary<'a> {
         }
     }
 
-    /// The fraction of sources interpreted at `layer` by the records `pick` selects: a source
-    /// counts when any selected record of it scores above the threshold (Superscopes' rule, "at
-    /// any amplification"). `None` where nothing was selected at that layer.
-    pub fn fraction_interpreted(&self, layer: usize, pick: impl Fn(&ScopeRecord) -> bool) -> Option<f64> {
-        let mut best: BTreeMap<&str, f32> = BTreeMap::new();
-        for r in self.records.iter().filter(|r| r.layer == layer && pick(r)) {
-            let score = best.entry(&r.source).or_insert(f32::NEG_INFINITY);
-            *score = score.max(r.score);
+    /// Whether `record` counts as interpreting its source: its score above the threshold, or, in an
+    /// attribute-extraction run, an expected answer in its generation.
+    pub fn success(&self, record: &ScopeRecord) -> bool {
+        if self.answers {
+            record.answer_found == Some(true)
+        } else {
+            record.score > self.threshold
         }
-        if best.is_empty() {
+    }
+
+    /// What [`Summary::success`] asks, for the reports' parentheses: `score > 0.3`.
+    pub fn criterion(&self) -> String {
+        if self.answers {
+            "the generation contains an expected answer".into()
+        } else {
+            format!("score > {}", self.threshold)
+        }
+    }
+
+    /// The fraction of sources interpreted at `layer` by the records `pick` selects: a source
+    /// counts when any selected record of it succeeds (Superscopes' rule, "at any amplification").
+    /// `None` where nothing was selected at that layer.
+    pub fn fraction_interpreted(&self, layer: usize, pick: impl Fn(&ScopeRecord) -> bool) -> Option<f64> {
+        let mut any: BTreeMap<&str, bool> = BTreeMap::new();
+        for r in self.records.iter().filter(|r| r.layer == layer && pick(r)) {
+            *any.entry(&r.source).or_insert(false) |= self.success(r);
+        }
+        if any.is_empty() {
             return None;
         }
-        let interpreted = best.values().filter(|&&s| s > self.threshold).count();
-        Some(interpreted as f64 / best.len() as f64)
+        let interpreted = any.values().filter(|&&s| s).count();
+        Some(interpreted as f64 / any.len() as f64)
     }
 
     /// Patchscopes' precision@1 and mean surprisal of the records `pick` selects.

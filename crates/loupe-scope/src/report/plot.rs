@@ -79,12 +79,12 @@ fn plot_lines(summary: &Summary, y_label: &str, point: &Point) -> String {
     let _ = write!(
         svg,
         "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">source layer</text>\
-         <text x=\"12\" y=\"{}\" transform=\"rotate(-90 12 {})\" text-anchor=\"middle\">{y_label} (score &gt; {})</text>",
+         <text x=\"12\" y=\"{}\" transform=\"rotate(-90 12 {})\" text-anchor=\"middle\">{y_label} ({})</text>",
         left + plot_w / 2.0,
         height - 5.0,
         top + plot_h / 2.0,
         top + plot_h / 2.0,
-        summary.threshold
+        loupe_util::html::escape(&summary.criterion())
     );
     let families = summary.families.len() as f64;
     for (i, family_name) in summary.families.iter().enumerate() {

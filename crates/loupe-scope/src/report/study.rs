@@ -96,7 +96,7 @@ pub fn study(summary: &Summary, seed: u64) -> Study {
         .records
         .iter()
         .map(|r| {
-            let ok = r.score > summary.threshold && !degenerate(&r.tokens);
+            let ok = summary.success(r) && !degenerate(&r.tokens);
             ((r.label.as_str(), r.layer, r.source.as_str()), ok)
         })
         .collect();
@@ -260,11 +260,11 @@ pub fn markdown(summary: &Summary, study: &Study) -> String {
     let _ = writeln!(
         md,
         "Held out: each family's value (α, s, c, ...) is chosen on half of the {} source prompts and \
-         the fraction interpreted (score above {}, and the generation not degenerate: one token \
+         the fraction interpreted ({}, and the generation not degenerate: one token \
          repeated, or a loop) is counted on the other half, then the halves swap (a seeded split); \
          in brackets the 95% bootstrap interval over prompts ({BOOTSTRAP_RESAMPLES} resamples).\n",
         summary.sources.len(),
-        summary.threshold
+        summary.criterion()
     );
     super::markdown::layer_header(&mut md, "amplifier", &summary.layers);
     for family_name in &summary.families {
@@ -425,6 +425,8 @@ mod tests {
             tokens: Vec::new(),
             score,
             concept_hits: Vec::new(),
+            answers: Vec::new(),
+            answer_found: None,
             source_next_token: String::new(),
             patched_next_token: String::new(),
             next_token_match: false,
@@ -490,6 +492,44 @@ mod tests {
         } else {
             assert!(paragraph.contains("cannot rank them"), "{paragraph}");
         }
+    }
+
+    /// In an attribute-extraction run a generation counts when it contains an expected answer,
+    /// whatever its similarity score.
+    #[test]
+    fn attribute_runs_count_answers_not_scores() {
+        let mut records = Vec::new();
+        for i in 0..20 {
+            let mut none = record(i, "none", "none", 0.9);
+            none.answers = vec!["Paris".into()];
+            none.answer_found = Some(false);
+            let mut scale = record(i, "scale 3", "scale", 0.0);
+            scale.answers = vec!["Paris".into()];
+            scale.answer_found = Some(i % 4 != 0);
+            records.extend([none, scale]);
+        }
+        let summary = Summary::new(&records, 0.3, &[]);
+        assert!(summary.answers);
+        assert_eq!(
+            summary.fraction_interpreted(3, |r| r.amplifier == "none"),
+            Some(0.0)
+        );
+        assert_eq!(
+            summary.fraction_interpreted(3, |r| r.amplifier == "scale"),
+            Some(0.75)
+        );
+        let study = study(&summary, 1);
+        let scale = study.figures.iter().find(|f| f.family == "scale").unwrap();
+        assert_eq!(scale.fraction, 0.75);
+        assert!(markdown(&summary, &study).contains("contains an expected answer"));
+        // One record without answers: the run is judged by similarity again.
+        records[0].answer_found = None;
+        let summary = Summary::new(&records, 0.3, &[]);
+        assert!(!summary.answers);
+        assert_eq!(
+            summary.fraction_interpreted(3, |r| r.amplifier == "none"),
+            Some(1.0)
+        );
     }
 
     /// Two families that interpret the same sources: the paragraph claims no ranking.
