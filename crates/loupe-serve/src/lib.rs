@@ -23,6 +23,22 @@
 //! | `GET /api/playground/options` | targets, entities, limits |
 //! | `POST /api/playground` | start a job (202), or 409 while one runs |
 //! | `GET /api/jobs/{id}` · `/events` · `POST .../cancel` | a job's results, as JSON or server-sent events; cancel it |
+//!
+//! ```
+//! use loupe_serve::runs::{discover, RunKind};
+//! use loupe_serve::{router, ServeConfig};
+//! // A folder with one scope run in it (a scope run is a folder holding results.jsonl).
+//! let root = tempfile::tempdir()?;
+//! std::fs::create_dir_all(root.path().join("entities"))?;
+//! std::fs::write(root.path().join("entities/results.jsonl"), "")?;
+//! let runs = discover(&[root.path().to_path_buf()]);
+//! assert_eq!(runs[0].kind, RunKind::Scope);
+//! assert!(runs[0].id.ends_with("/entities"));
+//! // The app over it; `loupe_serve::serve(listener, app, shutdown)` serves it on a tokio listener.
+//! let app = router(ServeConfig { roots: vec![root.path().into()], token: None, feature_books: vec![] })?;
+//! # let _ = app;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![warn(missing_docs)]
 
