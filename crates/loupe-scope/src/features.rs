@@ -74,6 +74,10 @@ pub struct FeatureEntry {
     /// Words whose appearance in a generation counts as the concept being named.
     #[serde(default)]
     pub concepts: Vec<String>,
+    /// A sentence describing the concept: every generation of a scope run is scored by the
+    /// similarity of its embedding to this one's (the concept score).
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +133,8 @@ pub struct Feature {
     pub source: Source,
     /// Words whose appearance in a generation counts as the concept being named.
     pub concepts: Vec<String>,
+    /// A sentence describing the concept, for the concept score.
+    pub description: Option<String>,
 }
 
 impl Feature {
@@ -454,6 +460,7 @@ fn resolve(
         direction,
         source,
         concepts: entry.concepts.clone(),
+        description: entry.description.clone().filter(|d| !d.trim().is_empty()),
     })
 }
 

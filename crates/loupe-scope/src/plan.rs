@@ -160,6 +160,18 @@ impl<'a> ScopePlan<'a> {
             .collect()
     }
 
+    /// The description of each feature an amplifier names that has one: every generation is
+    /// scored against each (`ScopeRecord::concept_scores`).
+    pub fn feature_descriptions(&self) -> BTreeMap<String, String> {
+        self.config
+            .amplifiers
+            .iter()
+            .filter_map(|a| a.feature())
+            .filter_map(|name| self.features.iter().find(|f| f.name == name))
+            .filter_map(|f| Some((f.name.clone(), f.description.clone()?)))
+            .collect()
+    }
+
     /// The hook the sweep reads at `layer`.
     pub fn source_hook(&self, layer: usize) -> HookPoint {
         self.config.source.site.hook(layer)

@@ -42,6 +42,11 @@ pub struct ScopeRecord {
     pub score: f32,
     /// Named concept words of the feature found in the generation.
     pub concept_hits: Vec<String>,
+    /// Concept scores: the cosine similarity of the generation's embedding to each described
+    /// feature's description, by feature name (every record of the run, so that plain patching
+    /// gives each feature's baseline).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub concept_scores: std::collections::BTreeMap<String, f32>,
     /// The answers an attribute-extraction task accepts for this source (empty for other tasks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answers: Vec<String>,

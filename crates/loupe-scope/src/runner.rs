@@ -78,6 +78,12 @@ impl ScopePlan<'_> {
             sigma.insert(*hook, norms.iter().sum::<f32>() / norms.len() as f32);
         }
         let variants = self.variants(&sigma)?;
+        // Each described feature's description, embedded once for the concept scores.
+        let descriptions: Vec<(String, Vec<f32>)> = self
+            .feature_descriptions()
+            .into_iter()
+            .map(|(name, text)| Ok((name, embedder.embed(&[text.as_str()])?.remove(0))))
+            .collect::<Result<_>>()?;
 
         // The target prompt before the patched position, run once for every row of the sweep.
         let target = PatchedTarget::new(self.model, &self.target_ids, self.target_position)?;
@@ -169,6 +175,10 @@ impl ScopePlan<'_> {
                         tokens: generations[i].tokens.clone(),
                         score: cosine(&source_embedding, &embeddings[i]),
                         concept_hits: concept_hits(&texts[i], &variant.concepts),
+                        concept_scores: descriptions
+                            .iter()
+                            .map(|(name, description)| (name.clone(), cosine(description, &embeddings[i])))
+                            .collect(),
                         answers: self.answers[index].clone(),
                         answer_found: answer_found(&texts[i], &self.answers[index]),
                         source_next_token: source_next.clone(),

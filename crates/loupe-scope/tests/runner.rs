@@ -529,3 +529,28 @@ fn fluency_equals_the_surprisal_of_a_plain_forward_pass() {
         }
     }
 }
+
+/// A described feature gives every record, plain patching's too, a concept score: the cosine of
+/// the generation's embedding and the description's.
+#[test]
+fn every_generation_is_scored_against_each_features_description() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("model"));
+    let c = config(tmp.path(), "");
+    let book = c.features.clone().unwrap();
+    let mut text = std::fs::read_to_string(&book).unwrap();
+    text.push_str("description = \"a dog running by a river\"\n");
+    std::fs::write(&book, text).unwrap();
+    let plan = ScopePlan::new(&c, &model).unwrap();
+    let embedder = embedder();
+    plan.run(&embedder, &mut loupe_util::NoProgress).unwrap();
+    let records = read_results(&c.out.join("results.jsonl")).unwrap();
+    let description = embedder.embed(&["a dog running by a river"]).unwrap().remove(0);
+    for r in &records {
+        let generation = embedder.embed(&[r.generation.as_str()]).unwrap().remove(0);
+        let expected = loupe_scope::judge::cosine(&description, &generation);
+        let got = r.concept_scores["latent5"];
+        assert!((got - expected).abs() < 1e-4, "{}: {got} vs {expected}", r.label);
+    }
+    assert!(records.iter().any(|r| r.amplifier == "none"));
+}

@@ -155,6 +155,74 @@ fn fluency_section(summary: &Summary) -> String {
     md
 }
 
+/// Concept words and concept scores of each feature amplifier, against plain patching of the same
+/// sources at the same layer; empty when no feature names concepts or a description.
+fn concept_section(context: &ReportContext, summary: &Summary) -> String {
+    let mut md = String::new();
+    let described = summary.records.iter().any(|r| !r.concept_scores.is_empty());
+    if context.concepts.is_empty() && !described {
+        return md;
+    }
+    md.push_str(
+        "\n## Concept words and scores\n\nGenerations that use one of the feature's concept words, and the mean \
+         concept score (the cosine similarity of the generation's embedding to the feature's description), \
+         each against plain patching (`none`) of the same sources at the same layer as the baseline:\n\n\
+         | amplifier | hits | `none`, same layer | concept score | `none`, same layer |\n| --- | ---: | ---: | ---: | ---: |\n",
+    );
+    let mean_score = |records: &[&ScopeRecord], feature: &str| -> String {
+        let scores: Vec<f64> = records
+            .iter()
+            .filter_map(|r| r.concept_scores.get(feature).map(|&s| f64::from(s)))
+            .collect();
+        if scores.is_empty() {
+            "–".into()
+        } else {
+            format!("{:.3}", scores.iter().sum::<f64>() / scores.len() as f64)
+        }
+    };
+    for label in &summary.labels {
+        let of_label: Vec<&ScopeRecord> = summary.records.iter().filter(|r| &r.label == label).collect();
+        let Some(feature) = of_label.first().and_then(|r| r.feature.as_deref()) else {
+            continue;
+        };
+        let baseline: Vec<&ScopeRecord> = summary
+            .records
+            .iter()
+            .filter(|r| {
+                r.amplifier == "none"
+                    && of_label
+                        .iter()
+                        .any(|f| f.layer == r.layer && f.source == r.source)
+            })
+            .collect();
+        let (hits, baseline_hits) = match context.concepts.get(feature).filter(|c| !c.is_empty()) {
+            Some(concepts) => (
+                format!(
+                    "{} / {}",
+                    of_label.iter().filter(|r| !r.concept_hits.is_empty()).count(),
+                    of_label.len()
+                ),
+                format!(
+                    "{} / {}",
+                    baseline
+                        .iter()
+                        .filter(|r| !concept_hits(&r.generation, concepts).is_empty())
+                        .count(),
+                    baseline.len()
+                ),
+            ),
+            None => ("–".into(), "–".into()),
+        };
+        let _ = writeln!(
+            md,
+            "| {label} | {hits} | {baseline_hits} | {} | {} |",
+            mean_score(&of_label, feature),
+            mean_score(&baseline, feature)
+        );
+    }
+    md
+}
+
 pub(super) fn markdown(context: &ReportContext, summary: &Summary, study: &super::study::Study) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Scope report: {}\n", context.model);
@@ -209,44 +277,7 @@ pub(super) fn markdown(context: &ReportContext, summary: &Summary, study: &super
         let _ = writeln!(md, " {precision:.2} | {surprisal:.2} |");
     }
     md.push_str(&fluency_section(summary));
-    if !context.concepts.is_empty() {
-        md.push_str(
-            "\n## Concept words\n\nGenerations that use one of the feature's concept words, against \
-             plain patching (`none`) of the same sources at the same layer as the baseline:\n\n\
-             | amplifier | hits | `none`, same layer |\n| --- | ---: | ---: |\n",
-        );
-        for label in &summary.labels {
-            let of_label: Vec<&ScopeRecord> = summary.records.iter().filter(|r| &r.label == label).collect();
-            let Some(concepts) = of_label
-                .first()
-                .and_then(|r| r.feature.as_ref())
-                .and_then(|f| context.concepts.get(f))
-            else {
-                continue;
-            };
-            let hits = of_label.iter().filter(|r| !r.concept_hits.is_empty()).count();
-            let baseline: Vec<&ScopeRecord> = summary
-                .records
-                .iter()
-                .filter(|r| {
-                    r.amplifier == "none"
-                        && of_label
-                            .iter()
-                            .any(|f| f.layer == r.layer && f.source == r.source)
-                })
-                .collect();
-            let baseline_hits = baseline
-                .iter()
-                .filter(|r| !concept_hits(&r.generation, concepts).is_empty())
-                .count();
-            let _ = writeln!(
-                md,
-                "| {label} | {hits} / {} | {baseline_hits} / {} |",
-                of_label.len(),
-                baseline.len()
-            );
-        }
-    }
+    md.push_str(&concept_section(context, summary));
     md.push_str(
         "\n## Per source prompt\n\nEach amplifier × value at its best layer; ★ the best of the prompt.\n",
     );

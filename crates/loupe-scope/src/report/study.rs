@@ -425,6 +425,7 @@ mod tests {
             tokens: Vec::new(),
             score,
             concept_hits: Vec::new(),
+            concept_scores: Default::default(),
             answers: Vec::new(),
             answer_found: None,
             source_next_token: String::new(),
