@@ -552,6 +552,26 @@ fn feature_book_entries_are_playground_amplifiers() {
     assert!(stream.contains("\"status\":\"done\""), "{stream}");
     assert_eq!(stream.matches("event: record").count(), 2, "{stream}");
     assert!(stream.contains("sae tiny latent ×2"), "{stream}");
+
+    // A probe of a served probe run, at its own hook (the MLP neurons of layer 1).
+    let probe = json!({
+        "model": dir.join("model"),
+        "prompt": "hello",
+        "layers": [1],
+        "site": "mlp_post",
+        "target": "the cat sat on the mat",
+        "amplifiers": [{"kind": "probe", "run": "runs/probes", "feature": "lang=a", "hook": "blocks.1.mlp.hook_post",
+                        "method": "mean_diff", "k": 2, "values": [2, 4]}],
+        "max_new_tokens": 3,
+    });
+    let (status, started) = post(&api("/playground"), &probe);
+    assert_eq!((status, started["total"].as_u64()), (202, Some(2)), "{started}");
+    let job = started["job"].as_u64().unwrap();
+    let mut events = agent().get(api(&format!("/jobs/{job}/events"))).call().unwrap();
+    let stream = events.body_mut().read_to_string().unwrap();
+    assert!(stream.contains("\"status\":\"done\""), "{stream}");
+    assert_eq!(stream.matches("event: record").count(), 2, "{stream}");
+    assert!(stream.contains("\"amplifier\":\"probe\""), "{stream}");
     drop(server);
 
     // A book that cannot be read stops the server before it listens, naming the file.

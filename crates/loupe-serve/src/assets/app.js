@@ -417,6 +417,20 @@ async function playground(params) {
   const saeSel = h("select", { id: "pg-sae-run" }, saes.map((r) => h("option", { value: r.id, selected: r.id === steerRun }, r.id)));
   const latentIn = h("input", { type: "number", id: "pg-latent", value: steerLatent || 0, min: 0 });
   const saeValues = field("pg-sae-values", "4, 8", 10);
+  // Every probe of the served probe runs, as "run · feature · hook · method k".
+  const probes = [];
+  for (const run of runs.runs.filter((r) => r.kind === "probe")) {
+    const data = await api(`/probe?run=${encodeURIComponent(run.id)}`);
+    for (const g of data.groups) {
+      for (const [method, points] of Object.entries(g.methods)) {
+        for (const p of points) probes.push({ run: run.id, feature: g.feature, hook: g.hook, method, k: p.k });
+      }
+    }
+  }
+  const useProbe = check("pg-probe", false);
+  const probeSel = h("select", { id: "pg-probe-name" }, probes.map((p, i) =>
+    h("option", { value: i }, `${p.run} · ${p.feature} · ${p.hook} · ${p.method} k${p.k}`)));
+  const probeValues = field("pg-probe-values", "4, 8", 10);
   const useFeature = check("pg-feature", false);
   const featureSel = h("select", { id: "pg-feature-name" }, options.features.map((f) =>
     h("option", { value: f.name }, `${f.name} (${f.kind})`)));
@@ -439,6 +453,7 @@ async function playground(params) {
       h("div", { class: "row" }, h("label", {}, useScale, " scale α "), scaleIn),
       h("div", { class: "row" }, h("label", {}, useCfg, " cfg s "), cfgIn, h("label", {}, "null prompt ", nullIn)),
       saes.length ? h("div", { class: "row" }, h("label", {}, useSae, " SAE latent "), saeSel, latentIn, h("label", {}, "α ", saeValues)) : null,
+      probes.length ? h("div", { class: "row" }, h("label", {}, useProbe, " probe "), probeSel, h("label", {}, "α ", probeValues)) : null,
       options.features.length ? h("div", { class: "row" }, h("label", {}, useFeature, " feature book entry "), featureSel, h("label", {}, "α ", featureValues))
         : h("div", { class: "row muted" }, "Feature book entries: start the server with --features FILE (e.g. configs/features-main.toml)."),
       h("div", { class: "row" }, runButton, cancelButton, status)),
@@ -456,6 +471,10 @@ async function playground(params) {
     if (useScale.checked) amplifiers.push({ kind: "scale", values: numbers(scaleIn.value) });
     if (useCfg.checked) amplifiers.push({ kind: "cfg", values: numbers(cfgIn.value) });
     if (saes.length && useSae.checked) amplifiers.push({ kind: "sae", run: saeSel.value, latent: Number(latentIn.value), values: numbers(saeValues.value) });
+    if (probes.length && useProbe.checked) {
+      const p = probes[Number(probeSel.value)];
+      amplifiers.push({ kind: "probe", run: p.run, feature: p.feature, hook: p.hook, method: p.method, k: p.k, values: numbers(probeValues.value) });
+    }
     if (options.features.length && useFeature.checked) amplifiers.push({ kind: "feature", name: featureSel.value, values: numbers(featureValues.value) });
     const request = {
       model: modelIn.value, prompt: promptIn.value, layers: numbers(layersIn.value), site: siteSel.value,
