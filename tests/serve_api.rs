@@ -503,6 +503,13 @@ fn a_token_guards_every_request_when_the_server_has_one() {
     // A root that does not exist is refused before anything listens.
     let out = common::loupe(&["serve", "--root", &format!("{root}/missing"), "--port", "0"]);
     common::assert_clear_error(&out, &["--root", "missing", "no such folder"]);
+    // Without --root, the default folders that exist are served; where there is none, it says so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args(["serve", "--port", "0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    common::assert_clear_error(&out, &["no checkpoints/ or activations/", "--root DIR"]);
 }
 
 #[test]

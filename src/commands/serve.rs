@@ -31,7 +31,17 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let roots = if args.roots.is_empty() {
-        vec![PathBuf::from("checkpoints"), PathBuf::from("activations")]
+        // The default folders that exist (a fresh checkout has no activations/ until a capture).
+        let defaults: Vec<PathBuf> = ["checkpoints", "activations"]
+            .iter()
+            .map(PathBuf::from)
+            .filter(|d| d.is_dir())
+            .collect();
+        anyhow::ensure!(
+            !defaults.is_empty(),
+            "no checkpoints/ or activations/ folder here: run loupe serve from the repository root, or give --root DIR"
+        );
+        defaults
     } else {
         args.roots
     };
