@@ -35,6 +35,17 @@ fn post_raw(url: &str, content_type: &str, body: &str) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// The whole event stream of playground job `job` on the server at `url` (it closes when the job
+/// ends).
+fn job_events(url: &str, job: u64) -> String {
+    let mut events = agent()
+        .get(format!("{url}/api/jobs/{job}/events"))
+        .call()
+        .unwrap();
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    events.body_mut().read_to_string().unwrap()
+}
+
 /// An error answer: the status, and a JSON message containing each needle.
 fn assert_error(answer: (u16, Value), status: u16, needles: &[&str]) {
     assert_eq!(answer.0, status, "{}", answer.1);
@@ -384,9 +395,7 @@ fn every_endpoint_answers_and_bad_input_gets_exact_errors() {
     // none and scale at both layers, the latent only at its own hook (layer 1).
     assert_eq!(started["total"], 5);
     let job = started["job"].as_u64().unwrap();
-    let mut events = agent().get(api(&format!("/jobs/{job}/events"))).call().unwrap();
-    assert_eq!(events.headers()["content-type"], "text/event-stream");
-    let stream = events.body_mut().read_to_string().unwrap();
+    let stream = job_events(&server.url, job);
     let records: Vec<Value> = stream
         .split("\n\n")
         .filter(|e| e.contains("event: record"))
@@ -427,11 +436,7 @@ fn every_endpoint_answers_and_bad_input_gets_exact_errors() {
         (200, Some(true)),
         "{cancel}"
     );
-    let mut events = agent()
-        .get(api(&format!("/jobs/{running}/events")))
-        .call()
-        .unwrap();
-    let stream = events.body_mut().read_to_string().unwrap();
+    let stream = job_events(&server.url, running);
     assert!(stream.contains("\"status\":\"cancelled\""), "{stream}");
     let (_, stopped) = get(&api(&format!("/jobs/{running}")));
     assert!(stopped["done"].as_u64() < stopped["total"].as_u64(), "{stopped}");
@@ -554,8 +559,7 @@ fn feature_book_entries_are_playground_amplifiers() {
     let (status, started) = post(&api("/playground"), &request("tiny latent"));
     assert_eq!((status, started["total"].as_u64()), (202, Some(2)), "{started}");
     let job = started["job"].as_u64().unwrap();
-    let mut events = agent().get(api(&format!("/jobs/{job}/events"))).call().unwrap();
-    let stream = events.body_mut().read_to_string().unwrap();
+    let stream = job_events(&server.url, job);
     assert!(stream.contains("\"status\":\"done\""), "{stream}");
     assert_eq!(stream.matches("event: record").count(), 2, "{stream}");
     assert!(stream.contains("sae tiny latent ×2"), "{stream}");
@@ -574,8 +578,7 @@ fn feature_book_entries_are_playground_amplifiers() {
     let (status, started) = post(&api("/playground"), &probe);
     assert_eq!((status, started["total"].as_u64()), (202, Some(2)), "{started}");
     let job = started["job"].as_u64().unwrap();
-    let mut events = agent().get(api(&format!("/jobs/{job}/events"))).call().unwrap();
-    let stream = events.body_mut().read_to_string().unwrap();
+    let stream = job_events(&server.url, job);
     assert!(stream.contains("\"status\":\"done\""), "{stream}");
     assert_eq!(stream.matches("event: record").count(), 2, "{stream}");
     assert!(stream.contains("\"amplifier\":\"probe\""), "{stream}");

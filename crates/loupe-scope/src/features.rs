@@ -240,8 +240,9 @@ fn last_token_activations(model: &Model, hook: HookPoint, prompts: &[String], fi
     Ok(last.to_dtype(DType::F32)?)
 }
 
-/// Paths in a book are relative to the working directory, or to the book when not found there.
-fn locate(path: &Path, base: &Path) -> PathBuf {
+/// Paths in a book are relative to the working directory, or to the book's folder `base` when not
+/// found there.
+pub fn locate(path: &Path, base: &Path) -> PathBuf {
     if path.exists() || path.is_absolute() {
         path.to_path_buf()
     } else {

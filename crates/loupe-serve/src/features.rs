@@ -79,16 +79,14 @@ impl FeatureBooks {
     }
 }
 
-/// The entry with its file paths resolved as the book would resolve them: relative to the
-/// working directory, or to the book when not found there.
+/// The entry with its file paths resolved as the book resolves them (`loupe_scope::features::locate`),
+/// so that they read from the job's own copy of the entry.
 fn with_resolved_paths(entry: &Value, book: &Path) -> Value {
     let mut entry = entry.clone();
     let base = book.parent().unwrap_or(Path::new("."));
     for field in PATH_FIELDS {
         if let Some(path) = entry[field].as_str().map(PathBuf::from) {
-            if path.is_relative() && !path.exists() {
-                entry[field] = json!(base.join(path));
-            }
+            entry[field] = json!(loupe_scope::features::locate(&path, base));
         }
     }
     entry

@@ -72,6 +72,8 @@ pub struct SaeView {
     pub hook: HookPoint,
     /// `top/top.json`, when `loupe sae top` has been run for this SAE.
     pub top: Option<TopReport>,
+    /// The token its store's contexts start with, when the store is on this machine.
+    pub separator: Option<u32>,
     /// Why there are no top contexts, and how to make them.
     pub top_missing: String,
     /// When the weights and `top.json` were last modified, as read.
@@ -116,7 +118,14 @@ impl SaeView {
         } else {
             (None, format!("no top contexts yet: {rerun}"))
         };
+        let separator = sae
+            .metadata
+            .dataset_path
+            .as_ref()
+            .and_then(|p| loupe_data::store::Manifest::read(Path::new(p)).ok())
+            .map(|m| m.separator_token);
         Ok(SaeView {
+            separator,
             sae,
             hook,
             top,

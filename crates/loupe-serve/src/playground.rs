@@ -26,7 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::error::{blocking, ApiError, ApiResult, JsonBody};
 use crate::runs::{find, RunKind};
 use crate::sae::check_prompt;
-use crate::scope::record_json;
+use crate::scope::records_json;
 use crate::AppState;
 
 /// The entities of the main job's comparison, offered as source prompts.
@@ -261,14 +261,14 @@ pub async fn start(
     };
 
     let runner = job.clone();
-    let threshold = f64::from(config.judge.threshold);
+    let threshold = config.judge.threshold;
     tokio::task::spawn_blocking(move || {
         let run = || {
             let embedder = app.loaded.embedder()?;
             let plan = ScopePlan::new(&config, &model)?;
             let mut progress = JobProgress(runner.clone());
             let mut observe = |records: &[ScopeRecord]| {
-                let new: Vec<Value> = records.iter().map(|r| record_json(r, threshold)).collect();
+                let (new, _) = records_json(records, threshold);
                 runner.update(|s| s.records.extend(new));
             };
             Ok::<_, ApiError>(plan.run_observed(&embedder, &mut progress, &mut observe)?)
@@ -383,12 +383,7 @@ fn scope_config(
             }
             AmplifierRequest::Probe { run, feature, hook, method, k, values } => {
                 let probes = find(&app.roots, run, RunKind::Probe)?;
-                let file = crate::probe::probe_files(&probes.dir)
-                    .into_iter()
-                    .find(|f| &f.feature == feature && &f.hook == hook && &f.method == method && f.k == *k)
-                    .ok_or_else(|| {
-                        ApiError::not_found(format!("run '{run}' has no probe {feature} at {hook} by {method} with k = {k}"))
-                    })?;
+                let file = crate::probe::find_probe(&probes.dir, run, feature, hook, method, *k)?;
                 let name = format!("{feature} ({method} k{k}) #{i}");
                 book.push(json!({ "name": name, "kind": "probe", "probe": file.path.with_extension("safetensors") }));
                 json!({ "kind": "probe", "feature": name, "values": values })

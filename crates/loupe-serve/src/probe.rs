@@ -23,23 +23,24 @@ const CONTEXTS_PER_NEURON: usize = 5;
 /// Tokens of the probe's store searched for them.
 const CONTEXT_TOKENS: usize = 20_000;
 
-/// One saved probe of a run, as its JSON file describes it.
+/// One saved probe of a run, read from its JSON file (which holds everything but the tensor file).
 pub struct ProbeFile {
-    /// The feature probed.
-    pub feature: String,
-    /// The hook read.
-    pub hook: String,
-    /// The neuron ranking (or `exact`).
-    pub method: String,
-    /// Neurons read.
-    pub k: usize,
-    /// Held-out F1, when the file could be read.
-    pub f1: Option<f64>,
+    /// The probe.
+    pub probe: Probe,
     /// The `.json` file.
     pub path: PathBuf,
 }
 
-/// Every probe of a probe run (`FEATURE/HOOK/METHOD-kK.json`), in path order.
+impl ProbeFile {
+    /// Whether this is the probe of `feature` at `hook` by `method` with `k` neurons.
+    pub fn is(&self, feature: &str, hook: &str, method: &str, k: usize) -> bool {
+        let i = &self.probe.info;
+        i.feature == feature && i.hook.to_string() == hook && i.method == method && i.k == k
+    }
+}
+
+/// Every probe of a probe run (`FEATURE/HOOK/METHOD-kK.json`), in path order; a file that does
+/// not read as a probe is skipped.
 pub fn probe_files(run: &Path) -> Vec<ProbeFile> {
     let mut files = Vec::new();
     let dirs = |dir: &Path| -> Vec<PathBuf> {
@@ -73,18 +74,31 @@ pub fn probe_files(run: &Path) -> Vec<ProbeFile> {
                 else {
                     continue;
                 };
-                files.push(ProbeFile {
-                    feature: probe.info.feature.clone(),
-                    hook: probe.info.hook.to_string(),
-                    method: probe.info.method.clone(),
-                    k: probe.info.k,
-                    f1: Some(probe.info.held_out.f1),
-                    path,
-                });
+                files.push(ProbeFile { probe, path });
             }
         }
     }
     files
+}
+
+/// The probe of `feature` at `hook` by `method` with `k` neurons in the probe run `dir`, found among
+/// the run's files (never by joining the request's words into a path); 404 naming the run `id`.
+pub fn find_probe(
+    dir: &Path,
+    id: &str,
+    feature: &str,
+    hook: &str,
+    method: &str,
+    k: usize,
+) -> ApiResult<ProbeFile> {
+    probe_files(dir)
+        .into_iter()
+        .find(|f| f.is(feature, hook, method, k))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "run '{id}' has no probe for feature '{feature}' at {hook} by {method} with k = {k}"
+            ))
+        })
 }
 
 /// `GET /api/probe?run=ID`: per feature and hook, each method's held-out F1 and MCC against k.
@@ -96,17 +110,17 @@ pub async fn overview(
     let groups = blocking(move || {
         // (feature, hook) -> method -> points
         let mut groups: BTreeMap<(String, String), BTreeMap<String, Vec<Value>>> = BTreeMap::new();
-        for file in probe_files(&run.dir) {
-            let probe: Probe = read_probe(&file.path)?;
+        for ProbeFile { probe, .. } in probe_files(&run.dir) {
+            let info = &probe.info;
             groups
-                .entry((file.feature.clone(), file.hook.clone()))
+                .entry((info.feature.clone(), info.hook.to_string()))
                 .or_default()
-                .entry(file.method.clone())
+                .entry(info.method.clone())
                 .or_default()
                 .push(json!({
-                    "k": file.k,
-                    "f1": probe.info.held_out.f1,
-                    "mcc": probe.info.held_out.mcc,
+                    "k": info.k,
+                    "f1": info.held_out.f1,
+                    "mcc": info.held_out.mcc,
                     "neurons": probe.neurons,
                 }));
         }
@@ -129,11 +143,6 @@ pub async fn overview(
     Ok(Json(json!({ "run": query.run, "groups": groups })))
 }
 
-fn read_probe(path: &Path) -> ApiResult<Probe> {
-    let text = std::fs::read_to_string(path)?;
-    serde_json::from_str(&text).map_err(|e| ApiError::internal(format!("{} is damaged: {e}", path.display())))
-}
-
 /// `?run=ID&feature=F&hook=H&method=M&k=K`
 #[derive(Deserialize)]
 pub struct ProbeQuery {
@@ -152,22 +161,15 @@ pub async fn detail(
 ) -> ApiResult<Json<Value>> {
     let run = find(&app.roots, &query.run, RunKind::Probe)?;
     blocking(move || {
-        // The probe is found among the run's files, never by joining the request's words into a path.
-        let file = probe_files(&run.dir)
-            .into_iter()
-            .find(|f| {
-                f.feature == query.feature
-                    && f.hook == query.hook
-                    && f.method == query.method
-                    && f.k == query.k
-            })
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "run '{}' has no probe for feature '{}' at {} by {} with k = {}",
-                    query.run, query.feature, query.hook, query.method, query.k
-                ))
-            })?;
-        let probe = read_probe(&file.path)?;
+        let probe = find_probe(
+            &run.dir,
+            &query.run,
+            &query.feature,
+            &query.hook,
+            &query.method,
+            query.k,
+        )?
+        .probe;
         let mut order: Vec<usize> = (0..probe.neurons.len()).collect();
         order.sort_by(|&a, &b| probe.weights[b].abs().total_cmp(&probe.weights[a].abs()));
         let mut notes = Vec::new();

@@ -207,11 +207,11 @@ fn summary(run: &Run) -> Value {
         }
         RunKind::Probe => {
             let probes = crate::probe::probe_files(&run.dir);
-            let mut features: Vec<&str> = probes.iter().map(|p| p.feature.as_str()).collect();
+            let mut features: Vec<&str> = probes.iter().map(|p| p.probe.info.feature.as_str()).collect();
             features.dedup();
             let best = probes
                 .iter()
-                .filter_map(|p| p.f1)
+                .map(|p| p.probe.info.held_out.f1)
                 .fold(None, |best: Option<f64>, f1| Some(best.map_or(f1, |b| b.max(f1))));
             json!({ "probes": probes.len(), "features": features, "best_f1": best })
         }

@@ -290,14 +290,7 @@ pub async fn sentence(
         let text_ids = model.tokenizer.encode(&request.text)?;
         // Stored contexts start with the separator token, which the SAE never saw itself: the
         // sentence gets it too, so that its first token is read as a store's first token is.
-        let separator = view
-            .sae
-            .metadata
-            .dataset_path
-            .as_ref()
-            .and_then(|p| loupe_data::store::Manifest::read(std::path::Path::new(p)).ok())
-            .map(|m| m.separator_token);
-        let mut ids: Vec<u32> = separator.into_iter().collect();
+        let mut ids: Vec<u32> = view.separator.into_iter().collect();
         let skip = ids.len();
         ids.extend(&text_ids);
         if ids.len() > model.spec().context {

@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::Json;
 use loupe_scope::judge::degenerate;
+use loupe_scope::report::Summary;
 use loupe_scope::results::read_results;
 use loupe_scope::ScopeRecord;
 use serde_json::{json, Value};
@@ -16,24 +17,33 @@ use crate::AppState;
 /// record another.
 const DEFAULT_THRESHOLD: f64 = 0.3;
 
-/// A record as the scope and playground pages show it: without its token ids, judged interpreted
-/// when it scores above `threshold` and is not degenerate (as the report judges it).
-pub fn record_json(r: &ScopeRecord, threshold: f64) -> Value {
-    let degenerate = degenerate(&r.tokens);
-    json!({
-        "source": r.source,
-        "layer": r.layer,
-        "amplifier": r.amplifier,
-        "label": r.label,
-        "value": r.value,
-        "generation": r.generation,
-        "score": r.score,
-        "fluency": r.fluency,
-        "degenerate": degenerate,
-        "interpreted": f64::from(r.score) > threshold && !degenerate,
-        "concept_hits": r.concept_hits,
-        "next_token_match": r.next_token_match,
-    })
+/// Records as the scope and playground pages show them: without their token ids, each judged as
+/// the report judges it (`Summary::success`: the score above `threshold`, or in an
+/// attribute-extraction run an expected answer found; and not degenerate). Also what was asked.
+pub fn records_json(records: &[ScopeRecord], threshold: f32) -> (Vec<Value>, String) {
+    let summary = Summary::new(records, threshold, &[]);
+    let judged = records
+        .iter()
+        .map(|r| {
+            let degenerate = degenerate(&r.tokens);
+            json!({
+                "source": r.source,
+                "layer": r.layer,
+                "amplifier": r.amplifier,
+                "label": r.label,
+                "value": r.value,
+                "generation": r.generation,
+                "score": r.score,
+                "fluency": r.fluency,
+                "answer_found": r.answer_found,
+                "degenerate": degenerate,
+                "interpreted": summary.success(r) && !degenerate,
+                "concept_hits": r.concept_hits,
+                "next_token_match": r.next_token_match,
+            })
+        })
+        .collect();
+    (judged, summary.criterion())
 }
 
 /// The charts `loupe scope` writes beside its report, shown when present.
@@ -54,10 +64,8 @@ pub async fn overview(
             .as_ref()
             .and_then(|s| s["threshold"].as_f64())
             .unwrap_or(DEFAULT_THRESHOLD);
-        let records: Vec<Value> = read_results(&run.dir.join("results.jsonl"))?
-            .iter()
-            .map(|r| record_json(r, threshold))
-            .collect();
+        let results = read_results(&run.dir.join("results.jsonl"))?;
+        let (records, criterion) = records_json(&results, threshold as f32);
         let charts: Vec<&str> = CHARTS
             .iter()
             .copied()
@@ -67,6 +75,7 @@ pub async fn overview(
             "run": query.run,
             "identity": read_json("run.json"),
             "threshold": threshold,
+            "criterion": criterion,
             "records": records,
             "study": study,
             "charts": charts,

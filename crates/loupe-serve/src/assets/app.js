@@ -372,7 +372,7 @@ async function scopePage(run) {
   [layerSel, kindSel, valueSel].forEach((el) => el.addEventListener("change", draw));
   page(
     h("h1", {}, "Scope run ", h("span", { class: "mono" }, run)),
-    h("p", {}, `${fmt(records.length)} generations; interpreted: cosine similarity above ${data.threshold}, not degenerate. Hover a cell for its generation.`,
+    h("p", {}, `${fmt(records.length)} generations; interpreted: ${data.criterion}, and not degenerate. Hover a cell for its generation.`,
       data.report ? [" ", h("a", { href: fileUrl(run, data.report) }, "Static report")] : ""),
     h("div", { class: "row" }, layerSel, kindSel, valueSel),
     grid,
