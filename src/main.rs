@@ -51,6 +51,10 @@ enum Command {
     /// directions), patch them into a target prompt, generate, judge, and write a comparison
     /// report. Resumes an interrupted sweep.
     Scope(commands::scope::Args),
+    /// The steering task: neutral instructions answered while a concept is pushed in at one
+    /// layer (SAE latent, probe or mean-difference direction, cfg), beside a prompting baseline;
+    /// strengths chosen on held-out instructions, concept–fluency curves. Resumes a stopped run.
+    Steer(commands::steer::Args),
     /// Activation stores made from elsewhere: `loupe store import` turns a .npy or .safetensors
     /// tensor of activations (with token ids and labels) into a store.
     Store(commands::store::Args),
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => commands::probe::run(args),
         Command::Features(args) => commands::features::run(args),
         Command::Scope(args) => commands::scope::run(args),
+        Command::Steer(args) => commands::steer::run(args),
         Command::Store(args) => commands::store::run(args),
         Command::Verify(args) => commands::verify::run(args),
         Command::Serve(args) => commands::serve::run(args),

@@ -13,7 +13,8 @@ fn help_explains_each_command() {
     assert!(out.status.success());
     let help = stdout(&out);
     for command in [
-        "generate", "inspect", "hooks", "capture", "sae", "probe", "features", "store",
+        "generate", "inspect", "hooks", "capture", "sae", "probe", "features", "scope", "steer", "store",
+        "verify", "serve",
     ] {
         assert!(help.contains(command), "{help}");
     }
@@ -826,6 +827,76 @@ fn shipped_scope_config_parses() {
             );
         }
     }
+}
+
+#[test]
+fn steer_runs_judges_reports_and_resumes_on_a_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    write_tiny_hf_dir(&model, 3).unwrap();
+    let out_dir = dir.path().join("steer");
+    let config = dir.path().join("steer.toml");
+    let write_config = |prompts: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "model = {:?}\nout = {:?}\ninstructions = [\"the dog\", \"hello\", \"a tree\", \"the cat sat\"]\n\
+                 chat = false\nlayer = 1\n[null]\nthe = \"the\"\n[generate]\nmax_new_tokens = 4\n\
+                 [[concept]]\nname = \"animals\"\ndescription = \"a dog or a cat\"\nprompts = {prompts}\n\
+                 [[concept.method]]\nkind = \"cfg\"\nnull = \"the\"\nvalues = [0.5, 2]\n",
+                model.display().to_string(),
+                out_dir.display().to_string(),
+            ),
+        )
+        .unwrap();
+    };
+    // cfg without the concept's prompts: refused before anything is generated or written.
+    write_config("[]");
+    let out = loupe(&["steer", "--config", config.to_str().unwrap()]);
+    assert_clear_error(&out, &["concept[0] 'animals'.prompts", "cfg steers"]);
+    assert!(!out_dir.join("results.jsonl").exists());
+
+    write_config("[\"the dog\", \"the cat\"]");
+    let out = loupe(&["steer", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // none, prompt (default sentence "Mention animals."), cfg 0.5 and 2, for 4 instructions.
+    assert!(
+        stderr(&out).contains("16 answered (0 already done)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("steer.md"), "{}", stdout(&out));
+    let report = std::fs::read_to_string(out_dir.join("steer.md")).unwrap();
+    for needle in [
+        "## animals",
+        "| cfg (null: the) |",
+        "vs prompting",
+        "| cfg 2 (null: the) |",
+    ] {
+        assert!(report.contains(needle), "{needle} missing from:\n{report}");
+    }
+    assert!(out_dir.join("curves-animals.svg").exists() && out_dir.join("steer.html").exists());
+    let study: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("study.json")).unwrap()).unwrap();
+    assert_eq!(study[0]["held_out"].as_array().unwrap().len(), 3);
+
+    let out = loupe(&["steer", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to generate: all 16 already done"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn shipped_steer_config_parses() {
+    let config =
+        loupe_scope::steer::SteerConfig::from_file(std::path::Path::new("configs/steer-main.toml"), &[])
+            .unwrap();
+    assert_eq!(config.instruction_list().unwrap().len(), 24);
+    let concepts: Vec<&str> = config.concepts.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(concepts, ["person", "German"]);
 }
 
 #[test]

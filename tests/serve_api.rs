@@ -124,6 +124,16 @@ fn every_endpoint_answers_and_bad_input_gets_exact_errors() {
         .starts_with("tensorboard --logdir"));
     assert_eq!(by_kind("probe")["features"], json!(["lang=a"]));
     assert_eq!(by_kind("scope")["records"], 8);
+    // A steering run also writes results.jsonl, and is told apart by its concepts.
+    let steer = by_kind("steer");
+    assert_eq!(
+        (steer["id"].as_str(), steer["records"].as_u64()),
+        (Some("runs/steer"), Some(12))
+    );
+    assert_eq!(steer["concepts"], json!(["animals"]));
+    assert_eq!(steer["has_report"], true);
+    let (status, _) = get(&api("/file?run=runs%2Fsteer&path=steer.html"));
+    assert_eq!(status, 200);
 
     // The feature browser.
     let (status, overview) = get(&api("/sae?run=runs%2Fsae"));

@@ -13,6 +13,7 @@ pub mod sae_synth;
 pub mod sae_top;
 pub mod scope;
 pub mod serve;
+pub mod steer;
 pub mod store;
 pub mod verify;
 

@@ -129,6 +129,16 @@ pub fn serve_fixture() -> tempfile::TempDir {
         ),
     );
     run(&["scope", "--config", &scope]);
+    let steer = write(
+        "steer.toml",
+        format!(
+            "model = \"{d}/model\"\nout = \"{d}/runs/steer\"\ninstructions = [\"the dog\", \"hello\", \"a tree\", \"the cat\"]\n\
+             chat = false\nlayer = 1\n[null]\nthe = \"the\"\n[generate]\nmax_new_tokens = 4\n\
+             [[concept]]\nname = \"animals\"\ndescription = \"a dog or a cat\"\nprompts = [\"the dog\"]\n\
+             [[concept.method]]\nkind = \"cfg\"\nnull = \"the\"\nvalues = [1]\n"
+        ),
+    );
+    run(&["steer", "--config", &steer]);
     dir
 }
 

@@ -17,6 +17,9 @@ pub enum Positions {
     All,
     /// Only these positions (0-based indices into the sequence, padding not counted).
     Only(Vec<usize>),
+    /// Every position from this one on (steering that leaves the first token, the attention
+    /// sink of most models, as it was: `From(1)`).
+    From(usize),
 }
 
 impl Positions {
@@ -24,6 +27,7 @@ impl Positions {
         match self {
             Positions::All => true,
             Positions::Only(p) => p.contains(&position),
+            Positions::From(start) => position >= *start,
         }
     }
 }

@@ -680,3 +680,34 @@ fn the_pattern_captured_during_generation_covers_every_token() {
         .unwrap();
     assert_eq!(max_abs(&future), 0.0);
 }
+
+#[test]
+fn positions_from_a_start_edit_that_position_and_every_later_one_of_each_row() {
+    let (_dir, model) = tiny_model();
+    // Two prompts of different lengths: positions count from each row's own first token.
+    let batch = model.batch(&[PROMPT, "the cat"]).unwrap();
+    let d = model.spec().d_model;
+    let shift = Tensor::ones(d, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let hook = HookPoint::ResidPost(0);
+    let mut plain = Hooks::new().capture(hook);
+    logits(&model, &batch, &mut plain);
+    let mut steered = Hooks::new().add(hook, Positions::From(1), shift).capture(hook);
+    logits(&model, &batch, &mut steered);
+    let (before, after) = (plain.captured(hook).unwrap(), steered.captured(hook).unwrap());
+    for row in 0..batch.rows() {
+        for column in 0..batch.columns() {
+            let change = max_abs_diff(
+                &before.get(row).unwrap().get(column).unwrap(),
+                &after.get(row).unwrap().get(column).unwrap(),
+            );
+            let expected = match batch.position(row, column) {
+                Some(position) if position >= 1 => 1.0,
+                _ => 0.0, // the first token, and padding
+            };
+            assert!(
+                (change - expected).abs() < 1e-5,
+                "row {row} column {column}: {change}"
+            );
+        }
+    }
+}

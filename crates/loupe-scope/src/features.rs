@@ -224,7 +224,12 @@ pub fn load_book(path: &Path, model: &Model) -> Result<Vec<Feature>> {
 }
 
 /// The activation at `hook` of each prompt's last token, `[prompts, width]` f32.
-fn last_token_activations(model: &Model, hook: HookPoint, prompts: &[String], field: &str) -> Result<Tensor> {
+pub(crate) fn last_token_activations(
+    model: &Model,
+    hook: HookPoint,
+    prompts: &[String],
+    field: &str,
+) -> Result<Tensor> {
     if prompts.is_empty() {
         return Err(Error::config(field, "give at least one prompt"));
     }

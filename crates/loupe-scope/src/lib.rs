@@ -1,7 +1,9 @@
 //! Patch experiments: take an activation from a source prompt, amplify it in each of the ways
 //! docs/design.md defines ([`amplify`]), possibly along a named feature's direction ([`features`]),
 //! patch every variant into the same target prompt ([`target`]), let the model generate
-//! ([`runner`]), judge the generations ([`judge`]) and write the comparison ([`report`]).
+//! ([`runner`]), judge the generations ([`judge`]) and write the comparison ([`report`]). The
+//! steering task ([`steer`]) pushes the same named features into the model's answers to neutral
+//! instructions, beside a prompting baseline.
 //!
 //! The amplifiers are plain functions of the activation (and the null prompt's, for `cfg`):
 //!
@@ -29,6 +31,7 @@ pub mod report;
 pub mod results;
 pub mod runner;
 pub mod stats;
+pub mod steer;
 pub mod target;
 mod variants;
 

@@ -1,5 +1,6 @@
 //! Results of a scope run, one JSON object per patched generation in `results.jsonl`, appended as
-//! each batch finishes so that an interrupted run resumes where it stopped.
+//! each batch finishes so that an interrupted run resumes where it stopped. Steering runs
+//! ([`crate::steer`]) keep their records the same way.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -7,6 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use loupe_util::Problems as _;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -83,16 +85,17 @@ impl ScopeRecord {
 /// What identifies a result within a run: source prompt, source layer, amplifier label.
 pub type RecordKey = (String, usize, String);
 
-/// `results.jsonl`: read what is there, then append.
-pub struct ResultsFile {
+/// `results.jsonl` of records `T`: read what is there, then append.
+pub struct ResultsFile<T> {
     path: PathBuf,
     file: File,
+    records: std::marker::PhantomData<T>,
 }
 
-impl ResultsFile {
+impl<T: Serialize + DeserializeOwned> ResultsFile<T> {
     /// Opens (or creates) the results file, returning the records already in it. A last line cut
     /// short by an interruption is dropped (the file is rewritten without it, atomically).
-    pub fn open(path: &Path) -> Result<(Self, Vec<ScopeRecord>)> {
+    pub fn open(path: &Path) -> Result<(Self, Vec<T>)> {
         let io = |e: std::io::Error| Error::file(path, e);
         let mut records = Vec::new();
         let mut dropped = false;
@@ -101,14 +104,14 @@ impl ResultsFile {
             let lines: Vec<String> = reader.lines().collect::<std::io::Result<_>>().map_err(io)?;
             let n = lines.len();
             for (i, line) in lines.iter().enumerate() {
-                match serde_json::from_str::<ScopeRecord>(line) {
+                match serde_json::from_str::<T>(line) {
                     Ok(record) => records.push(record),
                     Err(_) if i + 1 == n => dropped = true,
                     Err(e) => {
                         return Err(Error::config(
                             &path.display().to_string(),
                             format!(
-                                "line {} is not a scope result ({e}); move the file away to start over",
+                                "line {} is not a result of this kind of run ({e}); move the file away to start over",
                                 i + 1
                             ),
                         ))
@@ -139,13 +142,14 @@ impl ResultsFile {
             ResultsFile {
                 path: path.to_path_buf(),
                 file,
+                records: std::marker::PhantomData,
             },
             records,
         ))
     }
 
     /// Appends records as whole lines and flushes them to disk.
-    pub fn append(&mut self, records: &[ScopeRecord]) -> Result<()> {
+    pub fn append(&mut self, records: &[T]) -> Result<()> {
         let mut text = String::new();
         for record in records {
             text.push_str(&serde_json::to_string(record).expect("records serialize"));
@@ -162,8 +166,13 @@ pub fn done_keys(records: &[ScopeRecord]) -> HashSet<RecordKey> {
     records.iter().map(ScopeRecord::key).collect()
 }
 
-/// Reads every record of a results file.
+/// Reads every record of a scope run's results file.
 pub fn read_results(path: &Path) -> Result<Vec<ScopeRecord>> {
+    read_records(path)
+}
+
+/// Reads every record of a results file of records `T`.
+pub fn read_records<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -173,4 +182,30 @@ pub fn read_results(path: &Path) -> Result<Vec<ScopeRecord>> {
                 .map_err(|e| Error::config(&path.display().to_string(), format!("line {}: {e}", i + 1)))
         })
         .collect()
+}
+
+/// Results in `out` are only reused by a run that would have produced them: `run.json` records
+/// `identity` (what the results depend on: model, prompts, settings), and a run whose identity
+/// differs from the recorded one is refused rather than mixed into the same results.
+pub fn check_run_identity(out: &Path, identity: serde_json::Value) -> Result<()> {
+    let path = out.join("run.json");
+    if path.exists() && out.join("results.jsonl").exists() {
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
+        let previous: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::config(&path.display().to_string(), e))?;
+        if previous != identity {
+            return Err(Error::config(
+                "out",
+                format!(
+                    "{} holds results of a different run ({}, now {}); choose another out directory, or delete it to start over",
+                    out.display(),
+                    previous,
+                    identity
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let json = serde_json::to_string_pretty(&identity).expect("a run identity serializes");
+    Ok(loupe_util::write_atomically(&path, json.as_bytes())?)
 }

@@ -20,7 +20,7 @@ use crate::config::TokenPosition;
 use crate::judge::{answer_found, concept_hits, cosine, next_token, Embedder};
 use crate::patch::{Patch, PatchedTarget};
 use crate::plan::ScopePlan;
-use crate::results::{done_keys, ResultsFile, ScopeRecord};
+use crate::results::{check_run_identity, done_keys, ResultsFile, ScopeRecord};
 use crate::variants::Variant;
 use crate::{Error, Result};
 
@@ -278,7 +278,7 @@ impl ScopePlan<'_> {
     }
 
     /// Results in `out` are only reused by a run that would have produced them: same model,
-    /// target, site, source position, null prompts and generation length. `run.json` records these.
+    /// target, site, source position, null prompts and generation length.
     fn check_run_identity(&self, out: &Path) -> Result<()> {
         let identity = serde_json::json!({
             "model": self.model.name,
@@ -288,25 +288,6 @@ impl ScopePlan<'_> {
             "null": self.config.null,
             "max_new_tokens": self.config.generate.max_new_tokens,
         });
-        let path = out.join("run.json");
-        if path.exists() && out.join("results.jsonl").exists() {
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
-            let previous: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| Error::config(&path.display().to_string(), e))?;
-            if previous != identity {
-                return Err(Error::config(
-                    "out",
-                    format!(
-                        "{} holds results of a different run ({}, now {}); choose another out directory, or delete it to start over",
-                        out.display(),
-                        previous,
-                        identity
-                    ),
-                ));
-            }
-            return Ok(());
-        }
-        let json = serde_json::to_string_pretty(&identity).expect("a run identity serializes");
-        Ok(loupe_util::write_atomically(&path, json.as_bytes())?)
+        check_run_identity(out, identity)
     }
 }

@@ -1,6 +1,6 @@
-//! The statistics a comparison over prompts needs: a bootstrap interval for a fraction, the exact
-//! McNemar test for two amplifiers judged on the same prompts, and Holm's correction for testing
-//! many pairs at once.
+//! The statistics a comparison over prompts needs: a bootstrap interval for a fraction or a mean,
+//! the exact McNemar test for two amplifiers judged on the same prompts (and the sign test, its
+//! twin for paired scores), and Holm's correction for testing many pairs at once.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -12,16 +12,24 @@ pub const BOOTSTRAP_RESAMPLES: usize = 2000;
 /// are resampled with replacement `resamples` times (seeded), and the 2.5th and 97.5th
 /// percentiles of the resampled fractions returned. `(0, 0)` for no outcomes.
 pub fn bootstrap_interval(outcomes: &[bool], resamples: usize, seed: u64) -> (f64, f64) {
-    let n = outcomes.len();
+    let values: Vec<f64> = outcomes.iter().map(|&o| if o { 1.0 } else { 0.0 }).collect();
+    bootstrap_mean_interval(&values, resamples, seed)
+}
+
+/// The 95% percentile bootstrap interval of the mean of `values` (one per prompt), resampled as
+/// [`bootstrap_interval`] resamples outcomes (the same draws for the same seed). `(0, 0)` for no
+/// values.
+pub fn bootstrap_mean_interval(values: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
+    let n = values.len();
     if n == 0 || resamples == 0 {
         return (0.0, 0.0);
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut fractions: Vec<f64> = (0..resamples)
-        .map(|_| (0..n).filter(|_| outcomes[rng.random_range(0..n)]).count() as f64 / n as f64)
+    let mut means: Vec<f64> = (0..resamples)
+        .map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64)
         .collect();
-    fractions.sort_by(f64::total_cmp);
-    let at = |q: f64| fractions[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
     (at(0.025), at(0.975))
 }
 
@@ -34,9 +42,24 @@ pub fn mcnemar_exact(a: &[bool], b: &[bool]) -> (usize, usize, f64) {
     assert_eq!(a.len(), b.len(), "paired outcomes");
     let only_a = a.iter().zip(b).filter(|(&x, &y)| x && !y).count();
     let only_b = a.iter().zip(b).filter(|(&x, &y)| !x && y).count();
-    let n = only_a + only_b;
-    let tail: f64 = (0..=only_a.min(only_b)).map(|k| binomial_half(n, k)).sum();
-    (only_a, only_b, (2.0 * tail).min(1.0))
+    (only_a, only_b, two_sided_binomial(only_a, only_b))
+}
+
+/// The exact sign test of paired scores (`a[i]` and `b[i]` on the same prompt): `(wins, losses,
+/// p)`, where wins counts prompts on which `a` scores higher, losses those on which `b` does (ties
+/// are left out), and p is the two-sided binomial probability of [`mcnemar_exact`].
+pub fn sign_test(a: &[f64], b: &[f64]) -> (usize, usize, f64) {
+    assert_eq!(a.len(), b.len(), "paired scores");
+    let wins = a.iter().zip(b).filter(|(x, y)| x > y).count();
+    let losses = a.iter().zip(b).filter(|(x, y)| x < y).count();
+    (wins, losses, two_sided_binomial(wins, losses))
+}
+
+/// `min(1, 2·P(X ≤ min(a, b)))` for X ~ Binomial(a + b, 1/2); 1 when a + b = 0.
+fn two_sided_binomial(a: usize, b: usize) -> f64 {
+    let n = a + b;
+    let tail: f64 = (0..=a.min(b)).map(|k| binomial_half(n, k)).sum();
+    (2.0 * tail).min(1.0)
 }
 
 /// P(X = k) for X ~ Binomial(n, 1/2), through logarithms so that large n do not overflow.
@@ -102,5 +125,27 @@ mod tests {
         let (lo_many, hi_many) = bootstrap_interval(&many, BOOTSTRAP_RESAMPLES, 1);
         assert!(hi_many - lo_many < (hi - lo) / 5.0, "({lo_many}, {hi_many})");
         assert_eq!(bootstrap_interval(&[true; 5], 100, 0), (1.0, 1.0));
+    }
+
+    #[test]
+    fn the_mean_interval_of_zeros_and_ones_is_the_fraction_interval() {
+        let outcomes: Vec<bool> = (0..30).map(|i| i % 3 == 0).collect();
+        let values: Vec<f64> = outcomes.iter().map(|&o| f64::from(u8::from(o))).collect();
+        assert_eq!(
+            bootstrap_mean_interval(&values, BOOTSTRAP_RESAMPLES, 7),
+            bootstrap_interval(&outcomes, BOOTSTRAP_RESAMPLES, 7)
+        );
+        assert_eq!(bootstrap_mean_interval(&[0.25; 4], 100, 0), (0.25, 0.25));
+    }
+
+    #[test]
+    fn the_sign_test_leaves_ties_out_and_is_mcnemar_on_the_rest() {
+        let a = [0.9, 0.1, 0.5, 0.7, 0.7];
+        let b = [0.2, 0.3, 0.5, 0.1, 0.2];
+        // wins at 0, 3, 4; a loss at 1; a tie at 2.
+        let (wins, losses, p) = sign_test(&a, &b);
+        assert_eq!((wins, losses), (3, 1));
+        // 2·(C(4,0) + C(4,1)) / 2^4 = 10/16.
+        assert!((p - 10.0 / 16.0).abs() < 1e-12, "{p}");
     }
 }

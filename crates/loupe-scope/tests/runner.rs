@@ -4,7 +4,7 @@
 //! refused before any generation.
 
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
@@ -12,25 +12,13 @@ use loupe_model::{generate, GenerateConfig, HookPoint, Hooks, Model, Positions, 
 use loupe_scope::amplify::sae::{SaeFeature, SaeMode};
 use loupe_scope::amplify::Amplifier;
 use loupe_scope::config::{AmplifierConfig, SaeAmplifierMode, Site, TargetLayer};
-use loupe_scope::judge::embedding::{default_embedder_dir, Embedder};
 use loupe_scope::results::read_results;
 use loupe_scope::{ScopeConfig, ScopePlan};
-use loupe_util::Progress;
+
+mod common;
+use common::{activation, embedder, tiny_model, tiny_sae, StopAfter};
 
 const TARGET: &str = "the cat sat on the mat and then";
-
-fn tiny_model(dir: &Path) -> Model {
-    loupe_model::testing::write_tiny_hf_dir(dir, 7).unwrap();
-    Model::load(dir.to_str().unwrap(), &Device::Cpu).unwrap()
-}
-
-/// An SAE for the tiny model's `hook` with random weights, saved in `dir`.
-fn tiny_sae(dir: &Path, hook: &str) -> PathBuf {
-    let sae = loupe_sae::testing::random_relu_sae(32, 64, hook, 12345).unwrap();
-    let path = dir.join(format!("sae-{hook}"));
-    loupe_sae::saelens::save(&sae, &path).unwrap();
-    path
-}
 
 fn config(dir: &Path, extra: &str) -> ScopeConfig {
     let sae = tiny_sae(dir, "blocks.1.hook_resid_post");
@@ -77,44 +65,6 @@ values = [4]
         book = book.display().to_string(),
     );
     toml::from_str(&text).unwrap()
-}
-
-fn embedder() -> Embedder {
-    Embedder::load(&default_embedder_dir())
-        .unwrap_or_else(|e| panic!("{e}\n(run scripts/fetch-models first)"))
-}
-
-/// Stops after `batches` batches, as Ctrl-C would.
-struct StopAfter {
-    batches: usize,
-    seen: Cell<usize>,
-}
-
-impl Progress for StopAfter {
-    fn advance(&mut self, _: u64) {
-        self.seen.set(self.seen.get() + 1);
-    }
-    fn should_stop(&self) -> bool {
-        self.seen.get() >= self.batches
-    }
-}
-
-/// h at the last token of `prompt`, at `hook`.
-fn activation(model: &Model, prompt: &str, hook: HookPoint) -> Vec<f32> {
-    let batch = model.batch(&[prompt]).unwrap();
-    let mut hooks = Hooks::new().capture(hook);
-    model.capture(&batch, &mut hooks).unwrap();
-    let captured = hooks.captured(hook).unwrap();
-    let last = captured.dim(1).unwrap() - 1;
-    captured
-        .get(0)
-        .unwrap()
-        .get(last)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 #[test]

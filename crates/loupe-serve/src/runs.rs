@@ -1,6 +1,7 @@
 //! The runs under the served roots, found by the files each kind writes: an activation store
 //! (`manifest.json`), an SAE (`cfg.json` and `sae_weights.safetensors`), a probe run
-//! (`summary.csv`) and a scope run (`results.jsonl`). A run is named by its root's folder name and
+//! (`summary.csv`), a scope run (`results.jsonl`) and a steering run (`results.jsonl`, with the
+//! concepts in its `run.json`). A run is named by its root's folder name and
 //! its path below the root (`checkpoints/main-sae-l8`), and requests name runs only that way:
 //! a path the index does not list is never opened.
 
@@ -28,6 +29,8 @@ pub enum RunKind {
     Probe,
     /// `loupe scope`'s output.
     Scope,
+    /// `loupe steer`'s output (listed, with its static report; no page of its own).
+    Steer,
 }
 
 /// One run found under a root.
@@ -112,7 +115,10 @@ fn kind_of(dir: &Path) -> Option<RunKind> {
     } else if dir.join("summary.csv").is_file() {
         Some(RunKind::Probe)
     } else if dir.join("results.jsonl").is_file() {
-        Some(RunKind::Scope)
+        // Both write results.jsonl; a steering run's identity names its concepts.
+        let identity = std::fs::read_to_string(dir.join("run.json")).unwrap_or_default();
+        let steering = serde_json::from_str::<Value>(&identity).is_ok_and(|v| v.get("concepts").is_some());
+        Some(if steering { RunKind::Steer } else { RunKind::Scope })
     } else {
         None
     }
@@ -217,17 +223,35 @@ fn summary(run: &Run) -> Value {
         }
         RunKind::Scope => {
             let identity = read("run.json").unwrap_or(Value::Null);
-            let records = std::fs::read_to_string(run.dir.join("results.jsonl"))
-                .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())
-                .unwrap_or(0);
             json!({
                 "model": identity["model"],
                 "target": identity["target"]["prompt"],
-                "records": records,
+                "records": count_lines(&run.dir.join("results.jsonl")),
                 "has_report": run.dir.join("report.html").is_file(),
             })
         }
+        RunKind::Steer => {
+            let identity = read("run.json").unwrap_or(Value::Null);
+            let concepts: Vec<Value> = identity["concepts"]
+                .as_array()
+                .map(|c| c.iter().map(|c| c["name"].clone()).collect())
+                .unwrap_or_default();
+            json!({
+                "model": identity["model"],
+                "hook": identity["hook"],
+                "concepts": concepts,
+                "records": count_lines(&run.dir.join("results.jsonl")),
+                "has_report": run.dir.join("steer.html").is_file(),
+            })
+        }
     }
+}
+
+/// The non-empty lines of a results file (0 when it cannot be read).
+fn count_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())
+        .unwrap_or(0)
 }
 
 fn has_event_files(dir: &Path) -> bool {

@@ -157,6 +157,11 @@ async function home() {
       h("td", { class: "mono" }, String(r.target || "").slice(0, 60)), h("td", { class: "num" }, fmt(r.records)),
       h("td", {}, r.has_report ? h("a", { href: fileUrl(r.id, "report.html") }, "report.html") : "–"),
       h("td", {}, tb(r))))),
+    h("h2", {}, "Steering runs"),
+    table("runs-steer", ["run", "model", "hook", "concepts", "answers", "report"], of("steer").map((r) => h("tr", {},
+      h("td", { class: "mono" }, r.id), h("td", {}, r.model), h("td", { class: "mono" }, r.hook),
+      h("td", {}, (r.concepts || []).join(", ")), h("td", { class: "num" }, fmt(r.records)),
+      h("td", {}, r.has_report ? h("a", { href: fileUrl(r.id, "steer.html") }, "steer.html") : "–")))),
   );
 }
 
