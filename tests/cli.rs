@@ -349,6 +349,35 @@ fn sae_train_eval_and_top_on_a_tiny_model() {
         "blocks.0.hook_resid_post",
     ]);
     assert_clear_error(&out, &["no activations for blocks.0.hook_resid_post"]);
+
+    // Feature absorption: the tiny model's 53 alphabetic tokens (its letters and " t"), one
+    // in-context example each (its context is 64 tokens).
+    let sae = run.to_str().unwrap();
+    let out = loupe(&[
+        "sae",
+        "absorption",
+        "--sae",
+        sae,
+        "--words",
+        "100",
+        "--icl-examples",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("feature absorption of"), "{}", stdout(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("absorption.json")).unwrap()).unwrap();
+    assert_eq!(report["letters"].as_array().unwrap().len(), 26);
+    assert_eq!(report["words"], serde_json::json!([42, 11]));
+    let out = loupe(&[
+        "sae",
+        "absorption",
+        "--sae",
+        sae,
+        "--hook",
+        "blocks.1.mlp.hook_post",
+    ]);
+    assert_clear_error(&out, &["the SAE reads 32 values", "blocks.1.mlp.hook_post"]);
 }
 
 /// Activations from elsewhere: imported from .npy with a label, verified, trained on and
@@ -897,6 +926,10 @@ fn shipped_steer_config_parses() {
     assert_eq!(config.instruction_list().unwrap().len(), 24);
     let concepts: Vec<&str> = config.concepts.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(concepts, ["person", "German"]);
+    let gemma =
+        loupe_scope::steer::SteerConfig::from_file(std::path::Path::new("configs/gemma3-steer.toml"), &[])
+            .unwrap();
+    assert_eq!((gemma.layer, gemma.chat), (6, false));
 }
 
 #[test]

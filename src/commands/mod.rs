@@ -7,6 +7,7 @@ pub mod hooks;
 pub mod inspect;
 pub mod probe;
 pub mod sae;
+pub mod sae_absorption;
 pub mod sae_probing;
 pub mod sae_seeds;
 pub mod sae_synth;

@@ -1,5 +1,6 @@
 //! `loupe sae train | eval | export`: sparse autoencoders on an activation store (`top` is in
-//! `sae_top.rs`, `synth` and `synth-score` in `sae_synth.rs`, `probing` in `sae_probing.rs`).
+//! `sae_top.rs`, `synth` and `synth-score` in `sae_synth.rs`, `probing` in `sae_probing.rs`,
+//! `absorption` in `sae_absorption.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,9 @@ enum Command {
     /// SAEBench's sparse probing: for each labelled feature of a probe config, the best probe on
     /// k SAE latents against the best on k neurons (k = 1, 2, 5), held-out F1.
     Probing(crate::commands::sae_probing::ProbingArgs),
+    /// SAEBench's feature absorption on the first-letter task: per letter, a probe on the
+    /// activations, the SAE's main latents for it, and how often other latents absorb them.
+    Absorption(crate::commands::sae_absorption::AbsorptionArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -109,6 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::SynthScore(a) => crate::commands::sae_synth::run_score(a),
         Command::Export(a) => run_export(a),
         Command::Probing(a) => crate::commands::sae_probing::run(a),
+        Command::Absorption(a) => crate::commands::sae_absorption::run(a),
     }
 }
 

@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+pub mod absorption;
 pub mod config;
 pub mod dataset;
 mod error;

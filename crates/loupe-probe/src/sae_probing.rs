@@ -144,7 +144,7 @@ pub fn sparse_probing(
 }
 
 /// The SAE's latents for every row of `x`, `[rows, d_sae]`.
-fn encode(sae: &Sae, x: &Matrix) -> Result<Matrix> {
+pub(crate) fn encode(sae: &Sae, x: &Matrix) -> Result<Matrix> {
     let mut data = Vec::with_capacity(x.rows * sae.d_sae);
     for start in (0..x.rows).step_by(ENCODE_ROWS) {
         let rows = ENCODE_ROWS.min(x.rows - start);

@@ -45,7 +45,8 @@ pub(crate) enum SaeMode {
 pub(crate) struct Variant {
     /// Index into the config's concepts.
     pub(crate) concept: usize,
-    /// `none`, `prompt`, `sae`, `probe`, `mean_diff`, `vector` or `cfg`.
+    /// `none`, `prompt`, `sae`, `cfg`, or for a direction added along: `probe`, `mean_diff`,
+    /// `vector` or `decoder_row` (an SAE latent's, by the feature's source).
     pub(crate) method: &'static str,
     /// The method without its strength, as the study groups variants: `sae person clamp`,
     /// `mean_diff person-diff`, `cfg (null: bos)`.
@@ -297,7 +298,7 @@ impl<'a> SteerPlan<'a> {
                         FeatureSource::Probe { .. } => "probe",
                         FeatureSource::MeanDiff { .. } => "mean_diff",
                         FeatureSource::Vector { .. } => "vector",
-                        FeatureSource::Sae { .. } => "sae_direction",
+                        FeatureSource::Sae { .. } => "decoder_row",
                     };
                     let norm = loupe_util::vector::norm(&feature.direction);
                     if !(norm > 0.0 && norm.is_finite()) {

@@ -29,7 +29,8 @@ pub struct SteerRecord {
     pub instruction_index: usize,
     /// The instruction's text (without the chat template).
     pub instruction: String,
-    /// `none`, `prompt`, `sae`, `probe`, `mean_diff`, `vector` or `cfg`.
+    /// `none`, `prompt`, `sae`, `cfg`, or for a direction added along: `probe`, `mean_diff`,
+    /// `vector` or `decoder_row` (an SAE latent's, by the feature's source).
     pub method: String,
     /// The variant without its strength (`sae person clamp`, `cfg (null: bos)`).
     pub family: String,
