@@ -15,11 +15,13 @@ const D: usize = 8;
 /// A ReLU SAE of three latents: e0 unless e2 is there ("a"), e1 ("b"), and e2, decoded along
 /// e0 + e2 (the absorbing latent).
 fn planted_sae() -> Sae {
-    let mut w_enc = vec![0f32; D * 3]; // [d_in, d_sae]
-    w_enc[0 * 3] = 1.0;
-    w_enc[2 * 3] = -2.0;
-    w_enc[1 * 3 + 1] = 1.0;
-    w_enc[2 * 3 + 2] = 1.0;
+    // [d_in, d_sae]: entry (input j, latent i) at j·3 + i.
+    let mut w_enc = vec![0f32; D * 3];
+    let mut enc = |input: usize, latent: usize, v: f32| w_enc[input * 3 + latent] = v;
+    enc(0, 0, 1.0);
+    enc(2, 0, -2.0);
+    enc(1, 1, 1.0);
+    enc(2, 2, 1.0);
     let mut w_dec = vec![0f32; 3 * D]; // [d_sae, d_in]
     w_dec[0] = 1.0;
     w_dec[D + 1] = 1.0;
