@@ -335,6 +335,15 @@ fn bad_settings_are_refused_before_any_generation() {
     let e = refused_by_plan(&few, &model);
     assert!(e.contains("instructions") && e.contains("at least 4"), "{e}");
 
+    // The tiny model has no chat template.
+    let mut chat = good.clone();
+    chat.chat = true;
+    let e = refused_by_plan(&chat, &model);
+    assert!(
+        e.contains("no chat template") && e.contains("chat = false"),
+        "{e}"
+    );
+
     let mut deep = good.clone();
     deep.layer = 9;
     let e = refused_by_plan(&deep, &model);

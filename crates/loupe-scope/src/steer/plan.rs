@@ -120,16 +120,22 @@ impl<'a> SteerPlan<'a> {
                 ),
             ));
         }
+        if config.chat && model.chat_template.is_none() {
+            return Err(Error::config(
+                "chat",
+                format!(
+                    "{} has no chat template (a base model): set chat = false to give instructions as plain text",
+                    model.name
+                ),
+            ));
+        }
         let hook = config.site.hook(config.layer);
         let instructions = config.instruction_list()?;
         let layout = |text: &str, field: &str| -> Result<Vec<u32>> {
             let text = if config.chat {
-                model.chat_prompt(&[("user", text)]).map_err(|e| {
-                    Error::config(
-                        "chat",
-                        format!("{e}; set chat = false to give instructions as plain text"),
-                    )
-                })?
+                model
+                    .chat_prompt(&[("user", text)])
+                    .map_err(|e| Error::config("chat", e))?
             } else {
                 text.to_string()
             };
