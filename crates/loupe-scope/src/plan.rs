@@ -98,18 +98,7 @@ impl<'a> ScopePlan<'a> {
 
         let mut nulls = BTreeMap::new();
         for (name, text) in &config.null {
-            let ids = if text.is_empty() {
-                vec![model.tokenizer.bos().ok_or_else(|| {
-                    Error::config(
-                        &format!("null.{name}"),
-                        format!("{} has no BOS token; give the null prompt some text", model.name),
-                    )
-                })?]
-            } else {
-                model
-                    .encode_prompt(text)
-                    .map_err(|e| Error::config(&format!("null.{name}"), e))?
-            };
+            let ids = null_prompt_ids(model, name, text)?;
             nulls.insert(name.clone(), ids);
         }
 
@@ -212,4 +201,21 @@ impl<'a> ScopePlan<'a> {
             .sum();
         Ok(per_source * self.sources.len())
     }
+}
+
+/// The token ids of null prompt `name`: `text`, or the BOS token alone for "" (Superscopes'
+/// default null prompt).
+pub(crate) fn null_prompt_ids(model: &Model, name: &str, text: &str) -> Result<Vec<u32>> {
+    if text.is_empty() {
+        let bos = model.tokenizer.bos().ok_or_else(|| {
+            Error::config(
+                &format!("null.{name}"),
+                format!("{} has no BOS token; give the null prompt some text", model.name),
+            )
+        })?;
+        return Ok(vec![bos]);
+    }
+    model
+        .encode_prompt(text)
+        .map_err(|e| Error::config(&format!("null.{name}"), e))
 }

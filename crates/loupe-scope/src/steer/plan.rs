@@ -406,18 +406,7 @@ fn mean_rows(rows: &Tensor) -> Result<Vec<f32>> {
 
 /// The null prompt's activation at `hook`, last token: `text`, or the BOS token alone for "".
 fn null_activation(model: &Model, hook: HookPoint, text: &str, name: &str) -> Result<Vec<f32>> {
-    let ids = if text.is_empty() {
-        vec![model.tokenizer.bos().ok_or_else(|| {
-            Error::config(
-                &format!("null.{name}"),
-                format!("{} has no BOS token; give the null prompt some text", model.name),
-            )
-        })?]
-    } else {
-        model
-            .encode_prompt(text)
-            .map_err(|e| Error::config(&format!("null.{name}"), e))?
-    };
+    let ids = crate::plan::null_prompt_ids(model, name, text)?;
     let batch = Batch::left_padded(&[ids], model.pad_id(), model.device())?;
     let mut hooks = Hooks::new().capture(hook);
     model.capture(&batch, &mut hooks)?;
