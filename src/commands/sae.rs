@@ -1,5 +1,6 @@
-//! `loupe sae train | eval | export`: sparse autoencoders on an activation store (`top` is in
-//! `sae_top.rs`, `synth` and `synth-score` in `sae_synth.rs`, `probing` in `sae_probing.rs`).
+//! `loupe sae train | eval | export`: sparse autoencoders on an activation store (`sweep` is in
+//! `sae_sweep.rs`, `top` in `sae_top.rs`, `synth` and `synth-score` in `sae_synth.rs`, `probing`
+//! in `sae_probing.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,10 @@ enum Command {
     /// Train an SAE on a store (resumes a run whose checkpoint is in `output`; Ctrl-C saves a
     /// checkpoint). Writes SAELens files and TensorBoard curves into the run directory.
     Train(TrainArgs),
+    /// Train several SAEs (architectures, widths, k, λ, learning rates) in one pass over a store,
+    /// each into its own run directory, then compare them in a Pareto report: FVU and CE loss
+    /// recovered against L0 (sweep.json, sweep.html). Resumes; Ctrl-C saves every run.
+    Sweep(crate::commands::sae_sweep::SweepArgs),
     /// Evaluate an SAE on held-out data: reconstruction metrics, and CE loss with the SAE spliced
     /// into the model.
     Eval(EvalArgs),
@@ -103,6 +108,7 @@ pub struct TrainArgs {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Train(a) => run_train(a),
+        Command::Sweep(a) => crate::commands::sae_sweep::run(a),
         Command::Eval(a) => run_eval(a),
         Command::Top(a) => crate::commands::sae_top::run(a),
         Command::Synth(a) => crate::commands::sae_synth::run(a),

@@ -1,8 +1,9 @@
 //! The training loop. [`train`] trains one SAE; a sweep ([`crate::sweep`]) trains several on one
 //! read of the store. Both go through [`train_runs`], which reads top to bottom: open the store,
 //! start or resume each run, then pass over the training split, and for each batch: normalise it
-//! once, then feed it to every run ([`Run::step`]: forward and backward → clip → Adam → decoder
-//! constraint → bookkeeping, with evaluations and checkpoints at their intervals).
+//! once, then feed it to every run, the runs stepping in parallel ([`Run::step`]: forward and
+//! backward → clip → Adam → decoder constraint → bookkeeping, with evaluations and checkpoints at
+//! their intervals).
 
 use std::path::Path;
 
@@ -11,6 +12,7 @@ use loupe_data::reader::{Split, Store};
 use loupe_util::{DirLock, Problems as _, Progress};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 use crate::arch::{self, Architecture, StepContext};
 use crate::checkpoint::{Checkpoint, CheckpointInfo};
@@ -47,8 +49,8 @@ pub struct TrainOutcome {
 
 /// The settings that runs trained together in one pass must share, each with the reason: they
 /// decide what is read from the store and how it is normalised (so the batches every run sees),
-/// and when the runs are checkpointed.
-pub const SHARED_FIELDS: [(&str, &str); 13] = [
+/// when the runs are checkpointed, and how they are measured against each other.
+pub const SHARED_FIELDS: [(&str, &str); 14] = [
     ("store", "every run trains on the one read of the store"),
     ("hook", "every run trains on the one read of the store"),
     (
@@ -72,6 +74,10 @@ pub const SHARED_FIELDS: [(&str, &str); 13] = [
     (
         "eval_tokens",
         "the held-out activations are read once for every run",
+    ),
+    (
+        "dense_threshold",
+        "the runs are compared by one measure of dense latents",
     ),
     (
         "checkpoint_every",
@@ -169,11 +175,23 @@ pub(crate) fn train_runs(
                 .collect();
             if let Some(&first) = due.first() {
                 let x = normalisation.apply(&x, runs[first].state.info.step, &shared.store)?;
-                for &i in &due {
-                    match runs[i].step(&x, &eval_rows) {
+                // The runs step at once: one run's step leaves cores idle (its serial parts) that
+                // another's fills. Each run's arithmetic is the same as when it steps alone.
+                let results: Vec<(usize, Result<StepReport>)> = runs
+                    .par_iter_mut()
+                    .enumerate()
+                    .filter(|(i, _)| due.contains(i))
+                    .map(|(i, run)| (i, run.step(&x, &eval_rows)))
+                    .collect();
+                let mut failed = Vec::new();
+                for (i, result) in results {
+                    match result {
                         Ok(report) => report.send(i, runs[i].state.info.step, observer),
-                        Err(e) => return Err(save_the_others(&mut runs, i, e)),
+                        Err(e) => failed.push((i, e)),
                     }
+                }
+                if !failed.is_empty() {
+                    return Err(save_the_others(&mut runs, failed));
                 }
             }
             index += 1;
@@ -414,20 +432,22 @@ impl Run {
     }
 }
 
-/// Run `failed` of a pass could not take its step: the other runs are saved where they stand
-/// (the failed one keeps its last checkpoint), and the error names the failed run's directory
-/// when several runs train together. A rerun resumes each run from its own step.
-fn save_the_others(runs: &mut [Run], failed: usize, error: Error) -> Error {
+/// Runs of a pass failed to take their step (`failed`: each run's index and error, in run order):
+/// the other runs are saved where they stand (a failed run keeps its last checkpoint), and the
+/// first failure is returned, naming its run's directory when several runs train together. A
+/// rerun resumes each run from its own step.
+fn save_the_others(runs: &mut [Run], failed: Vec<(usize, Error)>) -> Error {
     for (i, run) in runs.iter_mut().enumerate() {
         // A run that cannot be saved keeps its last checkpoint, from which a rerun resumes it.
-        if i != failed {
+        if !failed.iter().any(|(f, _)| *f == i) {
             let _ = run.save();
         }
     }
+    let (first, error) = failed.into_iter().next().expect("a failed run");
     if runs.len() == 1 {
         return error;
     }
-    let run = runs[failed].config.output.display();
+    let run = runs[first].config.output.display();
     match error {
         Error::Diverged { step, message } => Error::Diverged {
             step,
