@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{assert_clear_error, loupe, stderr, stdout, tiny_capture_setup};
+use common::{assert_clear_error, assert_run_directory, loupe, stderr, stdout, tiny_capture_setup};
 use loupe_model::testing::write_tiny_hf_dir;
 
 #[test]
@@ -231,20 +231,7 @@ fn sae_train_eval_and_top_on_a_tiny_model() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("explained variance"), "{}", stdout(&out));
     let run = dir.path().join("sae");
-    for file in ["cfg.json", "sae_weights.safetensors", "trainer_state.safetensors"] {
-        assert!(run.join(file).exists(), "{file}");
-    }
-    let events = std::fs::read_dir(&run)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("events.out.tfevents")
-        })
-        .count();
-    assert_eq!(events, 1, "one TensorBoard event file in the run directory");
+    assert_run_directory(&run);
 
     let out = loupe(&[
         "sae",
@@ -386,20 +373,7 @@ fn sae_sweep_trains_in_one_pass_and_writes_a_pareto_report_on_a_tiny_model() {
     );
     let root = dir.path().join("sweep");
     for run in ["topk", "relu"] {
-        for file in ["cfg.json", "sae_weights.safetensors", "trainer_state.safetensors"] {
-            assert!(root.join(run).join(file).exists(), "{run}/{file}");
-        }
-        let events = std::fs::read_dir(root.join(run))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("events.out.tfevents")
-            })
-            .count();
-        assert_eq!(events, 1, "{run}: its own TensorBoard event file");
+        assert_run_directory(&root.join(run));
     }
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("sweep.json")).unwrap()).unwrap();

@@ -375,7 +375,7 @@ impl Run {
         run.info.batches_in_epoch += 1;
 
         let mut report = StepReport::default();
-        if run.info.step % config.log_every == 0 || run.info.step == total_steps {
+        if run.info.step.is_multiple_of(config.log_every) || run.info.step == total_steps {
             report.scalars.extend(
                 output
                     .losses
@@ -393,7 +393,7 @@ impl Run {
                 ),
             ]);
         }
-        let eval_due = run.info.step % config.eval_every == 0 || run.info.step == total_steps;
+        let eval_due = run.info.step.is_multiple_of(config.eval_every) || run.info.step == total_steps;
         if eval_due && !eval_rows.is_empty() {
             let sae = inference_sae(run, self.architecture.as_ref(), &self.metadata)?;
             let metrics = evaluate_rows(&sae, eval_rows, config.dense_threshold)?;
@@ -413,7 +413,7 @@ impl Run {
             self.window_tokens = 0;
             self.last_metrics = Some(metrics);
         }
-        if run.info.step % config.checkpoint_every == 0 {
+        if run.info.step.is_multiple_of(config.checkpoint_every) {
             self.save()?;
         }
         Ok(report)
