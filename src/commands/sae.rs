@@ -201,14 +201,14 @@ pub(super) fn with_report<T>(
     let outcome = outcome?;
     let seconds = observer.bar.started.elapsed().as_secs_f64();
     let tokens = observer.bar.tokens;
-    let runs = match configs.len() {
-        1 => "this run".to_string(),
-        n => format!("for each of {n} runs"),
-    };
-    eprintln!(
-        "{tokens} tokens {runs} in {seconds:.1}s ({:.0} tokens/s)",
-        tokens as f64 / seconds
-    );
+    let rate = tokens as f64 / seconds;
+    match configs.len() {
+        1 => eprintln!("{tokens} tokens this run in {seconds:.1}s ({rate:.0} tokens/s)"),
+        n => eprintln!(
+            "{tokens} tokens for each of {n} runs in {seconds:.1}s ({rate:.0} tokens/s each, {:.0} in all)",
+            rate * n as f64
+        ),
+    }
     Ok(outcome)
 }
 

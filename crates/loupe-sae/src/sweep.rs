@@ -1,7 +1,8 @@
 //! Sweeps in one pass (`loupe sae sweep --config`): several SAEs that differ in architecture,
 //! width, k, λ or learning rate, trained together on one read of a store, as SAELens's multi-SAE
 //! runner and dictionary_learning train them. Each batch is read and normalised once and fed to
-//! every run (see [`train_runs`](crate::train)); each run is an ordinary run directory,
+//! every run, the runs stepping in parallel (`train_runs` in `train.rs`); each run is an ordinary
+//! run directory,
 //! `output/<name>` (resumable, TensorBoard, SAELens files), so every command that takes a run
 //! takes it. Then every run is measured on the shared held-out split ([`evaluate`]) and compared
 //! in a Pareto report ([`write_report`]): FVU and CE loss recovered against L0, one point per run.

@@ -282,8 +282,8 @@ impl Run {
     ) -> Result<Run> {
         let out = &config.output;
         prepare_output(out)?;
-        // One writer per run directory: a second `sae train` into it stops here.
-        let lock = DirLock::acquire(out, "loupe sae train")?;
+        // One writer per run directory: a second `sae train` or `sae sweep` into it stops here.
+        let lock = DirLock::acquire(out, "loupe sae train/sweep")?;
         let state = match Checkpoint::load(out)? {
             Some(checkpoint) => {
                 check_resumable(&checkpoint.info, config, store, out)?;

@@ -3,16 +3,15 @@
 //! steps), bad sweep configs are refused before anything is written, and the report measures
 //! every run and marks the Pareto front.
 
-use std::cell::Cell;
 use std::path::Path;
 
 use loupe_model::HookPoint;
 use loupe_sae::sweep::{
     evaluate, pareto_optimal, train_sweep, write_report, SweepConfig, SweepReport, SweepRun,
 };
-use loupe_sae::testing::{synthetic, write_store};
-use loupe_sae::{train, Checkpoint, NoObserver, TrainObserver};
-use loupe_util::{NoProgress, Progress};
+use loupe_sae::testing::{synthetic, write_store, StopAfter};
+use loupe_sae::{train, Checkpoint, NoObserver};
+use loupe_util::NoProgress;
 
 const D: usize = 16;
 const HOOK: HookPoint = HookPoint::ResidPost(2);
@@ -64,31 +63,6 @@ fn sweep(dir: &Path, runs: &str) -> Vec<SweepRun> {
     let config = SweepConfig::from_toml(&format!("{}{runs}", shared(dir)), "sweep.toml", &[]).unwrap();
     config.runs("sweep.toml").unwrap()
 }
-
-/// Asks to stop after `after` batches, as Ctrl-C does.
-struct StopAfter {
-    after: u64,
-    batches: Cell<u64>,
-}
-
-impl StopAfter {
-    fn new(after: u64) -> Self {
-        StopAfter {
-            after,
-            batches: Cell::new(0),
-        }
-    }
-}
-
-impl Progress for StopAfter {
-    fn advance(&mut self, _n: u64) {
-        self.batches.set(self.batches.get() + 1);
-    }
-    fn should_stop(&self) -> bool {
-        self.batches.get() >= self.after
-    }
-}
-impl TrainObserver for StopAfter {}
 
 /// Two run directories hold the same training state: parameters, optimiser, counters, step and
 /// position in the batches, and the saved SAE (the configs differ only in `output`).
