@@ -519,6 +519,14 @@ struct Normalisation {
 }
 
 impl Normalisation {
+    /// `scale 0.156, norm cutoff 1296.9`, for messages.
+    fn describe(&self) -> String {
+        match self.norm_cutoff {
+            Some(cutoff) => format!("scale {}, norm cutoff {cutoff}", self.scale),
+            None => format!("scale {}, no norm cutoff", self.scale),
+        }
+    }
+
     /// Raw activations `x` as training sees them, at `step` (for the error) of a run on `store`.
     fn apply(&self, x: &Tensor, step: u64, store: &Path) -> Result<Tensor> {
         let x = (keep_in_range(x, self.norm_cutoff)? * self.scale as f64)?;
@@ -549,12 +557,12 @@ fn shared_normalisation(runs: &[Run]) -> Result<Normalisation> {
     if let Some(other) = runs.iter().find(|r| of(r) != first) {
         return Err(Error::Mismatch {
             message: format!(
-                "{} and {} normalise activations differently ({:?} and {:?}), so they cannot share one pass: \
+                "{} and {} normalise activations differently ({} against {}), so they cannot share one pass: \
                  their checkpoints were started on different contents of the store. Delete one run's checkpoint to train it again",
                 Checkpoint::path(&runs[0].config.output).display(),
                 Checkpoint::path(&other.config.output).display(),
-                first,
-                of(other)
+                first.describe(),
+                of(other).describe()
             ),
         });
     }
