@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{assert_clear_error, loupe, stderr, stdout, tiny_capture_setup};
+use common::{assert_clear_error, assert_run_directory, loupe, stderr, stdout, tiny_capture_setup};
 use loupe_model::testing::write_tiny_hf_dir;
 
 #[test]
@@ -232,20 +232,7 @@ fn sae_train_eval_and_top_on_a_tiny_model() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("explained variance"), "{}", stdout(&out));
     let run = dir.path().join("sae");
-    for file in ["cfg.json", "sae_weights.safetensors", "trainer_state.safetensors"] {
-        assert!(run.join(file).exists(), "{file}");
-    }
-    let events = std::fs::read_dir(&run)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("events.out.tfevents")
-        })
-        .count();
-    assert_eq!(events, 1, "one TensorBoard event file in the run directory");
+    assert_run_directory(&run);
 
     let out = loupe(&[
         "sae",
@@ -378,6 +365,98 @@ fn sae_train_eval_and_top_on_a_tiny_model() {
         "blocks.1.mlp.hook_post",
     ]);
     assert_clear_error(&out, &["the SAE reads 32 values", "blocks.1.mlp.hook_post"]);
+}
+
+/// `sae sweep`: two SAEs trained in one pass, each an ordinary run directory (TensorBoard events,
+/// SAELens files, a checkpoint `sae eval` reads), compared in sweep.json and sweep.html with CE
+/// measured on the model; a rerun resumes (nothing left to train) and reports the same.
+#[test]
+fn sae_sweep_trains_in_one_pass_and_writes_a_pareto_report_on_a_tiny_model() {
+    let (dir, capture_config) = tiny_capture_setup(300);
+    let d = dir.path().display();
+    let out = loupe(&["capture", "--config", capture_config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = dir.path().join("sweep.toml");
+    let shared = format!(
+        "output = \"{d}/sweep\"\n[train]\nstore = \"{d}/store\"\nhook = \"blocks.1.hook_resid_post\"\nexpansion = 2\n\
+         train_tokens = 2560\nbatch_size = 128\neval_every = 5\ncheckpoint_every = 5\nheld_out = 0.2\n"
+    );
+    let runs = "[[run]]\nname = \"topk\"\narchitecture = \"topk\"\nk = 4\n\
+                [[run]]\nname = \"relu\"\narchitecture = \"relu\"\nl1_coefficient = 1.0\nlr = 1e-3\n";
+    std::fs::write(&config, format!("{shared}{runs}")).unwrap();
+    let config = config.to_str().unwrap();
+    let sweep = |extra: &[&str]| {
+        let mut args = vec!["sae", "sweep", "--config", config, "--model"];
+        let model = format!("{d}/model");
+        args.push(&model);
+        args.extend(extra);
+        loupe(&args)
+    };
+
+    let out = sweep(&["--contexts", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("2 runs in one pass") && stdout(&out).contains("Pareto-optimal"),
+        "{}{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    let root = dir.path().join("sweep");
+    for run in ["topk", "relu"] {
+        assert_run_directory(&root.join(run));
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("sweep.json")).unwrap()).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{report}");
+    for run in runs {
+        assert_eq!(run["steps"], 20, "{run}");
+        assert!(run["reconstruction"]["fvu"].is_number(), "{run}");
+        assert!(run["spliced"]["ce_loss_recovered"].is_number(), "{run}");
+        assert!(run["pareto_fvu"].is_boolean(), "{run}");
+    }
+    assert_eq!(runs[0]["settings"]["k"], 4);
+    assert_eq!(report["contexts"], 4);
+    let html = std::fs::read_to_string(root.join("sweep.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 2, "FVU and CE against L0");
+    assert!(html.contains("topk") && html.contains("relu"));
+    for chart in ["fvu_l0.svg", "ce_l0.svg"] {
+        assert!(root.join(chart).exists(), "{chart}");
+    }
+
+    // Each run is an ordinary run directory.
+    let out = loupe(&[
+        "sae",
+        "eval",
+        "--sae",
+        &format!("{d}/sweep/relu"),
+        "--contexts",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Run again: every run is finished, so nothing trains, and the report is the same.
+    let out = sweep(&["--contexts", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resuming"), "{}", stderr(&out));
+    let again: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(again, report);
+
+    // Without CE: reconstruction only, and the CE chart is gone.
+    let out = sweep(&["--contexts", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!root.join("ce_l0.svg").exists());
+
+    // A run may not change what every run shares.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("{shared}[[run]]\nname = \"big\"\narchitecture = \"topk\"\nk = 4\nbatch_size = 256\n"),
+    )
+    .unwrap();
+    let out = loupe(&["sae", "sweep", "--config", bad.to_str().unwrap()]);
+    assert_clear_error(&out, &["run[0].batch_size", "run 'big' sets it", "[train]"]);
 }
 
 /// Activations from elsewhere: imported from .npy with a label, verified, trained on and
@@ -582,6 +661,12 @@ fn shipped_sae_configs_parse() {
         let text = std::fs::read_to_string(&path).unwrap();
         let config = loupe_sae::TrainConfig::from_toml(&text, name, &[]).unwrap();
         loupe_sae::arch::build(&config, 576).unwrap();
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/main-sae-sweep.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let sweep = loupe_sae::sweep::SweepConfig::from_toml(&text, "main-sae-sweep.toml", &[]).unwrap();
+    for run in sweep.runs("main-sae-sweep.toml").unwrap() {
+        loupe_sae::arch::build(&run.config, 576).unwrap();
     }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/synth.toml");
     let text = std::fs::read_to_string(&path).unwrap();

@@ -10,6 +10,7 @@ pub mod sae;
 pub mod sae_absorption;
 pub mod sae_probing;
 pub mod sae_seeds;
+pub mod sae_sweep;
 pub mod sae_synth;
 pub mod sae_top;
 pub mod scope;

@@ -1,6 +1,6 @@
-//! `loupe sae train | eval | export`: sparse autoencoders on an activation store (`top` is in
-//! `sae_top.rs`, `synth` and `synth-score` in `sae_synth.rs`, `probing` in `sae_probing.rs`,
-//! `absorption` in `sae_absorption.rs`).
+//! `loupe sae train | eval | export`: sparse autoencoders on an activation store (`sweep` is in
+//! `sae_sweep.rs`, `top` in `sae_top.rs`, `synth` and `synth-score` in `sae_synth.rs`, `probing`
+//! in `sae_probing.rs`, `absorption` in `sae_absorption.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +29,10 @@ enum Command {
     /// Train an SAE on a store (resumes a run whose checkpoint is in `output`; Ctrl-C saves a
     /// checkpoint). Writes SAELens files and TensorBoard curves into the run directory.
     Train(TrainArgs),
+    /// Train several SAEs (architectures, widths, k, λ, learning rates) in one pass over a store,
+    /// each into its own run directory, then compare them in a Pareto report: FVU and CE loss
+    /// recovered against L0 (sweep.json, sweep.html). Resumes; Ctrl-C saves every run.
+    Sweep(crate::commands::sae_sweep::SweepArgs),
     /// Evaluate an SAE on held-out data: reconstruction metrics, and CE loss with the SAE spliced
     /// into the model.
     Eval(EvalArgs),
@@ -107,6 +111,7 @@ pub struct TrainArgs {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Train(a) => run_train(a),
+        Command::Sweep(a) => crate::commands::sae_sweep::run(a),
         Command::Eval(a) => run_eval(a),
         Command::Top(a) => crate::commands::sae_top::run(a),
         Command::Synth(a) => crate::commands::sae_synth::run(a),
@@ -174,14 +179,24 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 /// Trains (or resumes) the run `config` describes with a progress bar and TensorBoard events,
 /// and says on stderr how fast it went.
 pub fn train_with_report(config: &TrainConfig) -> anyhow::Result<TrainOutcome> {
+    with_report(std::slice::from_ref(config), |observer| train(config, observer))
+}
+
+/// Runs `train` (training the runs `configs` describe: one, or a sweep's) with a progress bar
+/// and TensorBoard events in each run directory, and says on stderr how fast it went.
+pub(super) fn with_report<T>(
+    configs: &[TrainConfig],
+    train: impl FnOnce(&mut TrainReport) -> loupe_sae::Result<T>,
+) -> anyhow::Result<T> {
     let mut observer = TrainReport {
         bar: Bar::stopping_on_ctrl_c()?,
-        board: None,
-        config: config.clone(),
+        boards: Vec::new(),
+        configs: configs.to_vec(),
+        latest: vec![None; configs.len()],
     };
-    let outcome = train(config, &mut observer);
+    let outcome = train(&mut observer);
     observer.bar.finish();
-    if let Some(board) = &mut observer.board {
+    for board in observer.boards.iter_mut().flatten() {
         board.flush();
         if let Some(failure) = board.take_failure() {
             eprintln!("warning: {failure}");
@@ -189,48 +204,75 @@ pub fn train_with_report(config: &TrainConfig) -> anyhow::Result<TrainOutcome> {
     }
     let outcome = outcome?;
     let seconds = observer.bar.started.elapsed().as_secs_f64();
-    eprintln!(
-        "{} tokens this run in {:.1}s ({:.0} tokens/s)",
-        observer.bar.tokens,
-        seconds,
-        observer.bar.tokens as f64 / seconds
-    );
+    let tokens = observer.bar.tokens;
+    let rate = tokens as f64 / seconds;
+    match configs.len() {
+        1 => eprintln!("{tokens} tokens this run in {seconds:.1}s ({rate:.0} tokens/s)"),
+        n => eprintln!(
+            "{tokens} tokens for each of {n} runs in {seconds:.1}s ({rate:.0} tokens/s each, {:.0} in all)",
+            rate * n as f64
+        ),
+    }
     Ok(outcome)
 }
 
-/// The bar shows tokens/s, loss and L0; everything else goes to TensorBoard.
-struct TrainReport {
+/// The bar shows tokens/s and each run's loss and L0; everything else goes to TensorBoard, one
+/// event file per run directory.
+pub(super) struct TrainReport {
     bar: Bar,
-    /// Opened when training starts, once the run directory is locked for this process.
-    board: Option<TensorBoard>,
-    config: TrainConfig,
+    /// One per run, opened when training starts, once the run directories are locked for this
+    /// process (`None` where that failed).
+    boards: Vec<Option<TensorBoard>>,
+    configs: Vec<TrainConfig>,
+    /// Each run's latest training loss and L0.
+    latest: Vec<Option<(f64, f64)>>,
 }
 
 impl TrainReport {
-    fn board(&mut self) -> Option<&mut TensorBoard> {
-        let board = self.board.as_mut()?;
+    fn board(&mut self, run: usize) -> Option<&mut TensorBoard> {
+        let board = self.boards.get_mut(run)?.as_mut()?;
         if let Some(failure) = board.take_failure() {
             self.bar.note(&format!("warning: {failure}"));
         }
         Some(board)
     }
+
+    /// `loss 0.123  L0 32.0` for one run; for several, each run's L0.
+    fn message(&self) -> String {
+        match self.latest.as_slice() {
+            [Some((loss, l0))] => format!("loss {loss:.3}  L0 {l0:.1}"),
+            latest => {
+                let l0s: Vec<String> = latest
+                    .iter()
+                    .map(|l| l.map_or("–".into(), |(_, l0)| format!("{l0:.1}")))
+                    .collect();
+                format!("L0 {}", l0s.join(" | "))
+            }
+        }
+    }
 }
 
 impl Progress for TrainReport {
     fn start(&mut self, what: &str, total: u64, done: u64) {
-        match TensorBoard::new(&self.config.output) {
-            Ok(mut board) => {
-                let start_step = done / self.config.batch_size as u64;
-                board.text(
-                    "config",
-                    &format!("```toml\n{}\n```", self.config.to_toml()),
-                    start_step,
-                );
-                self.board = Some(board);
+        for config in &self.configs {
+            match TensorBoard::new(&config.output) {
+                Ok(mut board) => {
+                    let start_step = done / config.batch_size as u64;
+                    board.text(
+                        "config",
+                        &format!("```toml\n{}\n```", config.to_toml()),
+                        start_step,
+                    );
+                    self.boards.push(Some(board));
+                }
+                Err(e) => {
+                    self.bar.note(&format!(
+                        "warning: {e:#}; training goes on without TensorBoard events for {}",
+                        config.output.display()
+                    ));
+                    self.boards.push(None);
+                }
             }
-            Err(e) => self.bar.note(&format!(
-                "warning: {e:#}; training goes on without TensorBoard events"
-            )),
         }
         self.bar.start(what, total, done)
     }
@@ -246,22 +288,23 @@ impl Progress for TrainReport {
 }
 
 impl TrainObserver for TrainReport {
-    fn scalars(&mut self, step: u64, scalars: &[(String, f64)]) {
-        if let Some(board) = self.board() {
+    fn scalars(&mut self, run: usize, step: u64, scalars: &[(String, f64)]) {
+        if let Some(board) = self.board(run) {
             for (tag, value) in scalars {
                 board.scalar(tag, *value, step);
             }
         }
         let get = |tag: &str| scalars.iter().find(|(t, _)| t == tag).map(|(_, v)| *v);
         if let (Some(loss), Some(l0)) = (get("losses/total"), get("train/l0")) {
-            self.bar.set_message(format!("loss {loss:.3}  L0 {l0:.1}"));
+            self.latest[run] = Some((loss, l0));
+            self.bar.set_message(self.message());
         }
     }
 
-    fn histogram(&mut self, step: u64, tag: &str, values: &[f64]) {
+    fn histogram(&mut self, run: usize, step: u64, tag: &str, values: &[f64]) {
         // log10 densities: −10 (never fired) up to 0 (fires on every token).
         let limits: Vec<f64> = (0..=40).map(|i| -10.0 + 0.25 * i as f64).collect();
-        if let Some(board) = self.board() {
+        if let Some(board) = self.board(run) {
             board.histogram(tag, values, &limits, step);
             board.flush();
         }

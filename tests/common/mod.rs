@@ -31,6 +31,25 @@ pub fn assert_clear_error(out: &Output, needles: &[&str]) {
     }
 }
 
+/// A run directory as `sae train` leaves it: the SAELens files, the trainer checkpoint, and one
+/// TensorBoard event file.
+pub fn assert_run_directory(run: &std::path::Path) {
+    for file in ["cfg.json", "sae_weights.safetensors", "trainer_state.safetensors"] {
+        assert!(run.join(file).exists(), "{}: {file}", run.display());
+    }
+    let events = std::fs::read_dir(run)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents")
+        })
+        .count();
+    assert_eq!(events, 1, "{}: one TensorBoard event file", run.display());
+}
+
 /// A tiny model and a corpus of `docs` documents in a temp dir, and a capture config for them.
 pub fn tiny_capture_setup(docs: usize) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();

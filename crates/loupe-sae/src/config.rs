@@ -258,11 +258,24 @@ impl TrainConfig {
     /// word is taken as a string) applied on top. `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
         let config: TrainConfig = loupe_util::config::parse(text, origin, overrides)?;
-        config.validate()?;
         // Fields with defaults cannot tell "set" from "left out" once parsed: ask the text.
         let written: toml::Table = loupe_util::config::parse(text, origin, overrides)?;
-        config.check_architecture_fields(&|field| written.contains_key(field))?;
-        Ok(config)
+        config.checked(&written)
+    }
+
+    /// A run's config from the TOML table a config of several runs builds for it (its shared
+    /// settings with the run's own on top); `origin` names the run in errors.
+    pub(crate) fn from_table(table: &toml::Table, origin: &str) -> Result<Self> {
+        let config: TrainConfig = loupe_util::config::from_table(table.clone(), origin)?;
+        config.checked(table)
+    }
+
+    /// The config, once valid, and with no field set in `written` that its architecture does
+    /// not use.
+    fn checked(self, written: &toml::Table) -> Result<Self> {
+        self.validate()?;
+        self.check_architecture_fields(&|field| written.contains_key(field))?;
+        Ok(self)
     }
 
     /// Checks what can be checked without the store.
@@ -470,4 +483,38 @@ impl TrainConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
     }
+}
+
+/// The `[[run]]` tables of a config that trains several SAEs (a sweep, the synthetic benchmark):
+/// each run's name, checked to be a plain directory name used by one run only, and its own
+/// settings (the table less `name`). `directory` says where the name becomes a directory, for the
+/// message.
+pub(crate) fn named_runs(runs: &[toml::Table], directory: &str) -> Result<Vec<(String, toml::Table)>> {
+    let mut named: Vec<(String, toml::Table)> = Vec::new();
+    for (i, table) in runs.iter().enumerate() {
+        let field = format!("run[{i}].name");
+        let name = match table.get("name") {
+            Some(toml::Value::String(name)) if is_plain_name(name) => name.clone(),
+            _ => {
+                return Err(Error::config(
+                    &field,
+                    format!("every run needs a name of letters, digits, '-' and '_' ({directory})"),
+                ))
+            }
+        };
+        if named.iter().any(|(other, _)| *other == name) {
+            return Err(Error::config(&field, format!("'{name}' names two runs")));
+        }
+        let mut settings = table.clone();
+        settings.remove("name");
+        named.push((name, settings));
+    }
+    Ok(named)
+}
+
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }

@@ -101,18 +101,39 @@ pub fn reconstruction(
     tokens: usize,
     dense_threshold: f64,
 ) -> Result<ReconstructionMetrics> {
-    let mut tally = Tally::new(sae.d_in, sae.d_sae);
-    let mut seen = 0;
+    let mut metrics = reconstruction_each(&[sae], store, hook, split, tokens, dense_threshold)?;
+    Ok(metrics.remove(0))
+}
+
+/// [`reconstruction`] of several SAEs at one hook, on one read of the split: each SAE is measured
+/// on the same rows [`reconstruction`] would measure it on.
+pub fn reconstruction_each(
+    saes: &[&Sae],
+    store: &Store,
+    hook: HookPoint,
+    split: Split,
+    tokens: usize,
+    dense_threshold: f64,
+) -> Result<Vec<ReconstructionMetrics>> {
+    let mut tallies: Vec<Tally> = saes.iter().map(|sae| Tally::new(sae.d_in, sae.d_sae)).collect();
+    // Rows each SAE has been measured on (each leaves out the rows beyond its own norm cutoff).
+    let mut seen = vec![0usize; saes.len()];
     for batch in store.batches(hook, 4096, 4096, split, 0)? {
-        let batch = sae.rows_in_range(&batch?)?;
-        let take = batch.dim(0)?.min(tokens - seen);
-        tally.add_batch(sae, &batch.narrow(0, 0, take)?)?;
-        seen += take;
-        if seen >= tokens {
+        let batch = batch?;
+        for ((sae, tally), seen) in saes.iter().zip(&mut tallies).zip(&mut seen) {
+            if *seen >= tokens {
+                continue;
+            }
+            let rows = sae.rows_in_range(&batch)?;
+            let take = rows.dim(0)?.min(tokens - *seen);
+            tally.add_batch(sae, &rows.narrow(0, 0, take)?)?;
+            *seen += take;
+        }
+        if seen.iter().all(|&n| n >= tokens) {
             break;
         }
     }
-    if seen == 0 {
+    if seen.contains(&0) {
         return Err(Error::Mismatch {
             message: format!(
                 "store {}: the held-out split holds no activations of {hook}, so there is nothing to measure \
@@ -121,7 +142,7 @@ pub fn reconstruction(
             ),
         });
     }
-    Ok(tally.metrics(dense_threshold))
+    Ok(tallies.iter().map(|t| t.metrics(dense_threshold)).collect())
 }
 
 /// A context rebuilt from a store: its tokens (separators where the store kept no row) and the
@@ -182,13 +203,36 @@ pub fn spliced(
     batch_size: usize,
     progress: &mut dyn Progress,
 ) -> Result<SplicedMetrics> {
-    let sae = Arc::new(sae.clone());
+    let mut metrics = spliced_each(model, &[sae], hook, contexts, batch_size, progress)?;
+    Ok(metrics.remove(0))
+}
+
+/// [`spliced`] for several SAEs at one hook: the clean and zero-ablated forward passes, which
+/// every SAE is compared with, run once for all of them.
+pub fn spliced_each(
+    model: &Model,
+    saes: &[&Sae],
+    hook: HookPoint,
+    contexts: &[StoredContext],
+    batch_size: usize,
+    progress: &mut dyn Progress,
+) -> Result<Vec<SplicedMetrics>> {
     let total_tokens: usize = contexts.iter().map(|c| c.tokens.len()).sum();
-    progress.start("CE with the SAE spliced in", total_tokens as u64 * 3, 0);
-    let (mut ce, mut kl) = ([0.0f64; 3], [0.0f64; 2]);
+    progress.start(
+        "CE with the SAE spliced in",
+        (total_tokens * (2 + saes.len())) as u64,
+        0,
+    );
+    let saes: Vec<Arc<Sae>> = saes.iter().map(|sae| Arc::new((*sae).clone())).collect();
+    // Summed over predictions: cross-entropy clean and zero-ablated, and KL(clean ‖ zero-ablated);
+    // then each SAE's cross-entropy and KL(clean ‖ with the SAE).
+    let (mut ce_clean, mut ce_zero, mut kl_zero) = (0.0f64, 0.0f64, 0.0f64);
+    let mut ce_sae = vec![0.0f64; saes.len()];
+    let mut kl_sae = vec![0.0f64; saes.len()];
     let mut scored = 0usize;
     for chunk in contexts.chunks(batch_size.max(1)) {
         let sequences: Vec<Vec<u32>> = chunk.iter().map(|c| c.tokens.clone()).collect();
+        let chunk_tokens = sequences.iter().map(Vec::len).sum::<usize>() as u64;
         let batch = Batch::left_padded(&sequences, model.pad_id(), model.device())?;
         let splice = |edit: Edit| {
             let mut hooks = Hooks::new();
@@ -200,27 +244,84 @@ pub fn spliced(
             }
             hooks
         };
-        let sae_fn = sae.clone();
-        let with_sae = splice(Edit::Apply(Arc::new(move |x: &Tensor| {
-            sae_fn
-                .forward(x)
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))
-        })));
-        let zeroed = splice(Edit::Scale(0.0));
-        let mut log_probs = Vec::new();
-        for mut hooks in [Hooks::new(), with_sae, zeroed] {
+        let mut log_probs = |mut hooks: Hooks| -> Result<Tensor> {
             if progress.should_stop() {
                 return Err(Error::Stopped {
                     what: "the evaluation was not finished and its report not written".into(),
                 });
             }
             let logits = model.forward(&batch, &mut hooks, Logits::All)?;
-            log_probs.push(log_softmax(&logits.to_dtype(DType::F32)?)?);
-            progress.advance(sequences.iter().map(Vec::len).sum::<usize>() as u64);
+            progress.advance(chunk_tokens);
+            log_softmax(&logits.to_dtype(DType::F32)?)
+        };
+        let clean = Predictions::of(chunk, &batch, &log_probs(Hooks::new())?)?;
+        clean.add_clean_ce(&mut ce_clean)?;
+        let zeroed = log_probs(splice(Edit::Scale(0.0)))?;
+        clean.add_comparison(&zeroed, &mut ce_zero, &mut kl_zero)?;
+        for (i, sae) in saes.iter().enumerate() {
+            let sae = sae.clone();
+            let with_sae = log_probs(splice(Edit::Apply(Arc::new(move |x: &Tensor| {
+                sae.forward(x).map_err(|e| candle_core::Error::Msg(e.to_string()))
+            }))))?;
+            clean.add_comparison(&with_sae, &mut ce_sae[i], &mut kl_sae[i])?;
         }
+        scored += clean.count;
+    }
+    if scored == 0 {
+        return Err(Error::Mismatch {
+            message: "no held-out tokens to evaluate on; capture more, or raise held_out".into(),
+        });
+    }
+    let n = scored as f64;
+    let (ce_clean, ce_zero) = (ce_clean / n, ce_zero / n);
+    let recoverable = (ce_zero - ce_clean).abs() > 1e-9 * ce_clean.abs().max(1.0);
+    Ok(ce_sae
+        .iter()
+        .zip(&kl_sae)
+        .map(|(ce_sae, kl_sae)| {
+            let ce_sae = ce_sae / n;
+            SplicedMetrics {
+                contexts: contexts.len(),
+                tokens: scored,
+                ce_clean,
+                ce_sae,
+                ce_zero_ablation: ce_zero,
+                ce_loss_recovered: recoverable.then(|| (ce_zero - ce_sae) / (ce_zero - ce_clean)),
+                kl_sae: kl_sae / n,
+                kl_zero_ablation: kl_zero / n,
+            }
+        })
+        .collect())
+}
+
+/// The next-token predictions scored in one batch of contexts (from every spliced position that
+/// has a next token), with the clean model's distributions there, which every spliced forward
+/// pass over the batch is compared with.
+struct Predictions {
+    contexts: Vec<ScoredContext>,
+    /// Predictions scored.
+    count: usize,
+}
+
+/// One context's scored predictions.
+struct ScoredContext {
+    /// The context's row in the batch.
+    row: usize,
+    /// The (padded) positions predicted from, `[n]`.
+    from: Tensor,
+    /// The next tokens, `[n, 1]`.
+    targets: Tensor,
+    /// The clean model's log-probabilities at `from`, `[n, vocab]`, and the probabilities.
+    clean_log_p: Tensor,
+    clean_p: Tensor,
+}
+
+impl Predictions {
+    fn of(chunk: &[StoredContext], batch: &Batch, clean: &Tensor) -> Result<Predictions> {
+        let mut contexts = Vec::new();
+        let mut count = 0;
         for (row, c) in chunk.iter().enumerate() {
             let pad = batch.pads()[row];
-            // Predictions from every spliced position that has a next token.
             let from: Vec<u32> = c
                 .positions
                 .iter()
@@ -232,42 +333,45 @@ pub fn spliced(
             }
             let targets: Vec<u32> = from.iter().map(|&col| c.tokens[col as usize - pad + 1]).collect();
             let n = from.len();
-            let device = log_probs[0].device();
+            let device = clean.device();
             let from = Tensor::from_vec(from, n, device)?;
-            let targets = Tensor::from_vec(targets, (n, 1), device)?;
-            let rows: Vec<Tensor> = log_probs
-                .iter()
-                .map(|lp| lp.get(row)?.index_select(&from, 0))
-                .collect::<candle_core::Result<_>>()?;
-            for (i, lp) in rows.iter().enumerate() {
-                ce[i] -= lp.gather(&targets, 1)?.sum_all()?.to_scalar::<f32>()? as f64;
-            }
-            let p_clean = rows[0].exp()?;
-            for (i, lp) in rows[1..].iter().enumerate() {
-                let kl_sum = (&p_clean * (&rows[0] - lp)?)?.sum_all()?.to_scalar::<f32>()? as f64;
-                kl[i] += kl_sum;
-            }
-            scored += n;
+            let clean_log_p = clean.get(row)?.index_select(&from, 0)?;
+            contexts.push(ScoredContext {
+                row,
+                from,
+                targets: Tensor::from_vec(targets, (n, 1), device)?,
+                clean_p: clean_log_p.exp()?,
+                clean_log_p,
+            });
+            count += n;
         }
+        Ok(Predictions { contexts, count })
     }
-    if scored == 0 {
-        return Err(Error::Mismatch {
-            message: "no held-out tokens to evaluate on; capture more, or raise held_out".into(),
-        });
+
+    /// Adds the clean model's cross-entropy, context by context, to `ce`.
+    fn add_clean_ce(&self, ce: &mut f64) -> Result<()> {
+        for c in &self.contexts {
+            *ce -= c
+                .clean_log_p
+                .gather(&c.targets, 1)?
+                .sum_all()?
+                .to_scalar::<f32>()? as f64;
+        }
+        Ok(())
     }
-    let n = scored as f64;
-    let [ce_clean, ce_sae, ce_zero] = ce.map(|v| v / n);
-    Ok(SplicedMetrics {
-        contexts: contexts.len(),
-        tokens: scored,
-        ce_clean,
-        ce_sae,
-        ce_zero_ablation: ce_zero,
-        ce_loss_recovered: ((ce_zero - ce_clean).abs() > 1e-9 * ce_clean.abs().max(1.0))
-            .then(|| (ce_zero - ce_sae) / (ce_zero - ce_clean)),
-        kl_sae: kl[0] / n,
-        kl_zero_ablation: kl[1] / n,
-    })
+
+    /// Adds the cross-entropy of `log_probs` (a spliced forward pass over the same batch) to `ce`
+    /// and KL(clean ‖ it) to `kl`, context by context.
+    fn add_comparison(&self, log_probs: &Tensor, ce: &mut f64, kl: &mut f64) -> Result<()> {
+        for c in &self.contexts {
+            let log_p = log_probs.get(c.row)?.index_select(&c.from, 0)?;
+            *ce -= log_p.gather(&c.targets, 1)?.sum_all()?.to_scalar::<f32>()? as f64;
+            *kl += (&c.clean_p * (&c.clean_log_p - &log_p)?)?
+                .sum_all()?
+                .to_scalar::<f32>()? as f64;
+        }
+        Ok(())
+    }
 }
 
 fn log_softmax(logits: &Tensor) -> Result<Tensor> {

@@ -1,6 +1,7 @@
 //! Sparse autoencoders: five architectures ([`arch`]), the trainer ([`train()`]), evaluation
 //! spliced into the model ([`eval`]), top-activating contexts ([`top`]), and SAELens-format
-//! files ([`saelens`]), and a synthetic ground-truth benchmark ([`synth`]).
+//! files ([`saelens`]), a synthetic ground-truth benchmark ([`synth`]), and sweeps of several SAEs
+//! trained in one pass over a store and compared in a Pareto report ([`sweep`]).
 //!
 //! Training works on the activation store of `loupe-data`. The trained SAE is saved as SAELens
 //! saves one, in the model's own activation units, and is used through [`Sae`].
@@ -47,6 +48,8 @@ mod sae;
 pub mod saelens;
 pub mod sparse;
 pub mod sparsify;
+pub mod sweep;
+mod sweep_report;
 pub mod synth;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -60,4 +63,6 @@ pub use config::{BDecInit, TrainConfig};
 pub use error::{Error, Result};
 pub use params::Params;
 pub use sae::{Activation, Sae, SaeMetadata};
-pub use train::{evaluate_rows, geometric_median, train, NoObserver, TrainObserver, TrainOutcome};
+pub use train::{
+    evaluate_rows, geometric_median, train, NoObserver, TrainObserver, TrainOutcome, SHARED_FIELDS,
+};

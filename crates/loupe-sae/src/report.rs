@@ -10,7 +10,7 @@ use crate::top::{LatentSummary, TopReport};
 pub const PAGE: usize = 128;
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}\
-table{border-collapse:collapse}td,th{padding:2px 8px;text-align:right}td.l{text-align:left}\
+table{border-collapse:collapse}td,th{padding:2px 8px;text-align:right}td.l,th.l{text-align:left}\
 .ex{font-family:monospace;white-space:pre-wrap;margin:2px 0;padding:2px;border-bottom:1px solid #eee}\
 .t{border-radius:2px}.h{outline:1px solid #c33}.latent{margin:1.5em 0}.dim{color:#888}";
 
@@ -35,7 +35,8 @@ pub fn render(report: &TopReport, title: &str) -> Vec<(String, String)> {
     pages
 }
 
-fn head(title: &str) -> String {
+/// The start of a page titled `title`, up to and with its heading (shared with `sweep.html`).
+pub(crate) fn head(title: &str) -> String {
     format!(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>{STYLE}</style></head><body><h1>{0}</h1>\n",
         escape(title)

@@ -478,32 +478,10 @@ impl SynthBenchConfig {
     /// Every training run: each `[[run]]` once per seed, its full training config made of
     /// `[train]`, then the run's own settings, then the store, hook, run directory and seed.
     pub fn runs(&self, origin: &str) -> Result<Vec<SynthRun>> {
-        let mut names: Vec<String> = Vec::new();
         let mut runs = Vec::new();
-        for (i, table) in self.run.iter().enumerate() {
-            let field = format!("run[{i}]");
-            let name =
-                match table.get("name") {
-                    Some(toml::Value::String(name)) if is_plain_name(name) => name.clone(),
-                    _ => return Err(Error::config(
-                        &format!("{field}.name"),
-                        "every run needs a name of letters, digits, '-' and '_' (its directory under runs/)",
-                    )),
-                };
-            if names.contains(&name) {
-                return Err(Error::config(
-                    &format!("{field}.name"),
-                    format!("'{name}' names two runs"),
-                ));
-            }
-            names.push(name.clone());
+        for (name, settings) in crate::config::named_runs(&self.run, "its directory under runs/")? {
             let mut merged = self.train.clone();
-            merged.extend(
-                table
-                    .iter()
-                    .filter(|(k, _)| *k != "name")
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
+            merged.extend(settings);
             for reserved in ["store", "hook", "output"] {
                 if merged.contains_key(reserved) {
                     return Err(Error::config(
@@ -542,8 +520,7 @@ impl SynthBenchConfig {
                 if self.seeds > 1 {
                     merged.insert("seed".into(), toml::Value::Integer(seed as i64));
                 }
-                let text = toml::to_string(&merged).expect("a TOML table serializes");
-                let config = crate::TrainConfig::from_toml(&text, &format!("{origin} [[run]] {name}"), &[])?;
+                let config = crate::TrainConfig::from_table(&merged, &format!("{origin} [[run]] {name}"))?;
                 runs.push(SynthRun {
                     name: name.clone(),
                     seed,
@@ -564,13 +541,6 @@ pub struct SynthRun {
     pub seed: usize,
     /// Its training config (its directory is `runs/<name>`, or `runs/<name>-seed<i>` with seeds).
     pub config: crate::TrainConfig,
-}
-
-fn is_plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// The metadata key of a ground-truth file's settings.

@@ -1,6 +1,8 @@
 //! Helpers for tests and benchmarks: synthetic activations with known sparse structure, a
-//! store written from any rows, and a measure of how well learned directions match true ones.
+//! store written from any rows, a measure of how well learned directions match true ones, and an
+//! observer that stops training as Ctrl-C does.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -210,3 +212,30 @@ pub fn random_relu_sae(d_in: usize, d_sae: usize, hook: &str, seed: u64) -> Resu
     };
     Sae::from_params(&params, Activation::Relu, false, 1.0, metadata)
 }
+
+/// A training observer that asks to stop once `after` batches are done, as Ctrl-C does.
+pub struct StopAfter {
+    after: u64,
+    batches: Cell<u64>,
+}
+
+impl StopAfter {
+    /// Stops training after `after` batches.
+    pub fn new(after: u64) -> Self {
+        StopAfter {
+            after,
+            batches: Cell::new(0),
+        }
+    }
+}
+
+impl loupe_util::Progress for StopAfter {
+    fn advance(&mut self, _n: u64) {
+        self.batches.set(self.batches.get() + 1);
+    }
+    fn should_stop(&self) -> bool {
+        self.batches.get() >= self.after
+    }
+}
+
+impl crate::TrainObserver for StopAfter {}

@@ -1,15 +1,18 @@
-//! The training loop. [`train`] reads top to bottom: open the store, start or resume, then for
-//! each step: batch → forward and backward → clip → Adam → decoder constraint → bookkeeping, with
-//! evaluations and checkpoints at their intervals.
+//! The training loop. [`train`] trains one SAE; a sweep ([`crate::sweep`]) trains several on one
+//! read of the store. Both go through [`train_runs`], which reads top to bottom: open the store,
+//! start or resume each run, then pass over the training split, and for each batch: normalise it
+//! once, then feed it to every run, the runs stepping in parallel ([`Run::step`]: forward and
+//! backward → clip → Adam → decoder constraint → bookkeeping, with evaluations and checkpoints at
+//! their intervals).
 
 use std::path::Path;
 
 use candle_core::Tensor;
 use loupe_data::reader::{Split, Store};
-use loupe_util::Problems as _;
-use loupe_util::Progress;
+use loupe_util::{DirLock, Problems as _, Progress};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 use crate::arch::{self, Architecture, StepContext};
 use crate::checkpoint::{Checkpoint, CheckpointInfo};
@@ -20,10 +23,12 @@ use crate::{saelens, Adam, BDecInit, Error, Params, Result, Sae, SaeMetadata, Tr
 /// Where training reports progress and metrics; the binary draws a progress bar and writes
 /// TensorBoard event files.
 pub trait TrainObserver: Progress {
-    /// Named scalars at a step (`losses/mse`, `metrics/l0`, `lr`, ...).
-    fn scalars(&mut self, _step: u64, _scalars: &[(String, f64)]) {}
-    /// A set of values to show as a histogram at a step.
-    fn histogram(&mut self, _step: u64, _tag: &str, _values: &[f64]) {}
+    /// Named scalars of run `run` at a step (`losses/mse`, `metrics/l0`, `lr`, ...). `run` is the
+    /// run's index among those trained together: always 0 for [`train()`], the `[[run]]`'s index
+    /// for a sweep.
+    fn scalars(&mut self, _run: usize, _step: u64, _scalars: &[(String, f64)]) {}
+    /// A set of values of run `run` to show as a histogram at a step.
+    fn histogram(&mut self, _run: usize, _step: u64, _tag: &str, _values: &[f64]) {}
 }
 
 /// Observes nothing and never stops.
@@ -42,190 +47,454 @@ pub struct TrainOutcome {
     pub metrics: Option<ReconstructionMetrics>,
 }
 
+/// The settings that runs trained together in one pass must share, each with the reason: they
+/// decide what is read from the store and how it is normalised (so the batches every run sees),
+/// when the runs are checkpointed, and how they are measured against each other.
+pub const SHARED_FIELDS: [(&str, &str); 14] = [
+    ("store", "every run trains on the one read of the store"),
+    ("hook", "every run trains on the one read of the store"),
+    (
+        "batch_size",
+        "the runs take their steps together, on the same batches",
+    ),
+    (
+        "train_tokens",
+        "the runs take their steps together, to the same last step",
+    ),
+    ("shuffle_buffer", "it decides which rows make each batch"),
+    ("seed", "it decides the order of the batches"),
+    ("split_seed", "it decides which documents are held out"),
+    ("held_out", "it decides which documents are held out"),
+    ("init_tokens", "the normalisation is estimated once for every run"),
+    ("max_norm_factor", "each batch is normalised once for every run"),
+    (
+        "normalize_activations",
+        "each batch is normalised once for every run",
+    ),
+    (
+        "eval_tokens",
+        "the held-out activations are read once for every run",
+    ),
+    (
+        "dense_threshold",
+        "the runs are compared by one measure of dense latents",
+    ),
+    (
+        "checkpoint_every",
+        "the runs are checkpointed together, so that a stopped pass resumes every run from one step",
+    ),
+];
+
 /// Trains (or resumes training) the SAE `config` describes, writing checkpoints and the SAELens
 /// files into `config.output`.
 pub fn train(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<TrainOutcome> {
-    config.validate()?;
-    let store = Store::open(&config.store)?;
-    let d_in = crate::eval::store_hook_width(&store, config.hook)?;
-    let mut arch = arch::build(config, d_in)?;
-    let out = &config.output;
-    prepare_output(out)?;
-    // One writer per run directory: a second `sae train` into it stops here.
-    let _lock = loupe_util::DirLock::acquire(out, "loupe sae train")?;
+    let mut outcomes = train_runs(std::slice::from_ref(config), observer)?;
+    Ok(outcomes.remove(0))
+}
 
-    let mut run = match Checkpoint::load(out)? {
-        Some(checkpoint) => {
-            check_resumable(&checkpoint.info, config, &store, out)?;
-            arch.set_state(&checkpoint.info.architecture_state);
-            observer.note(&format!(
-                "resuming {} from step {} of {}",
-                out.display(),
-                checkpoint.info.step,
-                config.total_steps()
-            ));
-            checkpoint
-        }
-        None => start(config, &store, d_in, arch.as_ref())?,
+/// Trains (or resumes) the runs `configs` describe in one pass over the store: each batch is read
+/// and normalised once, then fed to every run. The configs must agree on [`SHARED_FIELDS`]; each
+/// run writes its own directory (`output`), exactly as it would if trained alone.
+///
+/// Each run resumes from its own checkpoint. Runs that stand at different steps (a pass killed
+/// between two runs' checkpoints, or a run added to a sweep) all resume: the pass starts where
+/// the run furthest behind stands, and a run further along waits until the pass reaches it.
+pub(crate) fn train_runs(
+    configs: &[TrainConfig],
+    observer: &mut dyn TrainObserver,
+) -> Result<Vec<TrainOutcome>> {
+    let Some(shared) = configs.first() else {
+        return Ok(Vec::new());
     };
-    // The step a resumed run started from: divergence right there points at what changed since.
-    let resumed_at = (run.info.step > 0).then_some(run.info.step);
-    let metadata = metadata_for(config, &store);
-    let total_steps = config.total_steps();
-    let batch = config.batch_size as u64;
+    for config in configs {
+        config.validate()?;
+        check_shared(shared, config)?;
+    }
+    check_distinct_outputs(configs)?;
+    let store = Store::open(&shared.store)?;
+    let d_in = crate::eval::store_hook_width(&store, shared.hook)?;
+    // Every architecture is built before anything is written: a bad setting of any run stops here.
+    let architectures = configs
+        .iter()
+        .map(|c| arch::build(c, d_in))
+        .collect::<Result<Vec<_>>>()?;
+    // Read from the store only if some run starts afresh.
+    let mut starting_point = None;
+    let mut runs = Vec::new();
+    for (config, architecture) in configs.iter().zip(architectures) {
+        runs.push(Run::open(
+            config,
+            architecture,
+            &store,
+            &mut starting_point,
+            observer,
+        )?);
+    }
+    let normalisation = shared_normalisation(&runs)?;
+    let eval_rows = held_out_rows(&store, shared, normalisation.norm_cutoff)?;
+    let total_steps = shared.total_steps();
+    let batch = shared.batch_size as u64;
     let split = Split::Train {
-        held_out: config.held_out,
-        seed: config.split_seed(),
+        held_out: shared.held_out,
+        seed: shared.split_seed(),
     };
-    let eval_rows = held_out_rows(&store, config, run.info.norm_cutoff)?;
-    let mut window_fired = vec![0u64; run.params.d_sae];
-    let mut window_tokens = 0u64;
-    let mut last_metrics = None;
-    observer.start("training", total_steps * batch, run.info.step * batch);
+    let first_step = runs.iter().map(|r| r.state.info.step).min().unwrap_or(0);
+    observer.start(
+        "training",
+        total_steps * batch,
+        first_step.min(total_steps) * batch,
+    );
 
-    'epochs: while run.info.step < total_steps {
+    // Passes over the training split, each from where the run furthest behind stands.
+    'passes: while let Some((epoch, used)) = runs.iter().filter(|r| !r.finished()).map(Run::position).min() {
+        if observer.should_stop() {
+            break;
+        }
         let mut batches = store.batches(
-            config.hook,
-            config.batch_size,
-            config.shuffle_buffer,
+            shared.hook,
+            shared.batch_size,
+            shared.shuffle_buffer,
             split,
-            config.seed.wrapping_add(run.info.epoch),
+            shared.seed.wrapping_add(epoch),
         )?;
-        // A resumed run skips the batches the interrupted one had used.
-        for _ in 0..run.info.batches_in_epoch {
+        // Batches of this pass that every run has used already (before it was stopped).
+        for _ in 0..used {
             batches.next().transpose()?;
         }
+        let mut index = used;
         for x in batches {
             let x = x?;
-            if x.dim(0)? < config.batch_size {
+            if x.dim(0)? < shared.batch_size {
                 break; // the last partial batch of a pass is dropped
             }
-            if run.info.step >= total_steps || observer.should_stop() {
-                break 'epochs;
+            if observer.should_stop() || runs.iter().all(Run::finished) {
+                break 'passes;
             }
-            let step = run.info.step;
-            let x = (keep_in_range(&x, run.info.norm_cutoff)? * run.info.scale as f64)?;
-            if !x.sum_all()?.to_scalar::<f32>()?.is_finite() {
-                // The reader refuses non-finite rows, so only scaling can overflow here.
-                return Err(Error::Diverged {
-                    step,
-                    message: format!(
-                        "step {step}: an input batch from {} overflows once scaled by {} (the normalisation); \
-                         the store holds activations too large for f32 arithmetic: set max_norm_factor to leave them out",
-                        config.store.display(),
-                        run.info.scale
-                    ),
-                });
-            }
-            let rows = x.dim(0)?;
-            let dead: Vec<u32> = (0..run.params.d_sae as u32)
-                .filter(|&i| run.since_fired[i as usize] >= config.dead_window_tokens)
+            let due: Vec<usize> = (0..runs.len())
+                .filter(|&i| !runs[i].finished() && runs[i].position() == (epoch, index))
                 .collect();
-            let ctx = StepContext {
-                sparsity_scale: sparsity_scale(config, step),
-                dead: &dead,
-            };
-            let mut output = arch.step(&run.params, &x, &ctx)?;
-            let loss = output.loss();
-            if arch.unit_norm_decoder() {
-                remove_parallel_component(&run.params.dec, &mut output.grads.dec, d_in);
+            if let Some(&first) = due.first() {
+                let x = normalisation.apply(&x, runs[first].state.info.step, &shared.store)?;
+                // The runs step at once: one run's step leaves cores idle (its serial parts) that
+                // another's fills. Each run's arithmetic is the same as when it steps alone.
+                let results: Vec<(usize, Result<StepReport>)> = runs
+                    .par_iter_mut()
+                    .enumerate()
+                    .filter(|(i, _)| due.contains(i))
+                    .map(|(i, run)| (i, run.step(&x, &eval_rows)))
+                    .collect();
+                let mut failed = Vec::new();
+                for (i, result) in results {
+                    match result {
+                        Ok(report) => report.send(i, runs[i].state.info.step, observer),
+                        Err(e) => failed.push((i, e)),
+                    }
+                }
+                if !failed.is_empty() {
+                    return Err(save_the_others(&mut runs, failed));
+                }
             }
-            let grad_norm = output.grads.norm_sq().sqrt();
-            if !loss.is_finite() || !grad_norm.is_finite() {
-                return Err(diverged(step, loss, grad_norm, config, out, resumed_at));
-            }
-            if config.grad_clip > 0.0 && grad_norm > config.grad_clip {
-                output.grads.scale((config.grad_clip / grad_norm) as f32);
-            }
-            let lr = config.lr_at(step);
-            run.adam.step(&mut run.params, &output.grads, lr);
-            if arch.unit_norm_decoder() {
-                normalize_rows(&mut run.params.dec, d_in);
-            }
-            if !run.params.all_finite() {
-                return Err(diverged(step, loss, grad_norm, config, out, resumed_at));
-            }
-
-            for (i, &fired) in output.fired.iter().enumerate() {
-                run.since_fired[i] = if fired > 0 { 0 } else { run.since_fired[i] + batch };
-                window_fired[i] += fired as u64;
-            }
-            window_tokens += batch;
-            run.info.step += 1;
-            run.info.batches_in_epoch += 1;
+            index += 1;
             observer.advance(batch);
+        }
+        if index == 0 {
+            return Err(Error::Mismatch {
+                message: format!(
+                    "store {}: its training split has fewer than batch_size = {} rows; lower batch_size or capture more",
+                    shared.store.display(),
+                    shared.batch_size
+                ),
+            });
+        }
+        for run in runs.iter_mut() {
+            if !run.finished() && run.state.info.epoch == epoch {
+                run.state.info.epoch += 1;
+                run.state.info.batches_in_epoch = 0;
+            }
+        }
+    }
 
-            if run.info.step % config.log_every == 0 || run.info.step == total_steps {
-                let mut scalars: Vec<(String, f64)> = output
+    let mut outcomes = Vec::new();
+    for run in &mut runs {
+        run.save()?;
+        let stopped = !run.finished();
+        if stopped {
+            observer.note(&format!(
+                "stopped at step {}; the checkpoint in {} resumes it",
+                run.state.info.step,
+                run.config.output.display()
+            ));
+        }
+        outcomes.push(TrainOutcome {
+            steps: run.state.info.step,
+            stopped,
+            metrics: run.last_metrics.take(),
+        });
+    }
+    Ok(outcomes)
+}
+
+/// One SAE in training: its settings and architecture, the state its checkpoint keeps, and the
+/// firing counts between evaluations. [`train_runs`] feeds it batches through [`Run::step`].
+struct Run {
+    config: TrainConfig,
+    architecture: Box<dyn Architecture>,
+    state: Checkpoint,
+    metadata: SaeMetadata,
+    /// The step this process resumed the run from: divergence right there points at what changed
+    /// since.
+    resumed_at: Option<u64>,
+    /// Training tokens each latent fired on since the last evaluation, and the tokens.
+    window_fired: Vec<u64>,
+    window_tokens: u64,
+    last_metrics: Option<ReconstructionMetrics>,
+    /// Held while training: one writer per run directory.
+    _lock: DirLock,
+}
+
+/// What one step has to show: scalars, and after an evaluation the log10 feature densities.
+#[derive(Default)]
+struct StepReport {
+    scalars: Vec<(String, f64)>,
+    log10_density: Option<Vec<f64>>,
+}
+
+impl StepReport {
+    fn send(self, run: usize, step: u64, observer: &mut dyn TrainObserver) {
+        if !self.scalars.is_empty() {
+            observer.scalars(run, step, &self.scalars);
+        }
+        if let Some(density) = self.log10_density {
+            observer.histogram(run, step, "sparsity/log10_feature_density", &density);
+        }
+    }
+}
+
+impl Run {
+    /// Locks the run directory and resumes its checkpoint, or starts the run afresh from the
+    /// pass's starting point (read from the store the first time a run needs it).
+    fn open(
+        config: &TrainConfig,
+        mut architecture: Box<dyn Architecture>,
+        store: &Store,
+        starting_point: &mut Option<StartingPoint>,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<Run> {
+        let out = &config.output;
+        prepare_output(out)?;
+        // One writer per run directory: a second `sae train` or `sae sweep` into it stops here.
+        let lock = DirLock::acquire(out, "loupe sae train/sweep")?;
+        let state = match Checkpoint::load(out)? {
+            Some(checkpoint) => {
+                check_resumable(&checkpoint.info, config, store, out)?;
+                architecture.set_state(&checkpoint.info.architecture_state);
+                observer.note(&format!(
+                    "resuming {} from step {} of {}",
+                    out.display(),
+                    checkpoint.info.step,
+                    config.total_steps()
+                ));
+                checkpoint
+            }
+            None => {
+                let point = match starting_point {
+                    Some(point) => point,
+                    None => starting_point.insert(StartingPoint::read(store, config)?),
+                };
+                start(config, point, store, architecture.as_ref())
+            }
+        };
+        let d_sae = state.params.d_sae;
+        Ok(Run {
+            metadata: metadata_for(config, store),
+            resumed_at: (state.info.step > 0).then_some(state.info.step),
+            config: config.clone(),
+            architecture,
+            state,
+            window_fired: vec![0; d_sae],
+            window_tokens: 0,
+            last_metrics: None,
+            _lock: lock,
+        })
+    }
+
+    fn finished(&self) -> bool {
+        self.state.info.step >= self.config.total_steps()
+    }
+
+    /// Where the run stands in the stream of batches: (pass, batches of it used).
+    fn position(&self) -> (u64, u64) {
+        (self.state.info.epoch, self.state.info.batches_in_epoch)
+    }
+
+    /// One optimizer step on the normalised batch `x`, then an evaluation on `eval_rows` (raw
+    /// held-out activations) and a checkpoint when they are due.
+    fn step(&mut self, x: &Tensor, eval_rows: &[Tensor]) -> Result<StepReport> {
+        let config = &self.config;
+        let total_steps = config.total_steps();
+        let batch = config.batch_size as u64;
+        let run = &mut self.state;
+        let d_in = run.params.d_in;
+        let step = run.info.step;
+        let rows = x.dim(0)?;
+        let dead: Vec<u32> = (0..run.params.d_sae as u32)
+            .filter(|&i| run.since_fired[i as usize] >= config.dead_window_tokens)
+            .collect();
+        let ctx = StepContext {
+            sparsity_scale: sparsity_scale(config, step),
+            dead: &dead,
+        };
+        let mut output = self.architecture.step(&run.params, x, &ctx)?;
+        let loss = output.loss();
+        if self.architecture.unit_norm_decoder() {
+            remove_parallel_component(&run.params.dec, &mut output.grads.dec, d_in);
+        }
+        let grad_norm = output.grads.norm_sq().sqrt();
+        let out = &config.output;
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Err(diverged(step, loss, grad_norm, config, out, self.resumed_at));
+        }
+        if config.grad_clip > 0.0 && grad_norm > config.grad_clip {
+            output.grads.scale((config.grad_clip / grad_norm) as f32);
+        }
+        let lr = config.lr_at(step);
+        run.adam.step(&mut run.params, &output.grads, lr);
+        if self.architecture.unit_norm_decoder() {
+            normalize_rows(&mut run.params.dec, d_in);
+        }
+        if !run.params.all_finite() {
+            return Err(diverged(step, loss, grad_norm, config, out, self.resumed_at));
+        }
+
+        for (i, &fired) in output.fired.iter().enumerate() {
+            run.since_fired[i] = if fired > 0 { 0 } else { run.since_fired[i] + batch };
+            self.window_fired[i] += fired as u64;
+        }
+        self.window_tokens += batch;
+        run.info.step += 1;
+        run.info.batches_in_epoch += 1;
+
+        let mut report = StepReport::default();
+        if run.info.step.is_multiple_of(config.log_every) || run.info.step == total_steps {
+            report.scalars.extend(
+                output
                     .losses
                     .iter()
-                    .map(|(name, v)| (format!("losses/{name}"), *v))
-                    .collect();
-                scalars.push(("losses/total".into(), loss));
-                scalars.push(("train/l0".into(), output.l0(rows)));
-                scalars.push(("train/grad_norm".into(), grad_norm));
-                scalars.push(("lr".into(), lr));
-                scalars.push((
+                    .map(|(name, v)| (format!("losses/{name}"), *v)),
+            );
+            report.scalars.extend([
+                ("losses/total".into(), loss),
+                ("train/l0".into(), output.l0(rows)),
+                ("train/grad_norm".into(), grad_norm),
+                ("lr".into(), lr),
+                (
                     "sparsity/dead_fraction".into(),
                     dead.len() as f64 / run.params.d_sae as f64,
-                ));
-                observer.scalars(run.info.step, &scalars);
-            }
-            let eval_due = run.info.step % config.eval_every == 0 || run.info.step == total_steps;
-            if eval_due && !eval_rows.is_empty() {
-                let sae = inference_sae(&run, arch.as_ref(), &metadata)?;
-                let metrics = evaluate_rows(&sae, &eval_rows, config.dense_threshold)?;
-                let density = Density::new(&window_fired, window_tokens);
-                observer.scalars(
-                    run.info.step,
-                    &[
-                        ("metrics/mse".into(), metrics.mse),
-                        ("metrics/fvu".into(), metrics.fvu),
-                        ("metrics/explained_variance".into(), metrics.explained_variance),
-                        ("metrics/l0".into(), metrics.l0),
-                        (
-                            "sparsity/dense_fraction".into(),
-                            density.fraction(|d| d > config.dense_threshold),
-                        ),
-                    ],
-                );
-                observer.histogram(run.info.step, "sparsity/log10_feature_density", &density.log10());
-                window_fired.iter_mut().for_each(|c| *c = 0);
-                window_tokens = 0;
-                last_metrics = Some(metrics);
-            }
-            if run.info.step % config.checkpoint_every == 0 {
-                save(&mut run, arch.as_ref(), &metadata, out)?;
-            }
+                ),
+            ]);
         }
-        if run.info.step < total_steps && !observer.should_stop() {
-            if run.info.batches_in_epoch == 0 {
-                return Err(Error::Mismatch {
-                    message: format!(
-                        "store {}: its training split has fewer than batch_size = {} rows; lower batch_size or capture more",
-                        config.store.display(),
-                        config.batch_size
-                    ),
-                });
-            }
-            run.info.epoch += 1;
-            run.info.batches_in_epoch = 0;
+        let eval_due = run.info.step.is_multiple_of(config.eval_every) || run.info.step == total_steps;
+        if eval_due && !eval_rows.is_empty() {
+            let sae = inference_sae(run, self.architecture.as_ref(), &self.metadata)?;
+            let metrics = evaluate_rows(&sae, eval_rows, config.dense_threshold)?;
+            let density = Density::new(&self.window_fired, self.window_tokens);
+            report.scalars.extend([
+                ("metrics/mse".into(), metrics.mse),
+                ("metrics/fvu".into(), metrics.fvu),
+                ("metrics/explained_variance".into(), metrics.explained_variance),
+                ("metrics/l0".into(), metrics.l0),
+                (
+                    "sparsity/dense_fraction".into(),
+                    density.fraction(|d| d > config.dense_threshold),
+                ),
+            ]);
+            report.log10_density = Some(density.log10());
+            self.window_fired.iter_mut().for_each(|c| *c = 0);
+            self.window_tokens = 0;
+            self.last_metrics = Some(metrics);
+        }
+        if run.info.step.is_multiple_of(config.checkpoint_every) {
+            self.save()?;
+        }
+        Ok(report)
+    }
+
+    /// Writes the checkpoint, then the SAELens files, each atomically.
+    fn save(&mut self) -> Result<()> {
+        let run = &mut self.state;
+        run.info.adam_t = run.adam.t;
+        run.info.architecture_state = self.architecture.state();
+        run.save(&self.config.output)?;
+        saelens::save(
+            &inference_sae(run, self.architecture.as_ref(), &self.metadata)?,
+            &self.config.output,
+        )
+    }
+}
+
+/// Runs of a pass failed to take their step (`failed`: each run's index and error, in run order):
+/// the other runs are saved where they stand (a failed run keeps its last checkpoint), and the
+/// first failure is returned, naming its run's directory when several runs train together. A
+/// rerun resumes each run from its own step.
+fn save_the_others(runs: &mut [Run], failed: Vec<(usize, Error)>) -> Error {
+    for (i, run) in runs.iter_mut().enumerate() {
+        // A run that cannot be saved keeps its last checkpoint, from which a rerun resumes it.
+        if !failed.iter().any(|(f, _)| *f == i) {
+            let _ = run.save();
         }
     }
-    save(&mut run, arch.as_ref(), &metadata, out)?;
-    let stopped = run.info.step < total_steps;
-    if stopped {
-        observer.note(&format!(
-            "stopped at step {}; the checkpoint in {} resumes it",
-            run.info.step,
-            out.display()
-        ));
+    let (first, error) = failed.into_iter().next().expect("a failed run");
+    if runs.len() == 1 {
+        return error;
     }
-    Ok(TrainOutcome {
-        steps: run.info.step,
-        stopped,
-        metrics: last_metrics,
-    })
+    let run = runs[first].config.output.display();
+    match error {
+        Error::Diverged { step, message } => Error::Diverged {
+            step,
+            message: format!("run {run}: {message}"),
+        },
+        other => other,
+    }
+}
+
+/// Refuses runs that cannot share one pass: a field of [`SHARED_FIELDS`] that differs.
+fn check_shared(first: &TrainConfig, other: &TrainConfig) -> Result<()> {
+    let (a, b) = (as_table(first), as_table(other));
+    for (field, reason) in SHARED_FIELDS {
+        if a.get(field) != b.get(field) {
+            let shown = |t: &toml::Table| t.get(field).map_or("nothing".to_string(), |v| v.to_string());
+            return Err(Error::config(
+                field,
+                format!(
+                    "runs trained together must share it ({reason}), but {} has {} and {} has {}",
+                    first.output.display(),
+                    shown(&a),
+                    other.output.display(),
+                    shown(&b)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn as_table(config: &TrainConfig) -> toml::Table {
+    toml::Table::try_from(config).unwrap_or_default()
+}
+
+fn check_distinct_outputs(configs: &[TrainConfig]) -> Result<()> {
+    for (i, config) in configs.iter().enumerate() {
+        if configs[..i].iter().any(|c| c.output == config.output) {
+            return Err(Error::config(
+                "output",
+                format!(
+                    "two runs write to {}: give each run its own directory",
+                    config.output.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn prepare_output(out: &Path) -> Result<()> {
@@ -239,53 +508,153 @@ fn prepare_output(out: &Path) -> Result<()> {
         .map_err(|e| Error::file(out, format!("cannot create the run directory: {e}")))
 }
 
-/// A fresh run: activation scale and b_dec from a sample of the training split, decoder rows in
-/// random directions, the encoder the same matrix (the decoder's transpose, in SAELens terms).
-fn start(config: &TrainConfig, store: &Store, d_in: usize, arch: &dyn Architecture) -> Result<Checkpoint> {
-    let d_sae = config.d_sae(d_in);
-    let split = Split::Train {
-        held_out: config.held_out,
-        seed: config.split_seed(),
-    };
-    let sample = store
-        .batches(
-            config.hook,
-            config.init_tokens,
-            config.shuffle_buffer,
-            split,
-            config.seed ^ 0x5eed,
-        )?
-        .next()
-        .transpose()?
-        .ok_or_else(|| Error::Mismatch {
-            message: format!("store {}: its training split is empty", config.store.display()),
-        })?;
-    let sample = crate::params::to_vec(&sample)?;
-    let mut norms: Vec<f32> = sample.chunks(d_in).map(norm).collect();
-    norms.sort_by(f32::total_cmp);
-    let norm_cutoff =
-        (config.max_norm_factor > 0.0).then(|| norms[norms.len() / 2] * config.max_norm_factor as f32);
-    let sample: Vec<f32> = sample
-        .chunks(d_in)
-        .filter(|r| norm_cutoff.is_none_or(|c| norm(r) <= c))
-        .flatten()
-        .copied()
-        .collect();
-    let rows = sample.len() / d_in;
-    let scale = if config.normalize_activations {
-        let mean_sq = sample.chunks(d_in).map(|r| norm(r).powi(2) as f64).sum::<f64>() / rows as f64;
-        (d_in as f64 / mean_sq).sqrt() as f32
-    } else {
-        1.0
-    };
-    let sample: Vec<f32> = sample.iter().map(|v| v * scale).collect();
+/// How every batch is prepared for training: rows whose norm exceeds the cutoff are left out, the
+/// rest scaled. Fixed when a run starts (from a sample of the store) and kept in its checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Normalisation {
+    /// Activations are multiplied by this.
+    scale: f32,
+    /// Activations with a larger norm (raw units) are left out; `None` keeps all.
+    norm_cutoff: Option<f32>,
+}
 
-    let mut params = Params::zeros(d_in, d_sae, arch.has_thresholds());
-    params.b_dec = match config.b_dec_init {
-        BDecInit::GeometricMedian => geometric_median(&sample, d_in),
-        BDecInit::Mean => mean_row(&sample, d_in),
-        BDecInit::Zeros => vec![0.0; d_in],
+impl Normalisation {
+    /// `scale 0.156, norm cutoff 1296.9`, for messages.
+    fn describe(&self) -> String {
+        match self.norm_cutoff {
+            Some(cutoff) => format!("scale {}, norm cutoff {cutoff}", self.scale),
+            None => format!("scale {}, no norm cutoff", self.scale),
+        }
+    }
+
+    /// Raw activations `x` as training sees them, at `step` (for the error) of a run on `store`.
+    fn apply(&self, x: &Tensor, step: u64, store: &Path) -> Result<Tensor> {
+        let x = (keep_in_range(x, self.norm_cutoff)? * self.scale as f64)?;
+        if !x.sum_all()?.to_scalar::<f32>()?.is_finite() {
+            // The reader refuses non-finite rows, so only scaling can overflow here.
+            return Err(Error::Diverged {
+                step,
+                message: format!(
+                    "step {step}: an input batch from {} overflows once scaled by {} (the normalisation); \
+                     the store holds activations too large for f32 arithmetic: set max_norm_factor to leave them out",
+                    store.display(),
+                    self.scale
+                ),
+            });
+        }
+        Ok(x)
+    }
+}
+
+/// The normalisation every run of a pass uses. Runs that share their settings compute the same
+/// one from the same sample; runs whose checkpoints disagree were started on different stores.
+fn shared_normalisation(runs: &[Run]) -> Result<Normalisation> {
+    let of = |run: &Run| Normalisation {
+        scale: run.state.info.scale,
+        norm_cutoff: run.state.info.norm_cutoff,
     };
+    let first = of(&runs[0]);
+    if let Some(other) = runs.iter().find(|r| of(r) != first) {
+        return Err(Error::Mismatch {
+            message: format!(
+                "{} and {} normalise activations differently ({} against {}), so they cannot share one pass: \
+                 their checkpoints were started on different contents of the store. Delete one run's checkpoint to train it again",
+                Checkpoint::path(&runs[0].config.output).display(),
+                Checkpoint::path(&other.config.output).display(),
+                first.describe(),
+                of(other).describe()
+            ),
+        });
+    }
+    Ok(first)
+}
+
+/// What a fresh run starts from, read and computed once for every run of a pass: the
+/// normalisation, estimated on a sample of the training split, and the sample normalised.
+struct StartingPoint {
+    normalisation: Normalisation,
+    /// `init_tokens` rows of the training split, those beyond the cutoff left out, scaled.
+    sample: Vec<f32>,
+    d_in: usize,
+    /// b_dec's initial value for each `b_dec_init` asked for so far (the geometric median takes a
+    /// while to compute).
+    b_dec: Vec<(BDecInit, Vec<f32>)>,
+}
+
+impl StartingPoint {
+    /// The activation scale and norm cutoff from a sample of the training split.
+    fn read(store: &Store, config: &TrainConfig) -> Result<StartingPoint> {
+        let d_in = crate::eval::store_hook_width(store, config.hook)?;
+        let split = Split::Train {
+            held_out: config.held_out,
+            seed: config.split_seed(),
+        };
+        let sample = store
+            .batches(
+                config.hook,
+                config.init_tokens,
+                config.shuffle_buffer,
+                split,
+                config.seed ^ 0x5eed,
+            )?
+            .next()
+            .transpose()?
+            .ok_or_else(|| Error::Mismatch {
+                message: format!("store {}: its training split is empty", config.store.display()),
+            })?;
+        let sample = crate::params::to_vec(&sample)?;
+        let mut norms: Vec<f32> = sample.chunks(d_in).map(norm).collect();
+        norms.sort_by(f32::total_cmp);
+        let norm_cutoff =
+            (config.max_norm_factor > 0.0).then(|| norms[norms.len() / 2] * config.max_norm_factor as f32);
+        let sample: Vec<f32> = sample
+            .chunks(d_in)
+            .filter(|r| norm_cutoff.is_none_or(|c| norm(r) <= c))
+            .flatten()
+            .copied()
+            .collect();
+        let rows = sample.len() / d_in;
+        let scale = if config.normalize_activations {
+            let mean_sq = sample.chunks(d_in).map(|r| norm(r).powi(2) as f64).sum::<f64>() / rows as f64;
+            (d_in as f64 / mean_sq).sqrt() as f32
+        } else {
+            1.0
+        };
+        Ok(StartingPoint {
+            normalisation: Normalisation { scale, norm_cutoff },
+            sample: sample.iter().map(|v| v * scale).collect(),
+            d_in,
+            b_dec: Vec::new(),
+        })
+    }
+
+    /// b_dec's initial value, chosen from the normalised sample as `init` says.
+    fn b_dec(&mut self, init: BDecInit) -> Vec<f32> {
+        if let Some((_, b_dec)) = self.b_dec.iter().find(|(i, _)| *i == init) {
+            return b_dec.clone();
+        }
+        let b_dec = match init {
+            BDecInit::GeometricMedian => geometric_median(&self.sample, self.d_in),
+            BDecInit::Mean => mean_row(&self.sample, self.d_in),
+            BDecInit::Zeros => vec![0.0; self.d_in],
+        };
+        self.b_dec.push((init, b_dec.clone()));
+        b_dec
+    }
+}
+
+/// A fresh run: the pass's normalisation and b_dec from its sample, decoder rows in random
+/// directions, the encoder the same matrix (the decoder's transpose, in SAELens terms).
+fn start(
+    config: &TrainConfig,
+    point: &mut StartingPoint,
+    store: &Store,
+    arch: &dyn Architecture,
+) -> Checkpoint {
+    let d_in = point.d_in;
+    let d_sae = config.d_sae(d_in);
+    let mut params = Params::zeros(d_in, d_sae, arch.has_thresholds());
+    params.b_dec = point.b_dec(config.b_dec_init);
     let mut rng = StdRng::seed_from_u64(config.seed);
     let row_norm = if arch.unit_norm_decoder() {
         1.0
@@ -300,13 +669,13 @@ fn start(config: &TrainConfig, store: &Store, d_in: usize, arch: &dyn Architectu
     params.enc = params.dec.clone();
     arch.init(&mut params);
     let adam = Adam::new(&params, config.adam_beta1, config.adam_beta2, config.adam_eps);
-    Ok(Checkpoint {
+    Checkpoint {
         info: CheckpointInfo {
             step: 0,
             epoch: 0,
             batches_in_epoch: 0,
-            scale,
-            norm_cutoff,
+            scale: point.normalisation.scale,
+            norm_cutoff: point.normalisation.norm_cutoff,
             d_in,
             d_sae,
             adam_t: 0,
@@ -317,7 +686,7 @@ fn start(config: &TrainConfig, store: &Store, d_in: usize, arch: &dyn Architectu
         params,
         adam,
         since_fired: vec![0; d_sae],
-    })
+    }
 }
 
 /// Refuses to resume a checkpoint whose run differs in anything but its length and reporting.
@@ -404,14 +773,6 @@ fn keep_in_range(x: &Tensor, cutoff: Option<f32>) -> Result<Tensor> {
         .collect();
     let n = rows.len();
     Ok(x.index_select(&Tensor::from_vec(rows, n, x.device())?, 0)?)
-}
-
-/// Writes the checkpoint, then the SAELens files, each atomically.
-fn save(run: &mut Checkpoint, arch: &dyn Architecture, metadata: &SaeMetadata, out: &Path) -> Result<()> {
-    run.info.adam_t = run.adam.t;
-    run.info.architecture_state = arch.state();
-    run.save(out)?;
-    saelens::save(&inference_sae(run, arch, metadata)?, out)
 }
 
 /// Up to `eval_tokens` rows of the held-out split, read once; none when `held_out` is 0 (then

@@ -1,6 +1,6 @@
 //! Splicing an SAE into a tiny random-weight model: an SAE that reconstructs exactly recovers
-//! all of the loss with zero KL, an SAE that outputs zero is the zero ablation, and SAEs that
-//! belong to another store are refused.
+//! all of the loss with zero KL, an SAE that outputs zero is the zero ablation, several SAEs
+//! measured at once score as each alone, and SAEs that belong to another store are refused.
 
 use candle_core::{Device, Tensor};
 use loupe_data::capture::{capture, CaptureConfig};
@@ -9,7 +9,9 @@ use loupe_data::reader::{Split, Store};
 use loupe_data::store::StoreDType;
 use loupe_model::testing::write_tiny_hf_dir;
 use loupe_model::{HookPoint, Model};
-use loupe_sae::eval::{check_sae_matches_store, spliced, stored_contexts};
+use loupe_sae::eval::{
+    check_sae_matches_store, reconstruction, reconstruction_each, spliced, spliced_each, stored_contexts,
+};
 use loupe_sae::{Activation, Sae, SaeMetadata};
 use loupe_util::NoProgress;
 
@@ -102,6 +104,37 @@ fn exact_and_zero_saes_bound_the_spliced_metrics() {
     // Same numbers batched differently.
     let one_by_one = spliced(&model, &identity_sae(0.0), HOOK, &contexts, 1, &mut NoProgress).unwrap();
     assert!((one_by_one.ce_clean - zero.ce_clean).abs() < 1e-4);
+}
+
+/// A sweep measures its runs together (one read of the held-out split; the clean and ablated
+/// forward passes once): each SAE's figures are exactly those it gets measured alone.
+#[test]
+fn several_saes_measured_at_once_score_as_each_alone() {
+    let (_dir, model, store) = setup();
+    let split = Split::HeldOut {
+        held_out: 0.3,
+        seed: 0,
+    };
+    let contexts = stored_contexts(&store, HOOK, split, 5).unwrap();
+    let saes = [identity_sae(1.0), identity_sae(0.0), identity_sae(0.5)];
+    let refs: Vec<&Sae> = saes.iter().collect();
+    let together = spliced_each(&model, &refs, HOOK, &contexts, 2, &mut NoProgress).unwrap();
+    let alone: Vec<_> = saes
+        .iter()
+        .map(|sae| spliced(&model, sae, HOOK, &contexts, 2, &mut NoProgress).unwrap())
+        .collect();
+    assert_eq!(together, alone);
+    assert!(together[2].kl_sae > together[0].kl_sae + 1e-4, "{together:?}");
+
+    let together = reconstruction_each(&refs, &store, HOOK, split, 100, 0.1).unwrap();
+    let alone: Vec<_> = saes
+        .iter()
+        .map(|sae| reconstruction(sae, &store, HOOK, split, 100, 0.1).unwrap())
+        .collect();
+    // Compared as text: the zero SAE's reconstruction bias is NaN, which equals nothing.
+    assert_eq!(format!("{together:?}"), format!("{alone:?}"));
+    assert_eq!(together[0].tokens, 100);
+    assert!(together[0].fvu < 1e-6 && together[1].fvu > 0.5, "{together:?}");
 }
 
 #[test]

@@ -2,13 +2,11 @@
 //! diverging run stops with its step and leaves the last checkpoint alone, and bad input is
 //! refused before training starts.
 
-use std::cell::Cell;
 use std::path::Path;
 
 use loupe_model::HookPoint;
-use loupe_sae::testing::{synthetic, write_store};
-use loupe_sae::{train, Checkpoint, Error, NoObserver, TrainConfig, TrainObserver};
-use loupe_util::Progress;
+use loupe_sae::testing::{synthetic, write_store, StopAfter};
+use loupe_sae::{train, Checkpoint, Error, NoObserver, TrainConfig};
 
 const D: usize = 16;
 const HOOK: HookPoint = HookPoint::ResidPost(2);
@@ -29,22 +27,6 @@ fn config(dir: &Path, architecture: &str, extra: &str) -> TrainConfig {
     TrainConfig::from_toml(&text, "test", &[]).unwrap()
 }
 
-/// Asks to stop after `after` steps, as Ctrl-C does.
-struct StopAfter {
-    after: u64,
-    steps: Cell<u64>,
-}
-
-impl Progress for StopAfter {
-    fn advance(&mut self, _n: u64) {
-        self.steps.set(self.steps.get() + 1);
-    }
-    fn should_stop(&self) -> bool {
-        self.steps.get() >= self.after
-    }
-}
-impl TrainObserver for StopAfter {}
-
 #[test]
 fn a_stopped_run_resumes_to_the_same_result() {
     for (architecture, extra) in [
@@ -64,14 +46,7 @@ fn a_stopped_run_resumes_to_the_same_result() {
 
         let mut stopped = whole.clone();
         stopped.output = dir.path().join("stopped");
-        let outcome = train(
-            &stopped,
-            &mut StopAfter {
-                after: 31,
-                steps: Cell::new(0),
-            },
-        )
-        .unwrap();
+        let outcome = train(&stopped, &mut StopAfter::new(31)).unwrap();
         assert!(outcome.stopped);
         assert_eq!(
             outcome.steps, 31,

@@ -56,6 +56,18 @@ pub fn parse<T: DeserializeOwned>(text: &str, origin: &str, overrides: &[String]
     }
 }
 
+/// Deserializes `table`, a config a program assembled (say, from a file's shared settings and
+/// one run's own), so there is no text of the user's to quote: an error gives the hint and
+/// toml's message under `origin`.
+pub fn from_table<T: DeserializeOwned>(table: toml::Table, origin: &str) -> Result<T> {
+    toml::Value::Table(table)
+        .try_into::<T>()
+        .map_err(|e| Error::Config {
+            origin: origin.to_string(),
+            message: format!("{}: {}", hint(e.message()), e.message()),
+        })
+}
+
 /// Adds to an "unknown field" error which kinds the field belongs to, from `owners` (field,
 /// kinds): a field written for another variant of a tagged config is then named as such.
 pub fn name_owner(error: Error, owners: &[(&str, &str)]) -> Error {

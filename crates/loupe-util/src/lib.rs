@@ -13,7 +13,7 @@
 //!
 //! And the small pieces the crates would otherwise each write again: how long-running work
 //! reports [`progress`] and learns it should stop (Ctrl-C), [`vector`] dot products and norms,
-//! [`memory`] for large buffers, and [`html`] escaping for reports.
+//! [`memory`] for large buffers, [`html`] escaping and [`svg`] charts for reports.
 //!
 //! ```
 //! use loupe_util::DirLock;
@@ -37,6 +37,7 @@ pub mod memory;
 mod problem;
 pub mod progress;
 mod safetensors_file;
+pub mod svg;
 pub mod vector;
 
 pub use atomic::{tmp_path, write_atomically};
