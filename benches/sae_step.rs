@@ -7,7 +7,6 @@
 //! (21.7 GFLOP) plus 4 sparse passes of 2·4096·32·576 FLOP (0.6 GFLOP); matryoshka: batchtopk's
 //! work, its sparse passes split over the levels, plus an MSE and a gradient sum per level.
 
-use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use loupe_sae::arch::{self, StepContext};
 use loupe_sae::{Adam, Params, TrainConfig};
@@ -23,7 +22,6 @@ fn bench(c: &mut Criterion) {
     let x: Vec<f32> = (0..BATCH * D_IN)
         .map(|_| rng.random_range(-1.7..1.7f32))
         .collect();
-    let x = Tensor::from_vec(x, (BATCH, D_IN), &Device::Cpu).unwrap();
     let mut group = c.benchmark_group("sae_step");
     group
         .sample_size(10)
@@ -59,7 +57,7 @@ fn bench(c: &mut Criterion) {
                         sparsity_scale: 1.0,
                         dead: &[],
                     };
-                    let out = arch.step(&p, &x, &ctx).unwrap();
+                    let out = arch::step(arch.as_mut(), &p, &x, &x, &ctx).unwrap();
                     adam.step(&mut p, &out.grads, 1e-4);
                     p
                 },

@@ -271,17 +271,40 @@ impl Store {
         split: Split,
         seed: u64,
     ) -> Result<Batches<'_>> {
-        let width = self
-            .manifest
-            .hook(hook)
-            .map(|h| h.width)
-            .ok_or_else(|| Error::Mismatch {
-                path: self.dir.clone(),
-                message: format!("it holds no activations for {hook}"),
-            })?;
+        self.batches_of(&[hook], batch_size, buffer_rows, split, seed)
+    }
+
+    /// [`Store::batches`] of several hooks at once: each row is the token's activations at every
+    /// hook of `hooks`, side by side in that order (`[batch_size, Σ widths]`), so that a
+    /// transcoder sees each token's input and target together. With one hook, the same batches
+    /// as [`Store::batches`].
+    pub fn batches_of(
+        &self,
+        hooks: &[HookPoint],
+        batch_size: usize,
+        buffer_rows: usize,
+        split: Split,
+        seed: u64,
+    ) -> Result<Batches<'_>> {
+        let widths = hooks
+            .iter()
+            .map(|&hook| {
+                self.manifest
+                    .hook(hook)
+                    .map(|h| h.width)
+                    .ok_or_else(|| Error::Mismatch {
+                        path: self.dir.clone(),
+                        message: format!("it holds no activations for {hook}"),
+                    })
+            })
+            .collect::<Result<Vec<usize>>>()?;
         if batch_size == 0 {
             return Err(Error::config("batch_size", "must be at least 1"));
         }
+        if hooks.is_empty() {
+            return Err(Error::config("hook", "batches need at least one hook to read"));
+        }
+        let width = widths.iter().sum();
         let mut rng = StdRng::seed_from_u64(seed);
         let mut shard_order: Vec<usize> = (0..self.manifest.shards.len()).collect();
         shard_order.shuffle(&mut rng);
@@ -298,7 +321,7 @@ impl Store {
             .unwrap_or(0);
         Ok(Batches {
             store: self,
-            hook,
+            hooks: hooks.iter().copied().zip(widths).collect(),
             width,
             batch_size,
             buffer_rows,
@@ -313,7 +336,9 @@ impl Store {
 /// The iterator [`Store::batches`] returns.
 pub struct Batches<'s> {
     store: &'s Store,
-    hook: HookPoint,
+    /// The hooks read, each with its width.
+    hooks: Vec<(HookPoint, usize)>,
+    /// The width of a row: the hooks' widths added up.
     width: usize,
     batch_size: usize,
     buffer_rows: usize,
@@ -334,12 +359,21 @@ impl Batches<'_> {
             let Some(shard) = self.shard_order.pop() else {
                 return Ok(());
             };
-            let mut flat = vec![0f32; self.store.shard_rows(shard)? * self.width];
-            let fields = self.store.read_shard_into(shard, self.hook, &mut flat)?;
+            let rows = self.store.shard_rows(shard)?;
+            let mut per_hook = Vec::with_capacity(self.hooks.len());
+            let mut fields = None;
+            for &(hook, width) in &self.hooks {
+                let mut flat = vec![0f32; rows * width];
+                fields = Some(self.store.read_shard_into(shard, hook, &mut flat)?);
+                per_hook.push((flat, width));
+            }
+            let fields = fields.expect("at least one hook");
             for (row, &doc) in fields.doc_ids.iter().enumerate() {
                 if self.split.contains(doc) {
-                    self.buffer
-                        .extend_from_slice(&flat[row * self.width..(row + 1) * self.width]);
+                    for (flat, width) in &per_hook {
+                        self.buffer
+                            .extend_from_slice(&flat[row * width..(row + 1) * width]);
+                    }
                 }
             }
         }

@@ -36,10 +36,12 @@ fn planted_sae() -> Sae {
         b_enc: Tensor::from_vec(vec![-0.5f32; 3], 3, cpu).unwrap(),
         w_dec: Tensor::from_vec(w_dec, (3, D), cpu).unwrap(),
         b_dec: Tensor::zeros(D, candle_core::DType::F32, cpu).unwrap(),
+        w_skip: None,
         apply_b_dec_to_input: false,
         metadata: SaeMetadata {
             model_name: "planted".into(),
             hook_name: "blocks.0.hook_resid_post".into(),
+            hook_name_out: None,
             model_sha256: None,
             context_size: None,
             dataset_path: None,

@@ -25,8 +25,12 @@ pub struct CheckpointInfo {
     pub epoch: u64,
     /// Batches of the current pass already used.
     pub batches_in_epoch: u64,
-    /// Activations were multiplied by this during training.
+    /// Activations were multiplied by this during training (a transcoder's inputs).
     pub scale: f32,
+    /// A transcoder's targets were multiplied by this during training; `None` for an SAE, whose
+    /// target is its input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_scale: Option<f32>,
     /// Activations with a larger norm (raw units) are left out; `None` keeps all.
     pub norm_cutoff: Option<f32>,
     /// Input width (the hook's width).
@@ -69,6 +73,7 @@ impl Checkpoint {
             match name {
                 "enc" | "dec" => vec![p.d_sae, p.d_in],
                 "b_dec" => vec![p.d_in],
+                "skip" => vec![p.d_in, p.d_in],
                 _ => vec![p.d_sae],
             }
         };
@@ -142,13 +147,19 @@ impl Checkpoint {
                 .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
                 .collect())
         };
-        let with_threshold = file.names()?.iter().any(|n| n == "params.log_threshold");
+        let names = file.names()?;
+        let with_threshold = names.iter().any(|n| n == "params.log_threshold");
+        let with_skip = names.iter().any(|n| n == "params.skip");
         let read_params = |prefix: &str| -> Result<Params> {
             let mut p = Params::zeros(d_in, d_sae, with_threshold);
+            if with_skip {
+                p = p.with_zero_skip();
+            }
             for (name, values) in p.fields_mut() {
                 let shape = match name {
                     "enc" | "dec" => vec![d_sae, d_in],
                     "b_dec" => vec![d_in],
+                    "skip" => vec![d_in, d_in],
                     _ => vec![d_sae],
                 };
                 *values = f32s(&format!("{prefix}.{name}"), &shape)?;

@@ -18,8 +18,19 @@ use crate::{Error, Result};
 pub struct TrainConfig {
     /// The activation store to train on.
     pub store: PathBuf,
-    /// The hook point inside the store.
+    /// The hook point inside the store: what the SAE reads (and, unless `target_hook` is set,
+    /// reconstructs).
     pub hook: HookPoint,
+    /// Makes the run a transcoder (Dunefsky et al. 2024): it reads `hook` and reconstructs this
+    /// other hook of the same tokens, e.g. `blocks.L.ln2.hook_normalized` →
+    /// `blocks.L.hook_mlp_out` (the MLP's input and output). The store must hold both, equally
+    /// wide. Any architecture can be a transcoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_hook: Option<HookPoint>,
+    /// Adds a linear skip term to a transcoder, x̂ = dictionary(x) + x · W_skipᵀ, with W_skip
+    /// learned from zeros (a skip transcoder, as sparsify trains).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_connection: bool,
     /// The run directory: SAELens files, the trainer checkpoint and TensorBoard event files.
     pub output: PathBuf,
     /// `relu`, `topk`, `batchtopk`, `jumprelu` or `matryoshka`.
@@ -406,6 +417,7 @@ impl TrainConfig {
                 return Err(Error::config(field, "must be at least 1"));
             }
         }
+        self.check_transcoder_fields()?;
         self.check_architecture_fields(&|field| match field {
             "k" => self.k.is_some(),
             "aux_k" => self.aux_k.is_some(),
@@ -415,6 +427,40 @@ impl TrainConfig {
             _ => false, // a field with a default: only the config's text says whether it was set
         })?;
         Ok(())
+    }
+
+    /// Refuses transcoder settings that cannot work together.
+    fn check_transcoder_fields(&self) -> Result<()> {
+        match self.target_hook {
+            None if self.skip_connection => Err(Error::config(
+                "skip_connection",
+                "is for transcoders: set target_hook (e.g. blocks.L.hook_mlp_out) as well, or remove it",
+            )),
+            Some(target) if target == self.hook => Err(Error::config(
+                "target_hook",
+                format!(
+                    "is the input hook {target} itself: remove it for an SAE, or name another hook for a transcoder"
+                ),
+            )),
+            Some(target) if self.apply_b_dec_to_input == Some(true) => Err(Error::config(
+                "apply_b_dec_to_input",
+                format!(
+                    "cannot be true for a transcoder: b_dec lives at the target hook {target}, not at the input {}. Remove it",
+                    self.hook
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the run is a transcoder (reconstructs another hook than it reads).
+    pub fn is_transcoder(&self) -> bool {
+        self.target_hook.is_some()
+    }
+
+    /// The hook the run reconstructs: `target_hook`, else `hook`.
+    pub fn reconstructed_hook(&self) -> HookPoint {
+        self.target_hook.unwrap_or(self.hook)
     }
 
     /// Refuses a field that only other architectures use (it would be silently ignored).

@@ -83,9 +83,17 @@ impl Tally {
 
     /// Encodes and reconstructs `x` (`[n, d_in]`) and adds it up.
     pub fn add_batch(&mut self, sae: &Sae, x: &Tensor) -> Result<()> {
-        let code = sae.encode_sparse(x)?;
-        let recon = to_vec(&sae.decode_sparse(&code)?)?;
-        let x = to_vec(&x.to_dtype(candle_core::DType::F32)?)?;
+        self.add_pair(sae, x, x)
+    }
+
+    /// Encodes `input` and compares what the SAE makes of it with `target` (both `[n, d_in]`): a
+    /// transcoder's output hook, or the input itself for an SAE. The metrics then measure
+    /// `target`'s variance explained.
+    pub fn add_pair(&mut self, sae: &Sae, input: &Tensor, target: &Tensor) -> Result<()> {
+        let input = input.to_dtype(candle_core::DType::F32)?;
+        let code = sae.encode_sparse(&input)?;
+        let recon = to_vec(&sae.add_skip(&input, sae.decode_sparse(&code)?)?)?;
+        let x = to_vec(&target.to_dtype(candle_core::DType::F32)?)?;
         for (row, recon_row) in x.chunks(self.d_in).zip(recon.chunks(self.d_in)) {
             let (mut x_sq, mut r_sq, mut r_dot_x) = (0f64, 0f64, 0f64);
             for ((&xi, &ri), s) in row.iter().zip(recon_row).zip(self.sum_x.iter_mut()) {

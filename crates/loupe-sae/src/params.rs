@@ -30,6 +30,9 @@ pub struct Params {
     /// `[d_sae]`, JumpReLU only: log of each latent's threshold (learned in log space so that it
     /// stays positive).
     pub log_threshold: Option<Vec<f32>>,
+    /// `[d_in, d_in]`, skip transcoders only: the linear skip term added to the reconstruction,
+    /// `x̂ += x · skipᵀ` (row o: how output dimension o reads the input; sparsify's `W_skip`).
+    pub skip: Option<Vec<f32>>,
 }
 
 impl Params {
@@ -43,12 +46,23 @@ impl Params {
             dec: vec![0.0; d_sae * d_in],
             b_dec: vec![0.0; d_in],
             log_threshold: with_threshold.then(|| vec![0.0; d_sae]),
+            skip: None,
         }
+    }
+
+    /// These parameters with an all-zero skip matrix (a skip transcoder's, at the start).
+    pub fn with_zero_skip(mut self) -> Self {
+        self.skip = Some(vec![0.0; self.d_in * self.d_in]);
+        self
     }
 
     /// Zeros shaped like `self` (a gradient buffer).
     pub fn zeros_like(&self) -> Self {
-        Params::zeros(self.d_in, self.d_sae, self.log_threshold.is_some())
+        let zeros = Params::zeros(self.d_in, self.d_sae, self.log_threshold.is_some());
+        match self.skip {
+            Some(_) => zeros.with_zero_skip(),
+            None => zeros,
+        }
     }
 
     /// Every tensor with its name, in a fixed order.
@@ -61,6 +75,9 @@ impl Params {
         ];
         if let Some(t) = &self.log_threshold {
             fields.push(("log_threshold", t));
+        }
+        if let Some(s) = &self.skip {
+            fields.push(("skip", s));
         }
         fields
     }
@@ -75,6 +92,9 @@ impl Params {
         ];
         if let Some(t) = &mut self.log_threshold {
             fields.push(("log_threshold", t));
+        }
+        if let Some(s) = &mut self.skip {
+            fields.push(("skip", s));
         }
         fields
     }

@@ -1,6 +1,7 @@
 //! A trained SAE as it is saved and used: SAELens's tensors and orientation (`W_enc [d_in, d_sae]`,
 //! `W_dec [d_sae, d_in]`), in the model's own activation units (any training normalisation is
-//! folded into the weights).
+//! folded into the weights). A transcoder is the same struct: it reads one hook and writes
+//! another (`metadata.hook_name_out`), with an optional linear skip term (`w_skip`).
 
 use candle_core::{Device, Tensor};
 use loupe_model::with_f32;
@@ -43,8 +44,11 @@ impl Activation {
 pub struct SaeMetadata {
     /// The model the SAE was trained on, as loupe or SAELens names it.
     pub model_name: String,
-    /// The hook point, as a string (`blocks.15.hook_resid_post`).
+    /// The hook point, as a string (`blocks.15.hook_resid_post`): what the SAE reads.
     pub hook_name: String,
+    /// A transcoder's output hook (`blocks.3.hook_mlp_out`): what it reconstructs, in place of
+    /// which it is spliced. `None` for an SAE, which reconstructs `hook_name`.
+    pub hook_name_out: Option<String>,
     /// sha256 of the model file the training activations came from (loupe's check that an SAE
     /// is used with the model it was trained on).
     pub model_sha256: Option<String>,
@@ -76,6 +80,9 @@ pub struct Sae {
     pub w_dec: Tensor,
     /// `[d_in]`
     pub b_dec: Tensor,
+    /// `[d_out, d_in]` (here d_out = d_in), skip transcoders only: the linear skip term, added to
+    /// the reconstruction as `x · W_skipᵀ` (SAELens's and sparsify's orientation).
+    pub w_skip: Option<Tensor>,
     /// Whether b_dec is subtracted from the input before encoding.
     pub apply_b_dec_to_input: bool,
     /// Where it belongs (model, hook) and how it was trained.
@@ -93,14 +100,34 @@ impl Sae {
         scale: f32,
         metadata: SaeMetadata,
     ) -> Result<Self> {
+        Self::from_scaled_params(params, activation, apply_b_dec_to_input, scale, scale, metadata)
+    }
+
+    /// [`Sae::from_params`] for parameters trained on inputs multiplied by `scale` and targets
+    /// multiplied by `target_scale` (a transcoder's; an SAE's two scales are one): the decoder
+    /// and b_dec are divided by `target_scale`, and a skip term `(scale·x)·Sᵀ/target_scale` is
+    /// `x · (Sᵀ·scale/target_scale)`.
+    pub fn from_scaled_params(
+        params: &Params,
+        activation: Activation,
+        apply_b_dec_to_input: bool,
+        scale: f32,
+        target_scale: f32,
+        metadata: SaeMetadata,
+    ) -> Result<Self> {
         let dev = &Device::Cpu;
         let (d_in, d_sae) = (params.d_in, params.d_sae);
+        let out_scale = target_scale as f64;
         let w_enc = (Tensor::from_slice(&params.enc, (d_sae, d_in), dev)?
             .t()?
             .contiguous()?
             * scale as f64)?;
-        let w_dec = (Tensor::from_slice(&params.dec, (d_sae, d_in), dev)? / scale as f64)?;
-        let b_dec = (Tensor::from_slice(&params.b_dec, d_in, dev)? / scale as f64)?;
+        let w_dec = (Tensor::from_slice(&params.dec, (d_sae, d_in), dev)? / out_scale)?;
+        let b_dec = (Tensor::from_slice(&params.b_dec, d_in, dev)? / out_scale)?;
+        let w_skip = match &params.skip {
+            Some(skip) => Some((Tensor::from_slice(skip, (d_in, d_in), dev)? * (scale as f64 / out_scale))?),
+            None => None,
+        };
         Ok(Sae {
             activation,
             d_in,
@@ -109,9 +136,24 @@ impl Sae {
             b_enc: Tensor::from_slice(&params.b_enc, d_sae, dev)?,
             w_dec,
             b_dec,
+            w_skip,
             apply_b_dec_to_input,
             metadata,
         })
+    }
+
+    /// Whether it reconstructs another hook than it reads.
+    pub fn is_transcoder(&self) -> bool {
+        self.metadata.hook_name_out.is_some()
+    }
+
+    /// The hook it reconstructs (and is spliced in place of): `hook_name_out` for a transcoder,
+    /// else `hook_name`.
+    pub fn output_hook_name(&self) -> &str {
+        self.metadata
+            .hook_name_out
+            .as_deref()
+            .unwrap_or(&self.metadata.hook_name)
     }
 
     /// Checks shapes against `d_in`/`d_sae`; `origin` names the file in errors.
@@ -135,6 +177,9 @@ impl Sae {
         expect("W_dec", &self.w_dec, &[self.d_sae, self.d_in])?;
         expect("b_enc", &self.b_enc, &[self.d_sae])?;
         expect("b_dec", &self.b_dec, &[self.d_in])?;
+        if let Some(w_skip) = &self.w_skip {
+            expect("W_skip", w_skip, &[self.d_in, self.d_in])?;
+        }
         if let Activation::JumpRelu { threshold } = &self.activation {
             if threshold.len() != self.d_sae {
                 return Err(Error::file(
@@ -220,11 +265,22 @@ impl Sae {
         Ok(out.broadcast_add(&self.b_dec)?)
     }
 
-    /// `decode(encode(x))`, in x's dtype and on x's device. The SAE's weights and sparse kernels
-    /// live on the CPU, so a model on another device is spliced through a copy.
+    /// The skip term `x · W_skipᵀ` of a skip transcoder (`x` f32 on the CPU), added to
+    /// `decoded`; an SAE's `decoded` is returned as it is.
+    pub fn add_skip(&self, x: &Tensor, decoded: Tensor) -> Result<Tensor> {
+        match &self.w_skip {
+            Some(w_skip) => Ok((decoded + x.matmul(&w_skip.t()?)?)?),
+            None => Ok(decoded),
+        }
+    }
+
+    /// `decode(encode(x))` plus a skip transcoder's skip term, in x's dtype and on x's device.
+    /// The SAE's weights and sparse kernels live on the CPU, so a model on another device is
+    /// spliced through a copy.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let on_cpu = x.to_device(&Device::Cpu)?;
-        let out = self.decode(&self.encode(&on_cpu)?)?.to_dtype(x.dtype())?;
+        let on_cpu = x.to_device(&Device::Cpu)?.to_dtype(candle_core::DType::F32)?;
+        let decoded = self.decode(&self.encode(&on_cpu)?)?;
+        let out = self.add_skip(&on_cpu, decoded)?.to_dtype(x.dtype())?;
         Ok(out.to_device(x.device())?)
     }
 
@@ -245,14 +301,22 @@ impl Sae {
     /// What splicing the SAE in puts in place of `x`: the reconstruction, except for rows beyond
     /// the norm cutoff, which pass through unchanged.
     pub fn splice(&self, x: &Tensor) -> Result<Tensor> {
-        let keep = self.in_range(x)?;
-        let recon = self.forward(x)?;
+        self.splice_from(x, x)
+    }
+
+    /// What splicing puts in place of `original` (the activations at the output hook) given
+    /// `input` (those at the input hook, the same for an SAE): the reconstruction, except for
+    /// rows whose input is beyond the norm cutoff, which keep `original`.
+    pub fn splice_from(&self, input: &Tensor, original: &Tensor) -> Result<Tensor> {
+        let keep = self.in_range(input)?;
+        let recon = self.forward(input)?.to_dtype(original.dtype())?;
         if keep.iter().all(|&k| k) {
             return Ok(recon);
         }
         let mask: Vec<u8> = keep.iter().map(|&k| k as u8).collect();
-        let mask = Tensor::from_vec(mask, (keep.len(), 1), x.device())?.broadcast_as(x.shape())?;
-        Ok(mask.where_cond(&recon, x)?)
+        let mask =
+            Tensor::from_vec(mask, (keep.len(), 1), original.device())?.broadcast_as(original.shape())?;
+        Ok(mask.where_cond(&recon, original)?)
     }
 
     /// The rows of `x` within the norm cutoff.

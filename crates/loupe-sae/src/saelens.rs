@@ -173,12 +173,14 @@ pub fn load(path: &Path) -> Result<Sae> {
         b_enc,
         w_dec,
         b_dec: take("b_dec")?,
+        w_skip: None,
         apply_b_dec_to_input: field("apply_b_dec_to_input")
             .and_then(Value::as_bool)
             .unwrap_or(true),
         metadata: SaeMetadata {
             model_name: string_field("model_name").unwrap_or_default(),
             hook_name: string_field("hook_name").unwrap_or_default(),
+            hook_name_out: None,
             model_sha256: string_field("loupe_model_sha256"),
             context_size: field("context_size").and_then(Value::as_u64).map(|v| v as usize),
             dataset_path: string_field("dataset_path"),
@@ -245,6 +247,7 @@ fn load_gemma_scope(path: &Path) -> Result<Sae> {
         b_enc: get("b_enc")?,
         w_dec: get("W_dec")?,
         b_dec: get("b_dec")?,
+        w_skip: None,
         apply_b_dec_to_input: false,
         metadata: SaeMetadata::default(),
     };

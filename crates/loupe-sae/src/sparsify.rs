@@ -97,6 +97,7 @@ pub fn load(dir: &Path) -> Result<Sae> {
         b_enc: take("encoder.bias")?,
         w_dec: take("W_dec")?,
         b_dec: take("b_dec")?,
+        w_skip: None,
         apply_b_dec_to_input: true,
         metadata: SaeMetadata {
             hook_name: hook_of_module(&name).map(|h| h.to_string()).unwrap_or_default(),

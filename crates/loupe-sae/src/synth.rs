@@ -745,6 +745,7 @@ mod tests {
         let metadata = SaeMetadata {
             model_name: "synthetic".into(),
             hook_name: "blocks.0.hook_resid_post".into(),
+            hook_name_out: None,
             model_sha256: None,
             context_size: None,
             dataset_path: None,

@@ -174,6 +174,7 @@ pub fn fixture_sae(kind: &str, seed: u64) -> Result<crate::Sae> {
     let metadata = SaeMetadata {
         model_name: "smollm2".into(),
         hook_name: "blocks.15.hook_resid_post".into(),
+        hook_name_out: None,
         model_sha256: Some("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53".into()),
         context_size: Some(128),
         dataset_path: Some("activations/smollm2-l15".into()),
@@ -204,6 +205,7 @@ pub fn random_relu_sae(d_in: usize, d_sae: usize, hook: &str, seed: u64) -> Resu
     let metadata = SaeMetadata {
         model_name: "test".into(),
         hook_name: hook.into(),
+        hook_name_out: None,
         model_sha256: None,
         context_size: None,
         dataset_path: None,

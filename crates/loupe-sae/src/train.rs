@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::arch::{self, Architecture, StepContext};
 use crate::checkpoint::{Checkpoint, CheckpointInfo};
+use crate::eval::store_hook_width;
 use crate::metrics::{Density, ReconstructionMetrics, Tally};
 use crate::params::norm;
 use crate::{saelens, Adam, BDecInit, Error, Params, Result, Sae, SaeMetadata, TrainConfig};
@@ -50,9 +51,10 @@ pub struct TrainOutcome {
 /// The settings that runs trained together in one pass must share, each with the reason: they
 /// decide what is read from the store and how it is normalised (so the batches every run sees),
 /// when the runs are checkpointed, and how they are measured against each other.
-pub const SHARED_FIELDS: [(&str, &str); 14] = [
+pub const SHARED_FIELDS: [(&str, &str); 15] = [
     ("store", "every run trains on the one read of the store"),
     ("hook", "every run trains on the one read of the store"),
+    ("target_hook", "every run trains on the one read of the store"),
     (
         "batch_size",
         "the runs take their steps together, on the same batches",
@@ -113,6 +115,7 @@ pub(crate) fn train_runs(
     check_distinct_outputs(configs)?;
     let store = Store::open(&shared.store)?;
     let d_in = crate::eval::store_hook_width(&store, shared.hook)?;
+    check_target_hook(&store, shared, d_in)?;
     // Every architecture is built before anything is written: a bad setting of any run stops here.
     let architectures = configs
         .iter()
@@ -150,8 +153,8 @@ pub(crate) fn train_runs(
         if observer.should_stop() {
             break;
         }
-        let mut batches = store.batches(
-            shared.hook,
+        let mut batches = store.batches_of(
+            &hooks_read(shared),
             shared.batch_size,
             shared.shuffle_buffer,
             split,
@@ -162,9 +165,9 @@ pub(crate) fn train_runs(
             batches.next().transpose()?;
         }
         let mut index = used;
-        for x in batches {
-            let x = x?;
-            if x.dim(0)? < shared.batch_size {
+        for rows in batches {
+            let rows = rows?;
+            if rows.dim(0)? < shared.batch_size {
                 break; // the last partial batch of a pass is dropped
             }
             if observer.should_stop() || runs.iter().all(Run::finished) {
@@ -174,14 +177,16 @@ pub(crate) fn train_runs(
                 .filter(|&i| !runs[i].finished() && runs[i].position() == (epoch, index))
                 .collect();
             if let Some(&first) = due.first() {
-                let x = normalisation.apply(&x, runs[first].state.info.step, &shared.store)?;
+                let (x, target) =
+                    normalisation.apply(&rows, d_in, runs[first].state.info.step, &shared.store)?;
+                let target = target.as_deref().unwrap_or(&x);
                 // The runs step at once: one run's step leaves cores idle (its serial parts) that
                 // another's fills. Each run's arithmetic is the same as when it steps alone.
                 let results: Vec<(usize, Result<StepReport>)> = runs
                     .par_iter_mut()
                     .enumerate()
                     .filter(|(i, _)| due.contains(i))
-                    .map(|(i, run)| (i, run.step(&x, &eval_rows)))
+                    .map(|(i, run)| (i, run.step(&x, target, &eval_rows)))
                     .collect();
                 let mut failed = Vec::new();
                 for (i, result) in results {
@@ -327,16 +332,17 @@ impl Run {
         (self.state.info.epoch, self.state.info.batches_in_epoch)
     }
 
-    /// One optimizer step on the normalised batch `x`, then an evaluation on `eval_rows` (raw
-    /// held-out activations) and a checkpoint when they are due.
-    fn step(&mut self, x: &Tensor, eval_rows: &[Tensor]) -> Result<StepReport> {
+    /// One optimizer step on the normalised batch (inputs `x`, and the `target` to reconstruct:
+    /// `x` itself for an SAE), then an evaluation on `eval_rows` (raw held-out rows) and a
+    /// checkpoint when they are due.
+    fn step(&mut self, x: &[f32], target: &[f32], eval_rows: &[Tensor]) -> Result<StepReport> {
         let config = &self.config;
         let total_steps = config.total_steps();
         let batch = config.batch_size as u64;
         let run = &mut self.state;
         let d_in = run.params.d_in;
         let step = run.info.step;
-        let rows = x.dim(0)?;
+        let rows = x.len() / d_in;
         let dead: Vec<u32> = (0..run.params.d_sae as u32)
             .filter(|&i| run.since_fired[i as usize] >= config.dead_window_tokens)
             .collect();
@@ -344,7 +350,7 @@ impl Run {
             sparsity_scale: sparsity_scale(config, step),
             dead: &dead,
         };
-        let mut output = self.architecture.step(&run.params, x, &ctx)?;
+        let mut output = arch::step(self.architecture.as_mut(), &run.params, x, target, &ctx)?;
         let loss = output.loss();
         if self.architecture.unit_norm_decoder() {
             remove_parallel_component(&run.params.dec, &mut output.grads.dec, d_in);
@@ -512,8 +518,10 @@ fn prepare_output(out: &Path) -> Result<()> {
 /// rest scaled. Fixed when a run starts (from a sample of the store) and kept in its checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Normalisation {
-    /// Activations are multiplied by this.
+    /// Activations are multiplied by this (a transcoder's inputs).
     scale: f32,
+    /// A transcoder's targets are multiplied by this; `None` for an SAE.
+    target_scale: Option<f32>,
     /// Activations with a larger norm (raw units) are left out; `None` keeps all.
     norm_cutoff: Option<f32>,
 }
@@ -521,28 +529,47 @@ struct Normalisation {
 impl Normalisation {
     /// `scale 0.156, norm cutoff 1296.9`, for messages.
     fn describe(&self) -> String {
+        let scale = match self.target_scale {
+            Some(target) => format!("scale {} (targets {target})", self.scale),
+            None => format!("scale {}", self.scale),
+        };
         match self.norm_cutoff {
-            Some(cutoff) => format!("scale {}, norm cutoff {cutoff}", self.scale),
-            None => format!("scale {}, no norm cutoff", self.scale),
+            Some(cutoff) => format!("{scale}, norm cutoff {cutoff}"),
+            None => format!("{scale}, no norm cutoff"),
         }
     }
 
-    /// Raw activations `x` as training sees them, at `step` (for the error) of a run on `store`.
-    fn apply(&self, x: &Tensor, step: u64, store: &Path) -> Result<Tensor> {
-        let x = (keep_in_range(x, self.norm_cutoff)? * self.scale as f64)?;
-        if !x.sum_all()?.to_scalar::<f32>()?.is_finite() {
-            // The reader refuses non-finite rows, so only scaling can overflow here.
-            return Err(Error::Diverged {
-                step,
-                message: format!(
-                    "step {step}: an input batch from {} overflows once scaled by {} (the normalisation); \
-                     the store holds activations too large for f32 arithmetic: set max_norm_factor to leave them out",
-                    store.display(),
-                    self.scale
-                ),
-            });
-        }
-        Ok(x)
+    /// Raw rows (of [`hooks_read`], inputs `d_in` wide first) as training sees them: the inputs
+    /// and, for a transcoder, the targets, each scaled, at `step` (for the error) of a run on
+    /// `store`.
+    fn apply(
+        &self,
+        rows: &Tensor,
+        d_in: usize,
+        step: u64,
+        store: &Path,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let (x, target) = split_pair(&keep_in_range(rows, d_in, self.norm_cutoff)?, d_in)?;
+        let scaled = |t: &Tensor, scale: f32| -> Result<Vec<f32>> {
+            let t = (t * scale as f64)?;
+            if !t.sum_all()?.to_scalar::<f32>()?.is_finite() {
+                // The reader refuses non-finite rows, so only scaling can overflow here.
+                return Err(Error::Diverged {
+                    step,
+                    message: format!(
+                        "step {step}: an input batch from {} overflows once scaled by {scale} (the normalisation); \
+                         the store holds activations too large for f32 arithmetic: set max_norm_factor to leave them out",
+                        store.display(),
+                    ),
+                });
+            }
+            crate::params::to_vec(&t)
+        };
+        let target = match self.target_scale {
+            Some(target_scale) => Some(scaled(&target, target_scale)?),
+            None => None,
+        };
+        Ok((scaled(&x, self.scale)?, target))
     }
 }
 
@@ -551,6 +578,7 @@ impl Normalisation {
 fn shared_normalisation(runs: &[Run]) -> Result<Normalisation> {
     let of = |run: &Run| Normalisation {
         scale: run.state.info.scale,
+        target_scale: run.state.info.target_scale,
         norm_cutoff: run.state.info.norm_cutoff,
     };
     let first = of(&runs[0]);
@@ -570,11 +598,13 @@ fn shared_normalisation(runs: &[Run]) -> Result<Normalisation> {
 }
 
 /// What a fresh run starts from, read and computed once for every run of a pass: the
-/// normalisation, estimated on a sample of the training split, and the sample normalised.
+/// normalisation, estimated on a sample of the training split, and the sample's targets
+/// normalised (from which b_dec starts).
 struct StartingPoint {
     normalisation: Normalisation,
-    /// `init_tokens` rows of the training split, those beyond the cutoff left out, scaled.
-    sample: Vec<f32>,
+    /// The targets (the inputs, for an SAE) of `init_tokens` rows of the training split, rows
+    /// beyond the cutoff left out, scaled.
+    targets: Vec<f32>,
     d_in: usize,
     /// b_dec's initial value for each `b_dec_init` asked for so far (the geometric median takes a
     /// while to compute).
@@ -582,7 +612,8 @@ struct StartingPoint {
 }
 
 impl StartingPoint {
-    /// The activation scale and norm cutoff from a sample of the training split.
+    /// The activation scale (and a transcoder's target scale) and the norm cutoff from a sample of
+    /// the training split.
     fn read(store: &Store, config: &TrainConfig) -> Result<StartingPoint> {
         let d_in = crate::eval::store_hook_width(store, config.hook)?;
         let split = Split::Train {
@@ -590,8 +621,8 @@ impl StartingPoint {
             seed: config.split_seed(),
         };
         let sample = store
-            .batches(
-                config.hook,
+            .batches_of(
+                &hooks_read(config),
                 config.init_tokens,
                 config.shuffle_buffer,
                 split,
@@ -602,40 +633,44 @@ impl StartingPoint {
             .ok_or_else(|| Error::Mismatch {
                 message: format!("store {}: its training split is empty", config.store.display()),
             })?;
-        let sample = crate::params::to_vec(&sample)?;
-        let mut norms: Vec<f32> = sample.chunks(d_in).map(norm).collect();
+        let (inputs, _) = split_pair(&sample, d_in)?;
+        let mut norms: Vec<f32> = crate::params::to_vec(&inputs)?.chunks(d_in).map(norm).collect();
         norms.sort_by(f32::total_cmp);
         let norm_cutoff =
             (config.max_norm_factor > 0.0).then(|| norms[norms.len() / 2] * config.max_norm_factor as f32);
-        let sample: Vec<f32> = sample
-            .chunks(d_in)
-            .filter(|r| norm_cutoff.is_none_or(|c| norm(r) <= c))
-            .flatten()
-            .copied()
-            .collect();
-        let rows = sample.len() / d_in;
-        let scale = if config.normalize_activations {
-            let mean_sq = sample.chunks(d_in).map(|r| norm(r).powi(2) as f64).sum::<f64>() / rows as f64;
+        let (inputs, targets) = split_pair(&keep_in_range(&sample, d_in, norm_cutoff)?, d_in)?;
+        let (inputs, targets) = (crate::params::to_vec(&inputs)?, crate::params::to_vec(&targets)?);
+        let scale_of = |rows: &[f32]| -> f32 {
+            if !config.normalize_activations {
+                return 1.0;
+            }
+            let count = (rows.len() / d_in).max(1);
+            let mean_sq = rows.chunks(d_in).map(|r| norm(r).powi(2) as f64).sum::<f64>() / count as f64;
             (d_in as f64 / mean_sq).sqrt() as f32
-        } else {
-            1.0
         };
+        let scale = scale_of(&inputs);
+        let target_scale = config.is_transcoder().then(|| scale_of(&targets));
+        let applied = target_scale.unwrap_or(scale);
         Ok(StartingPoint {
-            normalisation: Normalisation { scale, norm_cutoff },
-            sample: sample.iter().map(|v| v * scale).collect(),
+            normalisation: Normalisation {
+                scale,
+                target_scale,
+                norm_cutoff,
+            },
+            targets: targets.iter().map(|v| v * applied).collect(),
             d_in,
             b_dec: Vec::new(),
         })
     }
 
-    /// b_dec's initial value, chosen from the normalised sample as `init` says.
+    /// b_dec's initial value, chosen from the normalised targets as `init` says.
     fn b_dec(&mut self, init: BDecInit) -> Vec<f32> {
         if let Some((_, b_dec)) = self.b_dec.iter().find(|(i, _)| *i == init) {
             return b_dec.clone();
         }
         let b_dec = match init {
-            BDecInit::GeometricMedian => geometric_median(&self.sample, self.d_in),
-            BDecInit::Mean => mean_row(&self.sample, self.d_in),
+            BDecInit::GeometricMedian => geometric_median(&self.targets, self.d_in),
+            BDecInit::Mean => mean_row(&self.targets, self.d_in),
             BDecInit::Zeros => vec![0.0; self.d_in],
         };
         self.b_dec.push((init, b_dec.clone()));
@@ -654,6 +689,9 @@ fn start(
     let d_in = point.d_in;
     let d_sae = config.d_sae(d_in);
     let mut params = Params::zeros(d_in, d_sae, arch.has_thresholds());
+    if config.skip_connection {
+        params = params.with_zero_skip();
+    }
     params.b_dec = point.b_dec(config.b_dec_init);
     let mut rng = StdRng::seed_from_u64(config.seed);
     let row_norm = if arch.unit_norm_decoder() {
@@ -675,6 +713,7 @@ fn start(
             epoch: 0,
             batches_in_epoch: 0,
             scale: point.normalisation.scale,
+            target_scale: point.normalisation.target_scale,
             norm_cutoff: point.normalisation.norm_cutoff,
             d_in,
             d_sae,
@@ -737,6 +776,7 @@ fn metadata_for(config: &TrainConfig, store: &Store) -> SaeMetadata {
     SaeMetadata {
         model_name: store.manifest.model.name.clone(),
         hook_name: config.hook.to_string(),
+        hook_name_out: config.target_hook.map(|h| h.to_string()),
         model_sha256: Some(store.manifest.model.sha256.clone()),
         context_size: Some(store.manifest.context_length),
         dataset_path: Some(config.store.display().to_string()),
@@ -750,21 +790,71 @@ fn inference_sae(run: &Checkpoint, arch: &dyn Architecture, metadata: &SaeMetada
         norm_cutoff: run.info.norm_cutoff,
         ..metadata.clone()
     };
-    Sae::from_params(
+    Sae::from_scaled_params(
         &run.params,
         arch.inference(&run.params),
         arch.apply_b_dec_to_input(),
         run.info.scale,
+        run.info.target_scale.unwrap_or(run.info.scale),
         metadata,
     )
 }
 
-/// The rows of `x` whose norm is within `cutoff`.
-fn keep_in_range(x: &Tensor, cutoff: Option<f32>) -> Result<Tensor> {
-    let Some(cutoff) = cutoff else {
-        return Ok(x.clone());
+/// The hooks a run reads from the store, side by side in each row: its input, then a
+/// transcoder's target.
+fn hooks_read(config: &TrainConfig) -> Vec<loupe_model::HookPoint> {
+    std::iter::once(config.hook).chain(config.target_hook).collect()
+}
+
+/// Rows of [`hooks_read`] split into the inputs (the first `d_in` columns) and the targets: the
+/// next `d_in` columns of a transcoder's rows, the inputs themselves for an SAE's.
+fn split_pair(rows: &Tensor, d_in: usize) -> Result<(Tensor, Tensor)> {
+    if rows.dim(1)? == d_in {
+        return Ok((rows.clone(), rows.clone()));
+    }
+    Ok((
+        rows.narrow(1, 0, d_in)?.contiguous()?,
+        rows.narrow(1, d_in, d_in)?.contiguous()?,
+    ))
+}
+
+/// Refuses a transcoder whose target hook the store lacks, or holds at another width than the
+/// input (the decoder writes vectors as wide as the encoder reads).
+fn check_target_hook(store: &Store, config: &TrainConfig, d_in: usize) -> Result<()> {
+    let Some(target) = config.target_hook else {
+        return Ok(());
     };
-    let norms = x.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
+    let width = store_hook_width(store, target).map_err(|e| {
+        Error::config(
+            "target_hook",
+            format!(
+                "{e}. A transcoder trains on a store holding both its hooks: capture {target} beside {} \
+                 (list both in the capture config's `hooks`)",
+                config.hook
+            ),
+        )
+    })?;
+    if width != d_in {
+        return Err(Error::config(
+            "target_hook",
+            format!(
+                "{target} is {width} wide in store {}, but the input {} is {d_in} wide; loupe's transcoders map \
+                 between hooks of one width (e.g. blocks.L.ln2.hook_normalized → blocks.L.hook_mlp_out)",
+                store.dir.display(),
+                config.hook
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The rows of `rows` whose input (the first `d_in` columns) has a norm within `cutoff`.
+fn keep_in_range(rows: &Tensor, d_in: usize, cutoff: Option<f32>) -> Result<Tensor> {
+    let Some(cutoff) = cutoff else {
+        return Ok(rows.clone());
+    };
+    let x = rows;
+    let norms = x.narrow(1, 0, d_in)?.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
     if norms.iter().all(|&n| n <= cutoff) {
         return Ok(x.clone());
     }
@@ -787,8 +877,9 @@ fn held_out_rows(store: &Store, config: &TrainConfig, cutoff: Option<f32>) -> Re
     };
     let mut rows = Vec::new();
     let mut n = 0;
-    for batch in store.batches(config.hook, 4096, 4096, split, config.split_seed())? {
-        let batch = keep_in_range(&batch?, cutoff)?;
+    let d_in = store_hook_width(store, config.hook)?;
+    for batch in store.batches_of(&hooks_read(config), 4096, 4096, split, config.split_seed())? {
+        let batch = keep_in_range(&batch?, d_in, cutoff)?;
         n += batch.dim(0)?;
         rows.push(batch);
         if n >= config.eval_tokens {
@@ -809,11 +900,13 @@ fn held_out_rows(store: &Store, config: &TrainConfig, cutoff: Option<f32>) -> Re
     Ok(rows)
 }
 
-/// Reconstruction metrics of `sae` over `batches` (raw activations).
+/// Reconstruction metrics of `sae` over `batches` (raw activations; a transcoder's rows hold
+/// its inputs and then its targets, side by side).
 pub fn evaluate_rows(sae: &Sae, batches: &[Tensor], dense_threshold: f64) -> Result<ReconstructionMetrics> {
     let mut tally = Tally::new(sae.d_in, sae.d_sae);
-    for x in batches {
-        tally.add_batch(sae, x)?;
+    for rows in batches {
+        let (x, target) = split_pair(rows, sae.d_in)?;
+        tally.add_pair(sae, &x, &target)?;
     }
     Ok(tally.metrics(dense_threshold))
 }

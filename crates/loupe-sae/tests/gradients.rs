@@ -1,12 +1,14 @@
 //! Every architecture's analytic gradients against central finite differences of its own loss,
 //! on tiny sizes.
 //!
+//! Transcoders (a target other than the input) and skip transcoders (a linear skip term) go
+//! through the same steps, and are checked the same way.
+//!
 //! JumpReLU's thresholds have no true gradient (the loss is a step function of them); what the
 //! straight-through estimator computes is the change of the loss as a threshold moves across a
 //! window of width ε, divided by ε: a finite difference of width ε. That is what those entries
 //! are checked against.
 
-use candle_core::{Device, Tensor};
 use loupe_sae::arch::{self, StepContext};
 use loupe_sae::{Params, TrainConfig};
 use rand::rngs::StdRng;
@@ -37,16 +39,34 @@ fn random_params(rng: &mut StdRng, thresholds: bool) -> Params {
     p
 }
 
-fn random_x(rng: &mut StdRng) -> Tensor {
-    let x: Vec<f32> = (0..ROWS * D_IN).map(|_| rng.random_range(-1.5..1.5f32)).collect();
-    Tensor::from_vec(x, (ROWS, D_IN), &Device::Cpu).unwrap()
+/// A batch: inputs, and the target to reconstruct (the inputs themselves for an SAE).
+struct Data {
+    x: Vec<f32>,
+    target: Vec<f32>,
+}
+
+fn random_rows(rng: &mut StdRng, rows: usize) -> Vec<f32> {
+    (0..rows * D_IN).map(|_| rng.random_range(-1.5..1.5f32)).collect()
+}
+
+fn random_x(rng: &mut StdRng) -> Data {
+    let x = random_rows(rng, ROWS);
+    Data { target: x.clone(), x }
+}
+
+/// A transcoder's batch: inputs and an unrelated target.
+fn random_pair(rng: &mut StdRng) -> Data {
+    Data {
+        x: random_rows(rng, ROWS),
+        target: random_rows(rng, ROWS),
+    }
 }
 
 /// Runs the architecture's step and returns the named loss terms and the gradients.
 fn losses(
     config: &TrainConfig,
     params: &Params,
-    x: &Tensor,
+    x: &Data,
     dead: &[u32],
 ) -> (Vec<(&'static str, f64)>, Params) {
     let mut arch = arch::build(config, D_IN).unwrap();
@@ -54,28 +74,23 @@ fn losses(
         sparsity_scale: 1.0,
         dead,
     };
-    let out = arch.step(params, x, &ctx).unwrap();
+    let out = arch::step(arch.as_mut(), params, &x.x, &x.target, &ctx).unwrap();
     (out.losses.clone(), out.grads)
 }
 
-fn total(config: &TrainConfig, params: &Params, x: &Tensor, dead: &[u32]) -> f64 {
+fn total(config: &TrainConfig, params: &Params, x: &Data, dead: &[u32]) -> f64 {
     losses(config, params, x, dead).0.iter().map(|(_, v)| v).sum()
 }
 
 /// The loss and which latents fired on each token: where a perturbation changes the latter, the
 /// loss is not differentiable (a ReLU kink, a top-k swap, a threshold crossing).
-fn total_and_pattern(config: &TrainConfig, params: &Params, x: &Tensor, dead: &[u32]) -> (f64, Vec<u32>) {
+fn total_and_pattern(config: &TrainConfig, params: &Params, x: &Data, dead: &[u32]) -> (f64, Vec<u32>) {
     let mut arch = arch::build(config, D_IN).unwrap();
-    let out = arch
-        .step(
-            params,
-            x,
-            &StepContext {
-                sparsity_scale: 1.0,
-                dead,
-            },
-        )
-        .unwrap();
+    let ctx = StepContext {
+        sparsity_scale: 1.0,
+        dead,
+    };
+    let out = arch::step(arch.as_mut(), params, &x.x, &x.target, &ctx).unwrap();
     (out.loss(), out.fired)
 }
 
@@ -85,7 +100,7 @@ fn total_and_pattern(config: &TrainConfig, params: &Params, x: &Tensor, dead: &[
 fn check(
     config: &TrainConfig,
     params: &Params,
-    x: &Tensor,
+    x: &Data,
     dead: &[u32],
     fields: &[&str],
     rows: Option<&[u32]>,
@@ -190,16 +205,11 @@ fn auxk_gradients_of_dead_latents_match_finite_differences() {
             "k = 2\naux_k = 3\naux_coefficient = 0.5\napply_b_dec_to_input = false",
         );
         let mut arch = arch::build(&c, D_IN).unwrap();
-        let out = arch
-            .step(
-                &params,
-                &x,
-                &StepContext {
-                    sparsity_scale: 1.0,
-                    dead: &[],
-                },
-            )
-            .unwrap();
+        let ctx = StepContext {
+            sparsity_scale: 1.0,
+            dead: &[],
+        };
+        let out = arch::step(arch.as_mut(), &params, &x.x, &x.target, &ctx).unwrap();
         let dead: Vec<u32> = (0..D_SAE as u32)
             .filter(|&i| out.fired[i as usize] == 0)
             .collect();
@@ -278,8 +288,8 @@ fn jumprelu_threshold_gradient_is_a_finite_difference_of_width_epsilon() {
     let mut params = random_params(&mut rng, true);
     // Small decoder rows keep the MSE's second-order term small next to the first.
     params.dec.iter_mut().for_each(|v| *v *= 0.2);
-    let x: Vec<f32> = (0..400 * D_IN).map(|_| rng.random_range(-1.5..1.5f32)).collect();
-    let x = Tensor::from_vec(x, (400, D_IN), &Device::Cpu).unwrap();
+    let x = random_rows(&mut rng, 400);
+    let x = Data { target: x.clone(), x };
     let eps = 0.04;
     let c = config(
         "jumprelu",
@@ -307,4 +317,50 @@ fn jumprelu_threshold_gradient_is_a_finite_difference_of_width_epsilon() {
         cosine > 0.95 && (0.8..1.25).contains(&ratio),
         "cosine {cosine}, norm ratio {ratio}"
     );
+}
+
+/// Every architecture as a transcoder (its target another hook's activations) and as a skip
+/// transcoder: the skip matrix's gradient, and everything else's, against finite differences.
+#[test]
+fn transcoder_and_skip_gradients_match_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let data = random_pair(&mut rng);
+    let transcoder = "target_hook = \"blocks.0.hook_mlp_out\"";
+    for (architecture, extra) in [
+        ("relu", "l1_coefficient = 0.3"),
+        ("topk", "k = 3"),
+        ("batchtopk", "k = 3"),
+        ("matryoshka", "k = 4\nmatryoshka_groups = [3, 4, 5]"),
+        ("jumprelu", "target_l0 = 4.0"),
+    ] {
+        let thresholds = architecture == "jumprelu";
+        let plain = config(architecture, &format!("{extra}\n{transcoder}"));
+        check(
+            &plain,
+            &random_params(&mut rng, thresholds),
+            &data,
+            &[],
+            ALL,
+            None,
+        );
+        let skip = config(
+            architecture,
+            &format!("{extra}\n{transcoder}\nskip_connection = true"),
+        );
+        let mut params = random_params(&mut rng, thresholds).with_zero_skip();
+        params
+            .skip
+            .as_mut()
+            .unwrap()
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-0.5..0.5f32));
+        check(
+            &skip,
+            &params,
+            &data,
+            &[],
+            &["enc", "b_enc", "dec", "b_dec", "skip"],
+            None,
+        );
+    }
 }

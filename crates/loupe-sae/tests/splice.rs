@@ -69,6 +69,7 @@ fn identity_sae(scale_decoder: f64) -> Sae {
         b_enc: Tensor::zeros(2 * D, candle_core::DType::F32, &Device::Cpu).unwrap(),
         w_dec,
         b_dec: Tensor::zeros(D, candle_core::DType::F32, &Device::Cpu).unwrap(),
+        w_skip: None,
         apply_b_dec_to_input: false,
         metadata: SaeMetadata {
             hook_name: HOOK.to_string(),

@@ -4,11 +4,8 @@
 //! JumpReLU with that threshold for every latent (as SAELens saves it). Unit-norm decoder and
 //! AuxK as in TopK.
 
-use candle_core::Tensor;
-
 use super::common::{encoder_input, pre_activations_into, sparse_backward, AuxK};
 use super::{Architecture, StepContext, StepOutput};
-use crate::params::to_vec;
 use crate::sparse::batch_top_k;
 use crate::{Activation, Params, Result};
 
@@ -38,8 +35,8 @@ impl Architecture for BatchTopK {
         self.apply_b_dec_to_input
     }
 
-    fn step(&mut self, params: &Params, x: &Tensor, ctx: &StepContext) -> Result<StepOutput> {
-        self.step_nested(params, x, ctx, &[params.d_sae])
+    fn step(&mut self, params: &Params, x: &[f32], target: &[f32], ctx: &StepContext) -> Result<StepOutput> {
+        self.step_nested(params, x, target, ctx, &[params.d_sae])
     }
 
     fn unit_norm_decoder(&self) -> bool {
@@ -70,13 +67,13 @@ impl BatchTopK {
     pub(super) fn step_nested(
         &mut self,
         params: &Params,
-        x: &Tensor,
+        x: &[f32],
+        target: &[f32],
         ctx: &StepContext,
         level_ends: &[usize],
     ) -> Result<StepOutput> {
-        let rows = x.dim(0)?;
-        let x = to_vec(x)?;
-        let x_in = encoder_input(params, &x, self.apply_b_dec_to_input);
+        let rows = x.len() / params.d_in;
+        let x_in = encoder_input(params, x, self.apply_b_dec_to_input);
         pre_activations_into(params, &x_in, &mut self.pre);
         let (code, smallest_kept) = batch_top_k(&self.pre, params.d_sae, self.k * rows);
         if let Some(smallest) = smallest_kept {
@@ -88,7 +85,7 @@ impl BatchTopK {
         }
         sparse_backward(
             params,
-            &x,
+            target,
             &x_in,
             &self.pre,
             &code,

@@ -125,7 +125,8 @@ pub struct AuxK {
     pub coefficient: f64,
 }
 
-/// MSE (and AuxK) loss and gradients for a sparse code chosen from `pre`. The chosen values are
+/// MSE (and AuxK) loss and gradients for a sparse code chosen from `pre`, reconstructing `target`
+/// (the input itself, for an SAE). The chosen values are
 /// positive and equal to their pre-activations, so a value's gradient is its pre-activation's.
 ///
 /// `level_ends` nests the dictionary (Matryoshka): level j reconstructs from latents
@@ -137,7 +138,7 @@ pub struct AuxK {
 #[allow(clippy::too_many_arguments)]
 pub fn sparse_backward(
     params: &Params,
-    x: &[f32],
+    target: &[f32],
     x_in: &[f32],
     pre: &[f32],
     code: &SparseCode,
@@ -146,7 +147,7 @@ pub fn sparse_backward(
     level_ends: &[usize],
 ) -> Result<StepOutput> {
     let d = params.d_in;
-    let rows = x.len() / d;
+    let rows = target.len() / d;
     let scale = 2.0 / rows as f32;
     let levels: Vec<Cow<SparseCode>> = if level_ends.len() > 1 {
         code.split_at_latents(level_ends)
@@ -168,7 +169,7 @@ pub fn sparse_backward(
         } else {
             add(&mut recon, &added);
         }
-        errors.push(recon.iter().zip(x).map(|(r, x)| r - x).collect());
+        errors.push(recon.iter().zip(target).map(|(r, t)| r - t).collect());
     }
     let err = errors.last().expect("at least one level");
     let squared_error = sum_sq(err);
@@ -229,6 +230,7 @@ pub fn sparse_backward(
         fired: code.fire_counts(),
         grads,
         squared_error,
+        recon_grad: g.swap_remove(0),
     })
 }
 
@@ -238,19 +240,25 @@ pub fn sparse_backward(
 pub const ROWS_PER_TASK: usize = 64;
 
 /// The dense decode shared by ReLU and JumpReLU: given the activations `f` (`[rows, d_sae]`) and
-/// the input `x` (`[rows, d_in]`), the squared error of `x̂ = f · dec + b_dec`, and the
-/// gradients of the batch-mean MSE: the decoder's and b_dec's into `grads`, and the
-/// activations' (`g_recon · decᵀ`) into `g_f`, a buffer kept between steps.
-pub fn dense_decode(params: &Params, x: &[f32], f: &[f32], grads: &mut Params, g_f: &mut Vec<f32>) -> f64 {
+/// the `target` (`[rows, d_in]`), the squared error of `x̂ = f · dec + b_dec` and the gradient of
+/// the batch-mean MSE with respect to x̂ (returned), the decoder's and b_dec's gradients into
+/// `grads`, and the activations' (`g_recon · decᵀ`) into `g_f`, a buffer kept between steps.
+pub fn dense_decode(
+    params: &Params,
+    target: &[f32],
+    f: &[f32],
+    grads: &mut Params,
+    g_f: &mut Vec<f32>,
+) -> (f64, Vec<f32>) {
     let (d, n) = (params.d_in, params.d_sae);
-    let rows = x.len() / d;
+    let rows = target.len() / d;
     let f = Matrix::new(f, rows, n);
     let dec = Matrix::new(&params.dec, n, d);
     let mut g_recon: Vec<f32> = params.b_dec.repeat(rows);
     matmul_into(&mut g_recon, f, dec, true);
     let mut squared_error = 0.0;
-    for (r, &x) in g_recon.iter_mut().zip(x) {
-        let e = *r - x;
+    for (r, &t) in g_recon.iter_mut().zip(target) {
+        let e = *r - t;
         squared_error += (e as f64) * (e as f64);
         *r = e * (2.0 / rows as f32);
     }
@@ -259,7 +267,7 @@ pub fn dense_decode(params: &Params, x: &[f32], f: &[f32], grads: &mut Params, g
     grads.b_dec = column_sums(&g_recon, d);
     g_f.resize(rows * n, 0.0);
     matmul_into(g_f, g_recon_matrix, dec.t(), false);
-    squared_error
+    (squared_error, g_recon)
 }
 
 /// The encoder's gradient from the pre-activation gradient `g_pre` (`[rows, d_sae]`).

@@ -5,7 +5,6 @@
 //! across a window of width ε, which is what a finite difference of width ε measures. The L0
 //! penalty steers towards a target: λ·(L0/target − 1)².
 
-use candle_core::Tensor;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -14,7 +13,6 @@ use super::common::{
     ROWS_PER_TASK,
 };
 use super::{Architecture, StepContext, StepOutput};
-use crate::params::to_vec;
 use crate::{Activation, Params, Result};
 
 /// The JumpReLU recipe (see the module docs).
@@ -51,17 +49,16 @@ impl Architecture for JumpRelu {
         params.log_threshold = Some(vec![self.initial_threshold.ln() as f32; params.d_sae]);
     }
 
-    fn step(&mut self, params: &Params, x: &Tensor, ctx: &StepContext) -> Result<StepOutput> {
-        let x = to_vec(x)?;
+    fn step(&mut self, params: &Params, x: &[f32], target: &[f32], ctx: &StepContext) -> Result<StepOutput> {
         let rows = (x.len() / params.d_in) as f64;
         let eps = self.bandwidth;
         let thresholds = params.thresholds().expect("JumpReLU parameters have thresholds");
-        let x_in = encoder_input(params, &x, self.apply_b_dec_to_input);
+        let x_in = encoder_input(params, x, self.apply_b_dec_to_input);
         let [pre, f, g] = &mut self.buffers;
         pre_activations_into(params, &x_in, pre);
         let fired = jump(pre, f, &thresholds);
         let mut grads = params.zeros_like();
-        let squared_error = dense_decode(params, &x, f, &mut grads, g);
+        let (squared_error, recon_grad) = dense_decode(params, target, f, &mut grads, g);
         let window = jump_backward_in_place(g, pre, &thresholds, (eps / 2.0) as f32);
         grads.b_enc = window.g_pre_sums;
         dense_encoder_grad(params, &mut grads, g, &x_in);
@@ -94,6 +91,7 @@ impl Architecture for JumpRelu {
             grads,
             fired,
             squared_error,
+            recon_grad,
         })
     }
 

@@ -6,8 +6,6 @@
 //! in BatchTopK (the batch keeps its k × batch largest activations), and the saved SAE is the
 //! same JumpReLU with BatchTopK's learned threshold, as SAELens saves it.
 
-use candle_core::Tensor;
-
 use super::batchtopk::BatchTopK;
 use super::{Architecture, StepContext, StepOutput};
 use crate::{Activation, Params, Result};
@@ -29,8 +27,9 @@ impl Architecture for Matryoshka {
         self.batch_top_k.apply_b_dec_to_input
     }
 
-    fn step(&mut self, params: &Params, x: &Tensor, ctx: &StepContext) -> Result<StepOutput> {
-        self.batch_top_k.step_nested(params, x, ctx, &self.level_ends)
+    fn step(&mut self, params: &Params, x: &[f32], target: &[f32], ctx: &StepContext) -> Result<StepOutput> {
+        self.batch_top_k
+            .step_nested(params, x, target, ctx, &self.level_ends)
     }
 
     fn unit_norm_decoder(&self) -> bool {

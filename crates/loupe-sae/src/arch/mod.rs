@@ -13,7 +13,6 @@ mod matryoshka;
 mod relu;
 mod topk;
 
-use candle_core::Tensor;
 use loupe_util::Problems as _;
 
 use crate::{Activation, Error, Params, Result, TrainConfig};
@@ -70,8 +69,11 @@ pub struct StepOutput {
     pub grads: Params,
     /// Tokens of this batch each latent fired on.
     pub fired: Vec<u32>,
-    /// Σ ||x̂ − x||² over the batch, in the (normalised) training space.
+    /// Σ ||x̂ − target||² over the batch, in the (normalised) training space.
     pub squared_error: f64,
+    /// d(loss)/d(x̂), `[batch, d_in]`: the gradient reaching the reconstruction (every nested
+    /// level's, for Matryoshka), through which a skip transcoder's skip term learns.
+    pub recon_grad: Vec<f32>,
 }
 
 impl StepOutput {
@@ -103,8 +105,10 @@ pub trait Architecture: Send {
     /// Sets architecture-specific initial values (thresholds) on freshly initialised parameters.
     fn init(&self, _params: &mut Params) {}
 
-    /// Loss terms and gradients on a batch `x` (`[batch, d_in]`, normalised).
-    fn step(&mut self, params: &Params, x: &Tensor, ctx: &StepContext) -> Result<StepOutput>;
+    /// Loss terms and gradients on a batch: inputs `x` and the `target` to reconstruct (both
+    /// `[batch, d_in]` row-major, normalised). An SAE's target is `x` itself; a transcoder's is
+    /// another hook's activations of the same tokens.
+    fn step(&mut self, params: &Params, x: &[f32], target: &[f32], ctx: &StepContext) -> Result<StepOutput>;
 
     /// Decoder rows are kept at unit norm: the trainer removes each row's gradient component
     /// along the row before the update and renormalises after it.
@@ -122,6 +126,46 @@ pub trait Architecture: Send {
 
     /// Restores the state [`Architecture::state`] returned, when resuming from a checkpoint.
     fn set_state(&mut self, _state: &[(String, f64)]) {}
+}
+
+/// One training step of `arch` on inputs `x` towards `target` (`x` itself for an SAE), with a
+/// skip transcoder's linear skip term when `params.skip` is set. Any architecture can be a skip
+/// transcoder this way: with x̂ = dictionary(x) + x · skipᵀ, the dictionary reconstructs what
+/// the skip term leaves, `target − x · skipᵀ`, and the skip matrix gets the gradient that
+/// reaches x̂, `Σ_tokens d(loss)/d(x̂) ⊗ x`.
+pub fn step(
+    arch: &mut dyn Architecture,
+    params: &Params,
+    x: &[f32],
+    target: &[f32],
+    ctx: &StepContext,
+) -> Result<StepOutput> {
+    let Some(skip) = &params.skip else {
+        return arch.step(params, x, target, ctx);
+    };
+    let d = params.d_in;
+    let rows = x.len() / d;
+    let mut skipped = vec![0.0; rows * d];
+    common::matmul_into(
+        &mut skipped,
+        common::Matrix::new(x, rows, d),
+        common::Matrix::new(skip, d, d).t(),
+        false,
+    );
+    let residual: Vec<f32> = target.iter().zip(&skipped).map(|(t, s)| t - s).collect();
+    let mut output = arch.step(params, x, &residual, ctx)?;
+    let g_skip = output
+        .grads
+        .skip
+        .as_mut()
+        .expect("gradients shaped like the parameters");
+    common::matmul_into(
+        g_skip,
+        common::Matrix::new(&output.recon_grad, rows, d).t(),
+        common::Matrix::new(x, rows, d),
+        false,
+    );
+    Ok(output)
 }
 
 /// The registry: the architecture `config.architecture` names, set up for inputs of width `d_in`.
@@ -149,7 +193,12 @@ pub fn build(config: &TrainConfig, d_in: usize) -> Result<Box<dyn Architecture>>
         k: config.aux_k.unwrap_or(d_in / 2).max(1),
         coefficient: config.aux_coefficient,
     };
-    let apply = |default: bool| config.apply_b_dec_to_input.unwrap_or(default);
+    // A transcoder's b_dec lives at the target hook, so it is never taken from the input.
+    let apply = |default: bool| {
+        config
+            .apply_b_dec_to_input
+            .unwrap_or(default && !config.is_transcoder())
+    };
     let batch_top_k = || -> Result<batchtopk::BatchTopK> {
         Ok(batchtopk::BatchTopK {
             k: k()?,

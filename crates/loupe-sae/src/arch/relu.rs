@@ -8,7 +8,6 @@
 //! latent's activation sum and firing count gathered on the way) and the gradient through it. Both
 //! `[batch, d_sae]` arrays (activations and their gradient) live in buffers kept between steps.
 
-use candle_core::Tensor;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -19,7 +18,6 @@ use super::common::{
     ROWS_PER_TASK,
 };
 use super::{Architecture, StepContext, StepOutput};
-use crate::params::to_vec;
 use crate::{Activation, Params, Result};
 
 /// The ReLU recipe (see the module docs).
@@ -43,16 +41,15 @@ impl Architecture for Relu {
         self.apply_b_dec_to_input
     }
 
-    fn step(&mut self, params: &Params, x: &Tensor, ctx: &StepContext) -> Result<StepOutput> {
+    fn step(&mut self, params: &Params, x: &[f32], target: &[f32], ctx: &StepContext) -> Result<StepOutput> {
         let (d, n) = (params.d_in, params.d_sae);
-        let x = to_vec(x)?;
         let rows = x.len() / d;
-        let x_in = encoder_input(params, &x, self.apply_b_dec_to_input);
+        let x_in = encoder_input(params, x, self.apply_b_dec_to_input);
 
         pre_activations_into(params, &x_in, &mut self.f);
         let (f_sums, fired) = relu_in_place(&mut self.f, n);
         let mut grads = params.zeros_like();
-        let squared_error = dense_decode(params, &x, &self.f, &mut grads, &mut self.g_pre);
+        let (squared_error, recon_grad) = dense_decode(params, target, &self.f, &mut grads, &mut self.g_pre);
 
         let lambda = self.l1_coefficient * ctx.sparsity_scale;
         let norms = params.decoder_norms();
@@ -79,6 +76,7 @@ impl Architecture for Relu {
             grads,
             fired,
             squared_error,
+            recon_grad,
         })
     }
 

@@ -2,11 +2,8 @@
 //! ReLU); decoder rows have unit norm; the AuxK loss gives dead latents a gradient. Decoding and
 //! backpropagation touch only the active latents (see `sparse.rs`).
 
-use candle_core::Tensor;
-
 use super::common::{encoder_input, pre_activations_into, sparse_backward, AuxK};
 use super::{Architecture, StepContext, StepOutput};
-use crate::params::to_vec;
 use crate::sparse::top_k_per_row;
 use crate::{Activation, Params, Result};
 
@@ -32,14 +29,13 @@ impl Architecture for TopK {
         self.apply_b_dec_to_input
     }
 
-    fn step(&mut self, params: &Params, x: &Tensor, ctx: &StepContext) -> Result<StepOutput> {
-        let x = to_vec(x)?;
-        let x_in = encoder_input(params, &x, self.apply_b_dec_to_input);
+    fn step(&mut self, params: &Params, x: &[f32], target: &[f32], ctx: &StepContext) -> Result<StepOutput> {
+        let x_in = encoder_input(params, x, self.apply_b_dec_to_input);
         pre_activations_into(params, &x_in, &mut self.pre);
         let code = top_k_per_row(&self.pre, params.d_sae, self.k, None);
         sparse_backward(
             params,
-            &x,
+            target,
             &x_in,
             &self.pre,
             &code,
