@@ -12,6 +12,9 @@ Run once, from the repository root, in a throwaway environment:
     /tmp/saeenv/bin/pip install sae-lens==6.54.12
     /tmp/saeenv/bin/python scripts/make-saelens-fixture.py            # mode `make`
 
+(The transcoder directories below were made in such an environment whose torch came, through a
+.pth file naming target/bench-venv/lib/python3.11/site-packages, from the bench's virtualenv.)
+
 Mode `make` (the default) writes, for each ARCH directory below, `cfg.json` and
 `sae_weights.safetensors` (SAELens's layout) and `reference.safetensors` holding `input` [8, 16]
 and SAELens's `feature_acts` (= sae.encode(input)), `reconstruction` (= sae.decode(feature_acts))
@@ -34,11 +37,28 @@ hook_name = "blocks.15.hook_resid_post".
                  with its Hugging Face download pointed at the local file) and checked against
                  the JumpReLU formula acts = relu(pre) * (pre > threshold),
                  pre = x @ W_enc + b_enc (no b_dec subtracted from the input).
+    transcoder/  TranscoderConfig (architecture "transcoder", ReLU), d_in = 16, d_out = 16,
+                 d_sae = 48, apply_b_dec_to_input = false (SAELens refuses true for
+                 transcoders), metadata hook_name = "blocks.3.ln2.hook_normalized" and
+                 hook_name_out = "blocks.3.hook_mlp_out" (the metadata key SAELens's own
+                 transcoder loaders and HookedSAETransformer use for the output hook).
+    skip-transcoder/
+                 SkipTranscoderConfig (architecture "skip_transcoder"), the same plus a random
+                 nonzero W_skip [d_out, d_in] (SAELens starts it at zero).
 
-Mode `check-loupe DIR...` loads each DIR (an SAE that loupe wrote in SAELens's layout) with
-`SAE.load_from_disk(DIR)`, runs it on the tensor `input` of DIR/reference-input.safetensors and
-writes DIR/saelens-outputs.safetensors with `feature_acts`, `reconstruction` and `forward`,
-printing the architecture SAELens resolved:
+For the transcoders, `input` is the transcoder's input (the activation at hook_name),
+`reconstruction` = sae.decode(feature_acts) = feature_acts @ W_dec + b_dec (no skip term) and
+`forward` = sae(input), which for the skip transcoder adds input @ W_skip.T; the script checks
+both against those formulas, with feature_acts = relu(input @ W_enc + b_enc).
+
+Mode `make-transcoders` writes only transcoder/ and skip-transcoder/ (they draw from their own
+seeded generator, so `make` writes the same bytes for them and for the directories above).
+Mode `check-loupe DIR...` loads each DIR (an SAE or transcoder that loupe wrote in SAELens's
+layout) with `SAE.load_from_disk(DIR)`, which picks the class from cfg.json's `architecture`,
+runs it on the tensor `input` of DIR/reference-input.safetensors and writes
+DIR/saelens-outputs.safetensors with `feature_acts`, `reconstruction` and `forward`, printing
+the architecture SAELens resolved (and, for a transcoder, d_out, hook_name_out and whether it
+has W_skip):
 
     /tmp/saeenv/bin/python scripts/make-saelens-fixture.py check-loupe DIR [DIR...]
 
@@ -73,10 +93,14 @@ from sae_lens import (
     BatchTopKTrainingSAEConfig,
     JumpReLUSAE,
     JumpReLUSAEConfig,
+    SkipTranscoder,
+    SkipTranscoderConfig,
     StandardSAE,
     StandardSAEConfig,
     TopKSAE,
     TopKSAEConfig,
+    Transcoder,
+    TranscoderConfig,
 )
 from sae_lens.loading import pretrained_sae_loaders
 from sae_lens.saes.sae import SAEMetadata
@@ -205,6 +229,56 @@ def make() -> None:
             "b_dec": (D_IN,), "threshold": (D_SAE,)}
 
 
+def make_transcoders() -> None:
+    """transcoder/ and skip-transcoder/, from their own generator (independent of `make`'s)."""
+    gen = torch.Generator().manual_seed(20250603)
+    d_out = 16
+    x = torch.randn(8, D_IN, generator=gen) * 1.5
+
+    def randn(*shape, scale):
+        return torch.randn(*shape, generator=gen) * scale
+
+    def meta() -> SAEMetadata:
+        return SAEMetadata(model_name="smollm2", hook_name="blocks.3.ln2.hook_normalized",
+                           hook_name_out="blocks.3.hook_mlp_out")
+
+    for name, cls, cfg_cls in [("transcoder", Transcoder, TranscoderConfig),
+                               ("skip-transcoder", SkipTranscoder, SkipTranscoderConfig)]:
+        sae = cls(cfg_cls(d_in=D_IN, d_sae=D_SAE, d_out=d_out, apply_b_dec_to_input=False,
+                          metadata=meta()))
+        with torch.no_grad():
+            sae.W_enc.copy_(randn(D_IN, D_SAE, scale=D_IN**-0.5))
+            rows = randn(D_SAE, d_out, scale=1.0)
+            rows /= rows.norm(dim=1, keepdim=True)
+            sae.W_dec.copy_(rows * (0.6 + torch.rand(D_SAE, 1, generator=gen)))
+            sae.b_enc.copy_(randn(D_SAE, scale=0.3))
+            sae.b_dec.copy_(randn(d_out, scale=0.5))
+            if hasattr(sae, "W_skip"):
+                sae.W_skip.copy_(randn(d_out, D_IN, scale=0.3))
+        d = OUT / name
+        sae.save_model(d)
+        out = write_reference(d, x, sae)
+        loaded = SAE.load_from_disk(d)
+        assert type(loaded) is cls, type(loaded)
+        w = load_file(d / "sae_weights.safetensors")
+        expect_shapes = {"W_enc": (D_IN, D_SAE), "W_dec": (D_SAE, d_out), "b_enc": (D_SAE,),
+                         "b_dec": (d_out,)}
+        if cls is SkipTranscoder:
+            expect_shapes["W_skip"] = (d_out, D_IN)
+        assert {k: tuple(v.shape) for k, v in w.items()} == expect_shapes, w.keys()
+        # SAELens's transcoder rule: no b_dec subtracted from the input; the skip term is only
+        # in forward, not in decode.
+        acts = torch.relu(x @ w["W_enc"] + w["b_enc"])
+        assert torch.allclose(out["feature_acts"], acts, atol=1e-6)
+        recon = acts @ w["W_dec"] + w["b_dec"]
+        assert torch.allclose(out["reconstruction"], recon, atol=1e-5)
+        skip = x @ w["W_skip"].T if "W_skip" in w else torch.zeros_like(recon)
+        assert torch.allclose(out["forward"], recon + skip, atol=1e-5)
+        assert "W_skip" not in w or skip.abs().max() > 0.1
+        assert (out["feature_acts"] > 0).sum(dim=1).min() > 0
+        assert loaded.cfg.metadata.hook_name_out == "blocks.3.hook_mlp_out"
+
+
 def gemma_scope_disk_loader(path, device="cpu", cfg_overrides=None):
     """SAELens's Gemma Scope loader, reading DIR/params.npz instead of downloading it.
 
@@ -236,6 +310,10 @@ def check_loupe(dirs: list[str]) -> None:
         cfg = sae.cfg
         extra = f", k={cfg.k}, rescale_acts_by_decoder_norm={cfg.rescale_acts_by_decoder_norm}" \
             if hasattr(cfg, "k") else ""
+        if isinstance(sae, Transcoder):
+            extra += (f", d_out={cfg.d_out}, hook_name={cfg.metadata.hook_name!r}, "
+                      f"hook_name_out={cfg.metadata.hook_name_out!r}, "
+                      f"W_skip={isinstance(sae, SkipTranscoder)}")
         print(f"{d}: SAELens resolved {type(sae).__name__} (architecture {cfg.architecture()!r}, "
               f"d_in={cfg.d_in}, d_sae={cfg.d_sae}, apply_b_dec_to_input={cfg.apply_b_dec_to_input}, "
               f"normalize_activations={cfg.normalize_activations!r}{extra}); "
@@ -253,7 +331,10 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if not args or args[0] == "make":
         make()
+        make_transcoders()
+    elif args[0] == "make-transcoders":
+        make_transcoders()
     elif args[0] == "check-loupe" and len(args) > 1:
         check_loupe(args[1:])
     else:
-        sys.exit("usage: make-saelens-fixture.py [make | check-loupe DIR...]")
+        sys.exit("usage: make-saelens-fixture.py [make | make-transcoders | check-loupe DIR...]")

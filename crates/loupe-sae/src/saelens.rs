@@ -2,6 +2,13 @@
 //! SAELens (and Gemma Scope) publish: a directory with `cfg.json` and `sae_weights.safetensors`
 //! (`W_enc [d_in, d_sae]`, `W_dec [d_sae, d_in]`, `b_enc`, `b_dec`, and `threshold` for
 //! JumpReLU), or Gemma Scope's `params.npz` with the same tensor names.
+//!
+//! Transcoders follow SAELens's transcoder classes: architecture `transcoder` (ReLU) or
+//! `jumprelu_transcoder` (also what BatchTopK and Matryoshka transcoders save as), `skip_`
+//! before `transcoder` when there is a skip term (`W_skip [d_out, d_in]`), `d_out` beside `d_in`,
+//! and the output hook as `metadata.hook_name_out`. SAELens 6 has no TopK transcoder: loupe
+//! writes those as `topk_transcoder` / `topk_skip_transcoder`, which loupe reads back and
+//! sparsify's layout (whose transcoders are TopK) holds; see `loupe sae export`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,6 +42,9 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
             Tensor::from_slice(threshold, sae.d_sae, &Device::Cpu)?,
         ));
     }
+    if let Some(w_skip) = &sae.w_skip {
+        tensors.push(("W_skip", w_skip.clone()));
+    }
     let weights = dir.join(WEIGHTS_FILE);
     // Sealed with a checksum in the header metadata, which SAELens ignores.
     let (bytes, _) =
@@ -46,11 +56,27 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// SAELens's architecture name: the activation's (`standard`, `topk`, `jumprelu`) for an SAE; for
+/// a transcoder, `transcoder` after the activation's prefix (none for ReLU), with `skip_` before
+/// it when there is a skip term.
+fn architecture_name(sae: &Sae) -> String {
+    if !sae.is_transcoder() && sae.w_skip.is_none() {
+        return sae.activation.saelens_name().to_string();
+    }
+    let prefix = match sae.activation {
+        Activation::Relu => "",
+        Activation::TopK { .. } => "topk_",
+        Activation::JumpRelu { .. } => "jumprelu_",
+    };
+    let skip = if sae.w_skip.is_some() { "skip_" } else { "" };
+    format!("{prefix}{skip}transcoder")
+}
+
 /// The `cfg.json` SAELens 6 writes for this SAE.
 fn cfg_json(sae: &Sae) -> Value {
     let m = &sae.metadata;
     let mut cfg = json!({
-        "architecture": sae.activation.saelens_name(),
+        "architecture": architecture_name(sae),
         "d_in": sae.d_in,
         "d_sae": sae.d_sae,
         "dtype": "float32",
@@ -59,6 +85,9 @@ fn cfg_json(sae: &Sae) -> Value {
         "normalize_activations": "none",
         "reshape_activations": "none",
         "metadata": {
+            // SAELens reads the nested metadata (hook names included) only from files that say
+            // they are in its version 6 layout, as this one is.
+            "sae_lens_version": SAELENS_LAYOUT_VERSION,
             "model_name": m.model_name,
             "hook_name": m.hook_name,
             "hook_head_index": null,
@@ -76,8 +105,15 @@ fn cfg_json(sae: &Sae) -> Value {
         cfg["k"] = json!(k);
         cfg["rescale_acts_by_decoder_norm"] = json!(false);
     }
+    if sae.is_transcoder() || sae.w_skip.is_some() {
+        cfg["d_out"] = json!(sae.d_in);
+        cfg["metadata"]["hook_name_out"] = json!(m.hook_name_out);
+    }
     cfg
 }
+
+/// The SAELens version whose layout `cfg.json` follows (what its loader checks for).
+const SAELENS_LAYOUT_VERSION: &str = "6.54.12";
 
 /// Loads an SAE from a SAELens directory (`cfg.json` + `sae_weights.safetensors`) or a Gemma Scope
 /// `params.npz` (a file, or a directory holding one), or a sparsify directory (`cfg.json` +
@@ -133,6 +169,34 @@ pub fn load(path: &Path) -> Result<Sae> {
     let mut weights = WeightsFile::read(&path.join(WEIGHTS_FILE))?;
     let mut take = |name: &str| weights.take(name);
     let architecture = string_field("architecture").unwrap_or_else(|| "standard".into());
+    // A transcoder's name is its activation's, less SAELens's `standard` for ReLU, then
+    // `[skip_]transcoder`.
+    let (architecture, transcoder, skip) = match architecture.strip_suffix("transcoder") {
+        Some(prefix) => {
+            let (prefix, skip) = match prefix.strip_suffix("skip_") {
+                Some(p) => (p, true),
+                None => (prefix, false),
+            };
+            let activation = match prefix.strip_suffix('_') {
+                Some(name) => name.to_string(),
+                None if prefix.is_empty() => "standard".to_string(),
+                None => prefix.to_string(),
+            };
+            (activation, true, skip)
+        }
+        None => (architecture, false, false),
+    };
+    if transcoder {
+        let d_out = usize_field("d_out")?;
+        if d_out != d_in {
+            return Err(Error::file(
+                &cfg_path,
+                format!(
+                    "d_out = {d_out} differs from d_in = {d_in}: loupe's transcoders map between hooks of one width"
+                ),
+            ));
+        }
+    }
     // SAELens 5 wrote the activation as `activation_fn_str` (+ `activation_fn_kwargs.k`).
     let activation_fn = string_field("activation_fn_str");
     let activation = match (architecture.as_str(), activation_fn.as_deref()) {
@@ -151,7 +215,8 @@ pub fn load(path: &Path) -> Result<Sae> {
             return Err(Error::file(
                 &cfg_path,
                 format!(
-                    "architecture {other:?} is not supported; loupe reads standard, topk and jumprelu SAEs"
+                    "architecture {other:?} is not supported; loupe reads standard, topk and jumprelu SAEs, \
+                     and transcoder, skip_transcoder, jumprelu_transcoder and jumprelu_skip_transcoder transcoders"
                 ),
             ))
         }
@@ -173,14 +238,25 @@ pub fn load(path: &Path) -> Result<Sae> {
         b_enc,
         w_dec,
         b_dec: take("b_dec")?,
-        w_skip: None,
-        apply_b_dec_to_input: field("apply_b_dec_to_input")
-            .and_then(Value::as_bool)
-            .unwrap_or(true),
+        w_skip: if skip { Some(take("W_skip")?) } else { None },
+        // SAELens's transcoders never subtract b_dec (it lives at the output hook).
+        apply_b_dec_to_input: !transcoder
+            && field("apply_b_dec_to_input")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
         metadata: SaeMetadata {
             model_name: string_field("model_name").unwrap_or_default(),
             hook_name: string_field("hook_name").unwrap_or_default(),
-            hook_name_out: None,
+            hook_name_out: if transcoder {
+                Some(string_field("hook_name_out").ok_or_else(|| {
+                    Error::file(
+                        &cfg_path,
+                        "a transcoder needs `metadata.hook_name_out`, the hook it writes (e.g. blocks.3.hook_mlp_out)",
+                    )
+                })?)
+            } else {
+                None
+            },
             model_sha256: string_field("loupe_model_sha256"),
             context_size: field("context_size").and_then(Value::as_u64).map(|v| v as usize),
             dataset_path: string_field("dataset_path"),

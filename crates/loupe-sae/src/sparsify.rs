@@ -7,8 +7,13 @@
 //! A sparsify TopK SAE computes `acts = TopK(ReLU((x − b_dec) · encoder.weightᵀ + encoder.bias))`
 //! and `x̂ = acts · W_dec + b_dec`: loupe's TopK SAE with b_dec subtracted from the input, so such
 //! a directory loads as an ordinary [`Sae`] (`saelens::load` reads it too) and loupe's TopK SAEs
-//! save to it. Transcoders and skip connections (sparsify's `transcode`, `skip_connection`) read
-//! one hook and write another, which loupe's `Sae` does not model yet: they are refused by name.
+//! save to it.
+//!
+//! A transcoder (`transcode = true`, in a module's directory such as `layers.6.mlp`) reads the
+//! module's input and reconstructs its output, without b_dec subtracted from the input; with
+//! `skip_connection = true` it adds `x · W_skipᵀ` (`W_skip [d_in, d_in]`). For an MLP module in a
+//! Llama-style model the input is `blocks.L.ln2.hook_normalized` and the output
+//! `blocks.L.hook_mlp_out`. loupe's TopK transcoders save to this layout.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -48,8 +53,18 @@ pub fn hook_of_module(name: &str) -> Option<HookPoint> {
     }
 }
 
-/// Reads the SAE in sparsify directory `dir`. Its hook is taken from the directory's name
-/// ([`hook_of_module`]); the model is not recorded in sparsify's files.
+/// The hooks a sparsify transcoder of module `name` reads and writes: the MLP's input and output.
+/// Transcoders of other modules have no hook point of loupe's on their input side.
+pub fn transcoder_hooks_of_module(name: &str) -> Option<(HookPoint, HookPoint)> {
+    match hook_of_module(name)? {
+        HookPoint::MlpOut(layer) => Some((HookPoint::Ln2Normalized(layer), HookPoint::MlpOut(layer))),
+        _ => None,
+    }
+}
+
+/// Reads the SAE (or transcoder) in sparsify directory `dir`. Its hooks are taken from the
+/// directory's name ([`hook_of_module`], [`transcoder_hooks_of_module`]); the model is not
+/// recorded in sparsify's files.
 pub fn load(dir: &Path) -> Result<Sae> {
     let cfg_path = dir.join(CFG_FILE);
     let text = std::fs::read_to_string(&cfg_path)
@@ -60,17 +75,8 @@ pub fn load(dir: &Path) -> Result<Sae> {
     let d_in = uint("d_in")
         .ok_or_else(|| Error::file(&cfg_path, "field `d_in` is missing or not a whole number"))?;
     let k = uint("k").ok_or_else(|| Error::file(&cfg_path, "field `k` is missing or not a whole number"))?;
-    for (flag, what) in [
-        ("transcode", "a transcoder (it reads one hook and writes another)"),
-        ("skip_connection", "an SAE with a skip connection (W_skip)"),
-    ] {
-        if cfg.get(flag).and_then(Value::as_bool) == Some(true) {
-            return Err(Error::file(
-                &cfg_path,
-                format!("{flag} = true: {what} is not supported yet; loupe reads sparsify's TopK SAEs"),
-            ));
-        }
-    }
+    let flag = |name: &str| cfg.get(name).and_then(Value::as_bool) == Some(true);
+    let (transcode, skip) = (flag("transcode"), flag("skip_connection"));
     match cfg.get("activation").and_then(Value::as_str) {
         None | Some("topk") => {}
         Some(other) => {
@@ -89,6 +95,22 @@ pub fn load(dir: &Path) -> Result<Sae> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let module = name.as_str();
+    let (hook_name, hook_name_out) = if transcode {
+        let (input, output) = transcoder_hooks_of_module(module).ok_or_else(|| {
+            Error::file(
+                &cfg_path,
+                format!(
+                    "transcode = true in directory {name:?}: loupe reads transcoders of MLP modules (layers.N.mlp), \
+                     whose input is blocks.N.ln2.hook_normalized and output blocks.N.hook_mlp_out"
+                ),
+            )
+        })?;
+        (input.to_string(), Some(output.to_string()))
+    } else {
+        let hook = hook_of_module(module).map(|h| h.to_string()).unwrap_or_default();
+        (hook, None)
+    };
     let sae = Sae {
         activation: Activation::TopK { k },
         d_in,
@@ -97,11 +119,19 @@ pub fn load(dir: &Path) -> Result<Sae> {
         b_enc: take("encoder.bias")?,
         w_dec: take("W_dec")?,
         b_dec: take("b_dec")?,
-        w_skip: None,
-        apply_b_dec_to_input: true,
+        w_skip: if skip { Some(take("W_skip")?) } else { None },
+        apply_b_dec_to_input: !transcode,
         metadata: SaeMetadata {
-            hook_name: hook_of_module(&name).map(|h| h.to_string()).unwrap_or_default(),
-            trained_architecture: Some("topk (sparsify)".into()),
+            hook_name,
+            hook_name_out,
+            trained_architecture: Some(
+                if transcode {
+                    "topk transcoder (sparsify)"
+                } else {
+                    "topk (sparsify)"
+                }
+                .into(),
+            ),
             ..SaeMetadata::default()
         },
     };
@@ -109,8 +139,9 @@ pub fn load(dir: &Path) -> Result<Sae> {
     Ok(sae)
 }
 
-/// Writes a TopK SAE with b_dec subtracted from its input (what sparsify computes) into `dir` in
-/// sparsify's layout, atomically. Other SAEs are refused: sparsify could not run them.
+/// Writes a TopK SAE with b_dec subtracted from its input, or a TopK transcoder of an MLP
+/// (what sparsify computes), into `dir` in sparsify's layout, atomically. Other SAEs are
+/// refused: sparsify could not run them.
 pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
     let Activation::TopK { k } = sae.activation else {
         return Err(Error::config(
@@ -118,19 +149,41 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
             "sparsify's layout holds TopK SAEs only; save this SAE in SAELens's layout",
         ));
     };
-    if !sae.apply_b_dec_to_input {
+    let transcode = sae.is_transcoder();
+    if transcode {
+        let mlp = sae
+            .metadata
+            .hook_name
+            .parse::<HookPoint>()
+            .ok()
+            .zip(sae.output_hook_name().parse::<HookPoint>().ok());
+        if !matches!(mlp, Some((HookPoint::Ln2Normalized(a), HookPoint::MlpOut(b))) if a == b) {
+            return Err(Error::config(
+                "format",
+                format!(
+                    "sparsify's transcoders stand for one MLP (blocks.L.ln2.hook_normalized → blocks.L.hook_mlp_out); \
+                     this one maps {} → {}: save it in SAELens's layout",
+                    sae.metadata.hook_name,
+                    sae.output_hook_name()
+                ),
+            ));
+        }
+    } else if !sae.apply_b_dec_to_input {
         return Err(Error::config(
             "format",
             "sparsify subtracts b_dec from the input before encoding, and this SAE does not: save it in SAELens's layout",
         ));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
-    let tensors: HashMap<&str, Tensor> = HashMap::from([
+    let mut tensors: HashMap<&str, Tensor> = HashMap::from([
         ("encoder.weight", sae.w_enc.t()?.contiguous()?),
         ("encoder.bias", sae.b_enc.clone()),
         ("W_dec", sae.w_dec.clone()),
         ("b_dec", sae.b_dec.clone()),
     ]);
+    if let Some(w_skip) = &sae.w_skip {
+        tensors.insert("W_skip", w_skip.clone());
+    }
     let mut sorted: Vec<(&str, Tensor)> = tensors.into_iter().collect();
     sorted.sort_by_key(|(name, _)| *name);
     let weights_path = dir.join(WEIGHTS_FILE);
@@ -145,8 +198,8 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
         "num_latents": sae.d_sae,
         "k": k,
         "multi_topk": false,
-        "skip_connection": false,
-        "transcode": false,
+        "skip_connection": sae.w_skip.is_some(),
+        "transcode": transcode,
         "d_in": sae.d_in,
     });
     let text = serde_json::to_string_pretty(&cfg).expect("JSON serializes");

@@ -184,6 +184,41 @@ pub fn fixture_sae(kind: &str, seed: u64) -> Result<crate::Sae> {
     Sae::from_params(&params, activation, apply_b_dec, 1.7, metadata)
 }
 
+/// A small transcoder with random weights, made as training makes one: parameters trained on
+/// inputs × 1.7 and targets × 0.6, both folded in on the way. It reads
+/// `blocks.3.ln2.hook_normalized` and writes `blocks.3.hook_mlp_out`; `kind` is `relu`, `topk`
+/// or `jumprelu`, and `skip` adds a random skip term.
+pub fn fixture_transcoder(kind: &str, skip: bool, seed: u64) -> Result<crate::Sae> {
+    use crate::{Activation, Params, Sae, SaeMetadata};
+    let (d_in, d_sae) = (16, 48);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut params = Params::zeros(d_in, d_sae, false);
+    if skip {
+        params = params.with_zero_skip();
+    }
+    for (_, values) in params.fields_mut() {
+        values
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0..1.0f32));
+    }
+    let activation = match kind {
+        "relu" => Activation::Relu,
+        "topk" => Activation::TopK { k: 5 },
+        "jumprelu" => Activation::JumpRelu {
+            threshold: (0..d_sae).map(|_| rng.random_range(0.1..1.0f32)).collect(),
+        },
+        other => panic!("no fixture transcoder of kind {other}"),
+    };
+    let metadata = SaeMetadata {
+        model_name: "smollm2".into(),
+        hook_name: "blocks.3.ln2.hook_normalized".into(),
+        hook_name_out: Some("blocks.3.hook_mlp_out".into()),
+        trained_architecture: Some(kind.into()),
+        ..SaeMetadata::default()
+    };
+    Sae::from_scaled_params(&params, activation, false, 1.7, 0.6, metadata)
+}
+
 /// Inputs for the fixture SAEs: `[8, 16]`, at a scale where a fair number of latents fire.
 pub fn fixture_input(seed: u64) -> Result<Tensor> {
     let mut rng = StdRng::seed_from_u64(seed);

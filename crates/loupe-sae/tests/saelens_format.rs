@@ -1,7 +1,8 @@
 //! SAELens's on-disk format, both ways, against a fixture made by SAELens 6.54.12 itself
 //! (`scripts/make-saelens-fixture.py`):
 //! - loupe loads SAEs that SAELens wrote (standard, topk, jumprelu, a BatchTopK saved for
-//!   inference, and a Gemma Scope `params.npz`) and computes SAELens's encode, decode and forward;
+//!   inference, and a Gemma Scope `params.npz`) and transcoders (`transcoder`, `skip_transcoder`)
+//!   and computes SAELens's encode, decode and forward;
 //! - SAELens loaded the SAEs loupe wrote (`loupe-written/`, made by
 //!   `cargo run -p loupe-sae --example write-saelens-fixture`) and computed the same outputs as
 //!   loupe; and loupe still writes those files byte for byte.
@@ -9,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use loupe_sae::testing::{fixture_input, fixture_sae};
+use loupe_sae::testing::{fixture_input, fixture_sae, fixture_transcoder};
 use loupe_sae::{saelens, Activation};
 
 fn fixtures() -> PathBuf {
@@ -74,13 +75,61 @@ fn loupe_computes_what_saelens_computes_on_saelens_files() {
     }
 }
 
+/// SAELens's transcoders: encode reads the input hook (no b_dec subtracted), decode writes the
+/// output hook, and a skip transcoder's forward adds `x · W_skipᵀ` (its `decode` does not).
+#[test]
+fn loupe_computes_what_saelens_computes_on_saelens_transcoders() {
+    for (dir, skip) in [("transcoder", false), ("skip-transcoder", true)] {
+        let path = fixtures().join(dir);
+        let sae = saelens::load(&path).unwrap();
+        assert!(sae.is_transcoder() && !sae.apply_b_dec_to_input, "{dir}");
+        assert_eq!(sae.w_skip.is_some(), skip, "{dir}");
+        assert_eq!(sae.metadata.hook_name, "blocks.3.ln2.hook_normalized");
+        assert_eq!(sae.output_hook_name(), "blocks.3.hook_mlp_out");
+        let reference = load_reference(&path.join("reference.safetensors"));
+        let x = &reference["input"];
+        let acts = sae.encode(x).unwrap();
+        assert!(
+            max_diff(&acts, &reference["feature_acts"]) < 1e-5,
+            "{dir}: encode"
+        );
+        let decoded = sae.decode(&acts).unwrap();
+        assert!(
+            max_diff(&decoded, &reference["reconstruction"]) < 1e-5,
+            "{dir}: decode"
+        );
+        let forward = sae.forward(x).unwrap();
+        assert!(max_diff(&forward, &reference["forward"]) < 1e-5, "{dir}: forward");
+        // The skip term matters in the fixture: forward is not decode.
+        assert_eq!(max_diff(&forward, &decoded) > 1e-2, skip, "{dir}");
+    }
+}
+
 #[test]
 fn saelens_computes_what_loupe_computes_on_loupe_files() {
-    for (i, kind) in ["relu", "topk", "jumprelu", "matryoshka"].iter().enumerate() {
+    let saes = ["relu", "topk", "jumprelu", "matryoshka"]
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| (*kind, fixture_sae(kind, 100 + i as u64).unwrap(), 200 + i as u64));
+    // The transcoders SAELens has classes for, as `examples/write-saelens-fixture.rs` writes them.
+    let transcoders = [
+        ("skip-transcoder", "relu", true),
+        ("jumprelu-transcoder", "jumprelu", false),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (name, kind, skip))| {
+        (
+            name,
+            fixture_transcoder(kind, skip, 110 + i as u64).unwrap(),
+            210 + i as u64,
+        )
+    });
+    for (kind, sae, input_seed) in saes.chain(transcoders) {
         let dir = fixtures().join("loupe-written").join(kind);
         // The committed files are what loupe writes today.
         let fresh = tempfile::tempdir().unwrap();
-        saelens::save(&fixture_sae(kind, 100 + i as u64).unwrap(), fresh.path()).unwrap();
+        saelens::save(&sae, fresh.path()).unwrap();
         for file in [saelens::CFG_FILE, saelens::WEIGHTS_FILE] {
             let committed = std::fs::read(dir.join(file)).unwrap();
             let written = std::fs::read(fresh.path().join(file)).unwrap();
@@ -89,12 +138,13 @@ fn saelens_computes_what_loupe_computes_on_loupe_files() {
                 "{kind}/{file} differs from what loupe writes now"
             );
         }
-        let input = fixture_input(200 + i as u64).unwrap();
+        let input = fixture_input(input_seed).unwrap();
         let stored_input = &load_reference(&dir.join("reference-input.safetensors"))["input"];
         assert_eq!(max_diff(&input, stored_input), 0.0);
 
         let saelens_outputs = load_reference(&dir.join("saelens-outputs.safetensors"));
         let sae = saelens::load(&dir).unwrap();
+        assert_eq!(sae.metadata.hook_name_out.is_some(), kind.contains("transcoder"));
         let acts = sae.encode(&input).unwrap();
         assert!(
             max_diff(&acts, &saelens_outputs["feature_acts"]) < 1e-5,
