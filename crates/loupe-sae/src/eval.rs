@@ -3,9 +3,13 @@
 //! everything downstream): next-token cross-entropy clean, with the SAE, with the activation
 //! zero-ablated, the fraction of the ablation's loss the SAE recovers, and the KL divergence from
 //! the clean next-token distribution.
+//!
+//! A transcoder is measured the same way at its output hook: its reconstruction of the output
+//! hook's activations from the input hook's, and spliced in place of the output (for an MLP
+//! transcoder: in place of the MLP), against the output zero-ablated.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Tensor, D};
 use loupe_data::reader::{Split, Store};
@@ -58,11 +62,44 @@ pub fn store_hook_width(store: &Store, hook: HookPoint) -> Result<usize> {
     }
 }
 
+/// The hook an SAE read at `hook` reconstructs and is spliced in place of: a transcoder's output
+/// hook, else `hook` itself.
+pub fn output_hook(sae: &Sae, hook: HookPoint) -> Result<HookPoint> {
+    match &sae.metadata.hook_name_out {
+        None => Ok(hook),
+        Some(name) => name.parse().map_err(|e| Error::Mismatch {
+            message: format!("the transcoder's output hook {name:?} is not a hook loupe knows: {e}"),
+        }),
+    }
+}
+
 /// Refuses an SAE that does not belong to this store and hook: another width, another hook,
-/// another model file.
+/// another model file; and a transcoder whose output hook the store lacks.
 pub fn check_sae_matches_store(sae: &Sae, sae_origin: &str, store: &Store, hook: HookPoint) -> Result<()> {
     let store_dir = store.dir.display();
     let width = store_hook_width(store, hook)?;
+    let out = output_hook(sae, hook)?;
+    if out != hook {
+        match store.manifest.hook(out) {
+            Some(h) if h.width == sae.d_in => {}
+            Some(h) => {
+                return Err(Error::Mismatch {
+                    message: format!(
+                    "transcoder {sae_origin} writes {out} {} wide, but store {store_dir} holds it {} wide",
+                    sae.d_in, h.width
+                ),
+                })
+            }
+            None => {
+                return Err(Error::Mismatch {
+                    message: format!(
+                        "transcoder {sae_origin} reconstructs {out}, which store {store_dir} does not hold: \
+                         capture {out} beside {hook} to evaluate it"
+                    ),
+                })
+            }
+        }
+    }
     if width != sae.d_in {
         return Err(Error::Mismatch {
             message: format!(
@@ -105,8 +142,8 @@ pub fn reconstruction(
     Ok(metrics.remove(0))
 }
 
-/// [`reconstruction`] of several SAEs at one hook, on one read of the split: each SAE is measured
-/// on the same rows [`reconstruction`] would measure it on.
+/// [`reconstruction`] of several SAEs at one hook (transcoders: with one output hook), on one read
+/// of the split: each SAE is measured on the same rows [`reconstruction`] would measure it on.
 pub fn reconstruction_each(
     saes: &[&Sae],
     store: &Store,
@@ -118,15 +155,22 @@ pub fn reconstruction_each(
     let mut tallies: Vec<Tally> = saes.iter().map(|sae| Tally::new(sae.d_in, sae.d_sae)).collect();
     // Rows each SAE has been measured on (each leaves out the rows beyond its own norm cutoff).
     let mut seen = vec![0usize; saes.len()];
-    for batch in store.batches(hook, 4096, 4096, split, 0)? {
-        let batch = batch?;
+    let Some(first) = saes.first() else {
+        return Ok(Vec::new());
+    };
+    let out = shared_output_hook(saes, hook)?;
+    let hooks: Vec<HookPoint> = std::iter::once(hook)
+        .chain((out != hook).then_some(out))
+        .collect();
+    for batch in store.batches_of(&hooks, 4096, 4096, split, 0)? {
+        let (input, target) = crate::train::split_pair(&batch?, first.d_in)?;
         for ((sae, tally), seen) in saes.iter().zip(&mut tallies).zip(&mut seen) {
             if *seen >= tokens {
                 continue;
             }
-            let rows = sae.rows_in_range(&batch)?;
-            let take = rows.dim(0)?.min(tokens - *seen);
-            tally.add_batch(sae, &rows.narrow(0, 0, take)?)?;
+            let (input, target) = rows_in_range(sae, &input, &target)?;
+            let take = input.dim(0)?.min(tokens - *seen);
+            tally.add_pair(sae, &input.narrow(0, 0, take)?, &target.narrow(0, 0, take)?)?;
             *seen += take;
         }
         if seen.iter().all(|&n| n >= tokens) {
@@ -143,6 +187,32 @@ pub fn reconstruction_each(
         });
     }
     Ok(tallies.iter().map(|t| t.metrics(dense_threshold)).collect())
+}
+
+/// The output hook every SAE of `saes` (read at `hook`) shares: one read of the store, and one
+/// zero-ablation, serves them all.
+fn shared_output_hook(saes: &[&Sae], hook: HookPoint) -> Result<HookPoint> {
+    let out = output_hook(saes[0], hook)?;
+    for sae in saes {
+        let other = output_hook(sae, hook)?;
+        if other != out {
+            return Err(Error::Mismatch {
+                message: format!("SAEs measured together must reconstruct one hook, but one writes {out} and another {other}"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of `input` (and the same rows of `target`) within the SAE's norm cutoff.
+fn rows_in_range(sae: &Sae, input: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor)> {
+    let keep = sae.in_range(input)?;
+    if keep.iter().all(|&k| k) {
+        return Ok((input.clone(), target.clone()));
+    }
+    let rows: Vec<u32> = (0..keep.len() as u32).filter(|&r| keep[r as usize]).collect();
+    let rows = Tensor::from_vec(rows.clone(), rows.len(), input.device())?;
+    Ok((input.index_select(&rows, 0)?, target.index_select(&rows, 0)?))
 }
 
 /// A context rebuilt from a store: its tokens (separators where the store kept no row) and the
@@ -193,8 +263,9 @@ pub fn stored_contexts(
     Ok(out)
 }
 
-/// Splices `sae` into `model` at `hook` over `contexts` and compares next-token predictions
-/// with the clean model and with the activation zero-ablated, `batch_size` contexts at a time.
+/// Splices `sae` (read at `hook`) into `model` over `contexts` and compares next-token predictions
+/// with the clean model and with the activation zero-ablated, `batch_size` contexts at a time. A
+/// transcoder's reconstruction replaces its output hook, which is what is zero-ablated.
 pub fn spliced(
     model: &Model,
     sae: &Sae,
@@ -207,8 +278,8 @@ pub fn spliced(
     Ok(metrics.remove(0))
 }
 
-/// [`spliced`] for several SAEs at one hook: the clean and zero-ablated forward passes, which
-/// every SAE is compared with, run once for all of them.
+/// [`spliced`] for several SAEs at one hook (transcoders: with one output hook): the clean and
+/// zero-ablated forward passes, which every SAE is compared with, run once for all of them.
 pub fn spliced_each(
     model: &Model,
     saes: &[&Sae],
@@ -223,6 +294,10 @@ pub fn spliced_each(
         (total_tokens * (2 + saes.len())) as u64,
         0,
     );
+    let out = match saes.first() {
+        Some(_) => shared_output_hook(saes, hook)?,
+        None => hook,
+    };
     let saes: Vec<Arc<Sae>> = saes.iter().map(|sae| Arc::new((*sae).clone())).collect();
     // Summed over predictions: cross-entropy clean and zero-ablated, and KL(clean ‖ zero-ablated);
     // then each SAE's cross-entropy and KL(clean ‖ with the SAE).
@@ -234,16 +309,16 @@ pub fn spliced_each(
         let sequences: Vec<Vec<u32>> = chunk.iter().map(|c| c.tokens.clone()).collect();
         let chunk_tokens = sequences.iter().map(Vec::len).sum::<usize>() as u64;
         let batch = Batch::left_padded(&sequences, model.pad_id(), model.device())?;
-        let splice = |edit: Edit| {
-            let mut hooks = Hooks::new();
-            for (row, c) in chunk.iter().enumerate() {
-                hooks = hooks.intervene(Intervention {
+        // One edit per context, at `at`, on the stored positions.
+        let edit_each = |hooks: Hooks, at: HookPoint, edit: &dyn Fn(usize) -> Edit| {
+            chunk.iter().enumerate().fold(hooks, |hooks, (row, c)| {
+                hooks.intervene(Intervention {
                     rows: Some(vec![row]),
-                    ..Intervention::new(hook, Positions::Only(c.positions.clone()), edit.clone())
-                });
-            }
-            hooks
+                    ..Intervention::new(at, Positions::Only(c.positions.clone()), edit(row))
+                })
+            })
         };
+        let splice = |edit: Edit| edit_each(Hooks::new(), out, &|_| edit.clone());
         let mut log_probs = |mut hooks: Hooks| -> Result<Tensor> {
             if progress.should_stop() {
                 return Err(Error::Stopped {
@@ -259,10 +334,7 @@ pub fn spliced_each(
         let zeroed = log_probs(splice(Edit::Scale(0.0)))?;
         clean.add_comparison(&zeroed, &mut ce_zero, &mut kl_zero)?;
         for (i, sae) in saes.iter().enumerate() {
-            let sae = sae.clone();
-            let with_sae = log_probs(splice(Edit::Apply(Arc::new(move |x: &Tensor| {
-                sae.forward(x).map_err(|e| candle_core::Error::Msg(e.to_string()))
-            }))))?;
+            let with_sae = log_probs(splice_hooks(sae, hook, out, &edit_each))?;
             clean.add_comparison(&with_sae, &mut ce_sae[i], &mut kl_sae[i])?;
         }
         scored += clean.count;
@@ -292,6 +364,45 @@ pub fn spliced_each(
             }
         })
         .collect())
+}
+
+/// Adds to `Hooks` one edit per context of a batch at a hook, the edit made from the context's row.
+type EditEach<'a> = dyn Fn(Hooks, HookPoint, &dyn Fn(usize) -> Edit) -> Hooks + 'a;
+
+/// The interventions that splice `sae` in, given `edit_each` (which places one edit per context
+/// at a hook): an SAE's reconstruction replaces `hook`; a transcoder's input is taken at `hook` as
+/// the forward pass goes by (left as it is) and its output replaces `out`, further on.
+fn splice_hooks(sae: &Arc<Sae>, hook: HookPoint, out: HookPoint, edit_each: &EditEach) -> Hooks {
+    let failed = |e: Error| candle_core::Error::Msg(e.to_string());
+    if out == hook {
+        let sae = sae.clone();
+        let replace = Edit::Apply(Arc::new(move |x: &Tensor| sae.forward(x).map_err(failed)));
+        return edit_each(Hooks::new(), hook, &|_| replace.clone());
+    }
+    // Per context: its input rows, kept between the two hooks.
+    let inputs: Arc<Mutex<BTreeMap<usize, Tensor>>> = Arc::default();
+    let take_input = |row: usize| {
+        let inputs = inputs.clone();
+        Edit::Apply(Arc::new(move |x: &Tensor| {
+            inputs.lock().expect("not poisoned").insert(row, x.clone());
+            Ok(x.clone())
+        }))
+    };
+    let replace_output = |row: usize| {
+        let (inputs, sae) = (inputs.clone(), sae.clone());
+        // The output's activations are replaced whole; forward answers in the input's dtype and
+        // device, which are the output's.
+        Edit::Apply(Arc::new(move |_output: &Tensor| {
+            let input = inputs.lock().expect("not poisoned").remove(&row).ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "the transcoder's input at {hook} was not seen before {out}"
+                ))
+            })?;
+            sae.forward(&input).map_err(failed)
+        }))
+    };
+    let hooks = edit_each(Hooks::new(), hook, &take_input);
+    edit_each(hooks, out, &replace_output)
 }
 
 /// The next-token predictions scored in one batch of contexts (from every spliced position that

@@ -301,22 +301,14 @@ impl Sae {
     /// What splicing the SAE in puts in place of `x`: the reconstruction, except for rows beyond
     /// the norm cutoff, which pass through unchanged.
     pub fn splice(&self, x: &Tensor) -> Result<Tensor> {
-        self.splice_from(x, x)
-    }
-
-    /// What splicing puts in place of `original` (the activations at the output hook) given
-    /// `input` (those at the input hook, the same for an SAE): the reconstruction, except for
-    /// rows whose input is beyond the norm cutoff, which keep `original`.
-    pub fn splice_from(&self, input: &Tensor, original: &Tensor) -> Result<Tensor> {
-        let keep = self.in_range(input)?;
-        let recon = self.forward(input)?.to_dtype(original.dtype())?;
+        let keep = self.in_range(x)?;
+        let recon = self.forward(x)?;
         if keep.iter().all(|&k| k) {
             return Ok(recon);
         }
         let mask: Vec<u8> = keep.iter().map(|&k| k as u8).collect();
-        let mask =
-            Tensor::from_vec(mask, (keep.len(), 1), original.device())?.broadcast_as(original.shape())?;
-        Ok(mask.where_cond(&recon, original)?)
+        let mask = Tensor::from_vec(mask, (keep.len(), 1), x.device())?.broadcast_as(x.shape())?;
+        Ok(mask.where_cond(&recon, x)?)
     }
 
     /// The rows of `x` within the norm cutoff.

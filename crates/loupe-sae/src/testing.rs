@@ -57,6 +57,78 @@ pub fn synthetic(d: usize, n_features: usize, rows: usize, mean_active: f64, see
     }
 }
 
+/// A transcoder's synthetic task: inputs and targets made from the same sparse codes through two
+/// dictionaries, and, when `linear` is set, a random linear map of the input added to the target
+/// (what a skip term learns; see [`synthetic_pair`]).
+pub struct SyntheticPair {
+    /// The inputs; `directions` are the input dictionary.
+    pub input: Synthetic,
+    /// `[n_features, d]`, unit rows: the dictionary the targets are made from.
+    pub target_directions: Vec<f32>,
+    /// `[rows, d]`
+    pub target: Vec<f32>,
+}
+
+/// Makes a [`SyntheticPair`]: each row's features (as in [`synthetic`]) write their input
+/// directions into the input and their target directions into the target. With `linear`, the
+/// input also carries dense noise (0.2 per dimension) that no sparse code explains, and the
+/// target gets `input · Mᵀ` for a fixed random `M` (entries of size 1/√d): only a linear term
+/// reconstructs that part, and it identifies `M`, leaving the target dictionary to the latents.
+pub fn synthetic_pair(
+    d: usize,
+    n_features: usize,
+    rows: usize,
+    mean_active: f64,
+    linear: bool,
+    seed: u64,
+) -> SyntheticPair {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut unit_rows = |n: usize| -> Vec<f32> {
+        let mut m: Vec<f32> = (0..n * d).map(|_| gaussian(&mut rng)).collect();
+        for row in m.chunks_mut(d) {
+            let n = norm(row);
+            row.iter_mut().for_each(|v| *v /= n);
+        }
+        m
+    };
+    let (input_directions, target_directions) = (unit_rows(n_features), unit_rows(n_features));
+    let map: Vec<f32> = (0..d * d)
+        .map(|_| gaussian(&mut rng) / (d as f32).sqrt())
+        .collect();
+    let input_noise = if linear { 0.2 } else { 0.01 };
+    let p = mean_active / n_features as f64;
+    let (mut input, mut target) = (vec![0.0f32; rows * d], vec![0.0f32; rows * d]);
+    for (x, y) in input.chunks_mut(d).zip(target.chunks_mut(d)) {
+        for f in 0..n_features {
+            if rng.random::<f64>() < p {
+                let a = rng.random_range(0.5..1.5f32);
+                x.iter_mut()
+                    .zip(&input_directions[f * d..][..d])
+                    .for_each(|(r, &u)| *r += a * u);
+                y.iter_mut()
+                    .zip(&target_directions[f * d..][..d])
+                    .for_each(|(r, &u)| *r += a * u);
+            }
+        }
+        x.iter_mut().for_each(|r| *r += input_noise * gaussian(&mut rng));
+        y.iter_mut().for_each(|r| *r += 0.01 * gaussian(&mut rng));
+        if linear {
+            for (o, y_o) in y.iter_mut().enumerate() {
+                *y_o += crate::sparse::dot(&map[o * d..][..d], x);
+            }
+        }
+    }
+    SyntheticPair {
+        input: Synthetic {
+            d,
+            directions: input_directions,
+            rows: input,
+        },
+        target_directions,
+        target,
+    }
+}
+
 fn gaussian(rng: &mut StdRng) -> f32 {
     let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
     let u2: f64 = rng.random();
@@ -94,7 +166,20 @@ pub fn write_store(
     rows_per_context: usize,
     model_name: &str,
 ) -> Result<()> {
+    write_store_of(dir, &[(hook, rows)], d, rows_per_context, model_name)
+}
+
+/// [`write_store`] of several hooks, each with its rows (`[n, d]`, the same tokens in the same
+/// order at every hook), as a transcoder trains from.
+pub fn write_store_of(
+    dir: &Path,
+    hooks: &[(HookPoint, &[f32])],
+    d: usize,
+    rows_per_context: usize,
+    model_name: &str,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::file(dir, e))?;
+    let rows = hooks[0].1;
     let n = rows.len() / d;
     let contexts_per_shard = 16;
     let mut manifest = Manifest::without_shards(
@@ -103,18 +188,25 @@ pub fn write_store(
             sha256: format!("sha-of-{model_name}"),
             d_model: d,
         },
-        vec![HookInfo { name: hook, width: d }],
+        hooks
+            .iter()
+            .map(|&(name, _)| HookInfo { name, width: d })
+            .collect(),
         StoreDType::F32,
         rows_per_context + 1,
     );
     let shard_rows = contexts_per_shard * rows_per_context;
     for (index, chunk) in rows.chunks(shard_rows * d).enumerate() {
         let m = chunk.len() / d;
+        let first_value = index * shard_rows * d;
         let first_row = index * shard_rows;
         let first_context = (first_row / rows_per_context) as u64;
         let context_of = |r: usize| ((first_row + r) / rows_per_context) as u32;
         let mut tensors = HashMap::new();
-        tensors.insert(hook.to_string(), Tensor::from_slice(chunk, (m, d), &Device::Cpu)?);
+        for &(hook, values) in hooks {
+            let chunk = &values[first_value..first_value + m * d];
+            tensors.insert(hook.to_string(), Tensor::from_slice(chunk, (m, d), &Device::Cpu)?);
+        }
         let ids =
             |f: &dyn Fn(usize) -> u32| Tensor::from_vec((0..m).map(f).collect::<Vec<u32>>(), m, &Device::Cpu);
         tensors.insert("token_ids".into(), ids(&|r| (r % 200) as u32 + 3)?);

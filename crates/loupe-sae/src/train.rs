@@ -808,7 +808,7 @@ fn hooks_read(config: &TrainConfig) -> Vec<loupe_model::HookPoint> {
 
 /// Rows of [`hooks_read`] split into the inputs (the first `d_in` columns) and the targets: the
 /// next `d_in` columns of a transcoder's rows, the inputs themselves for an SAE's.
-fn split_pair(rows: &Tensor, d_in: usize) -> Result<(Tensor, Tensor)> {
+pub(crate) fn split_pair(rows: &Tensor, d_in: usize) -> Result<(Tensor, Tensor)> {
     if rows.dim(1)? == d_in {
         return Ok((rows.clone(), rows.clone()));
     }

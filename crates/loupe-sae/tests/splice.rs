@@ -1,6 +1,7 @@
 //! Splicing an SAE into a tiny random-weight model: an SAE that reconstructs exactly recovers
 //! all of the loss with zero KL, an SAE that outputs zero is the zero ablation, several SAEs
 //! measured at once score as each alone, and SAEs that belong to another store are refused.
+//! A transcoder is spliced in place of the MLP, and measured against the MLP's output.
 
 use candle_core::{Device, Tensor};
 use loupe_data::capture::{capture, CaptureConfig};
@@ -8,7 +9,7 @@ use loupe_data::corpus::CorpusSpec;
 use loupe_data::reader::{Split, Store};
 use loupe_data::store::StoreDType;
 use loupe_model::testing::write_tiny_hf_dir;
-use loupe_model::{HookPoint, Model};
+use loupe_model::{Batch, HookPoint, Hooks, Logits, Model, Positions};
 use loupe_sae::eval::{
     check_sae_matches_store, reconstruction, reconstruction_each, spliced, spliced_each, stored_contexts,
 };
@@ -19,6 +20,11 @@ const HOOK: HookPoint = HookPoint::ResidPost(1);
 const D: usize = 32;
 
 fn setup() -> (tempfile::TempDir, Model, Store) {
+    setup_with(vec![HOOK])
+}
+
+/// The tiny model and a store of `hooks`.
+fn setup_with(hooks: Vec<HookPoint>) -> (tempfile::TempDir, Model, Store) {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_hf_dir(&dir.path().join("model"), 3).unwrap();
     let model = Model::load(dir.path().join("model").to_str().unwrap(), &Device::Cpu).unwrap();
@@ -34,7 +40,7 @@ fn setup() -> (tempfile::TempDir, Model, Store) {
     std::fs::write(dir.path().join("corpus.jsonl"), jsonl).unwrap();
     let config = CaptureConfig {
         model: "tiny".into(),
-        hooks: vec![HOOK],
+        hooks,
         output: dir.path().join("store").to_str().unwrap().into(),
         context_length: 32,
         batch_size: 4,
@@ -172,4 +178,147 @@ fn saes_of_another_width_hook_or_model_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("another model file"), "{e}");
+}
+
+const MLP_IN: HookPoint = HookPoint::Ln2Normalized(1);
+const MLP_OUT: HookPoint = HookPoint::MlpOut(1);
+
+/// A ReLU transcoder of the MLP of layer 1 whose dictionary writes nothing (b_dec 0): its output
+/// is its skip term, `x · W_skipᵀ` with `W_skip = skip · I`, or zero without one.
+fn skip_only_transcoder(skip: Option<f64>) -> Sae {
+    let zeros = |shape: &[usize]| Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let eye = Tensor::eye(D, candle_core::DType::F32, &Device::Cpu).unwrap();
+    Sae {
+        activation: Activation::Relu,
+        d_in: D,
+        d_sae: 4,
+        w_enc: zeros(&[D, 4]),
+        b_enc: zeros(&[4]),
+        w_dec: zeros(&[4, D]),
+        b_dec: zeros(&[D]),
+        w_skip: skip.map(|s| (eye * s).unwrap()),
+        apply_b_dec_to_input: false,
+        metadata: SaeMetadata {
+            hook_name: MLP_IN.to_string(),
+            hook_name_out: Some(MLP_OUT.to_string()),
+            ..Default::default()
+        },
+    }
+}
+
+/// Mean next-token cross-entropy over the stored positions of `contexts` when each stored
+/// position's MLP output is replaced by that position's MLP input (taken from a clean pass):
+/// what splicing the transcoder `skip_only_transcoder(Some(1.0))` must give, computed without it.
+fn ce_with_mlp_out_replaced_by_its_input(model: &Model, contexts: &[loupe_sae::eval::StoredContext]) -> f64 {
+    let (mut ce, mut n) = (0.0f64, 0usize);
+    for c in contexts {
+        let batch =
+            Batch::left_padded(std::slice::from_ref(&c.tokens), model.pad_id(), model.device()).unwrap();
+        let mut clean = Hooks::new().capture(MLP_IN);
+        model.forward(&batch, &mut clean, Logits::All).unwrap();
+        let mlp_in = clean.captured(MLP_IN).unwrap().get(0).unwrap();
+        let mut hooks = Hooks::new();
+        for &p in &c.positions {
+            hooks = hooks.replace(MLP_OUT, Positions::Only(vec![p]), mlp_in.get(p).unwrap());
+        }
+        let logits = model
+            .forward(&batch, &mut hooks, Logits::All)
+            .unwrap()
+            .get(0)
+            .unwrap();
+        let lse = logits.exp().unwrap().sum_keepdim(1).unwrap().log().unwrap();
+        let log_p = logits.broadcast_sub(&lse).unwrap();
+        for &p in c.positions.iter().filter(|&&p| p + 1 < c.tokens.len()) {
+            let next = c.tokens[p + 1] as usize;
+            ce -= log_p
+                .get(p)
+                .unwrap()
+                .get(next)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64;
+            n += 1;
+        }
+    }
+    ce / n as f64
+}
+
+#[test]
+fn a_transcoder_is_spliced_in_place_of_the_mlp_and_measured_against_its_output() {
+    let (_dir, model, store) = setup_with(vec![MLP_IN, MLP_OUT]);
+    let split = Split::HeldOut {
+        held_out: 0.3,
+        seed: 0,
+    };
+    let contexts = stored_contexts(&store, MLP_IN, split, 4).unwrap();
+
+    // Writing nothing is the MLP zero-ablated.
+    let zero = spliced(
+        &model,
+        &skip_only_transcoder(None),
+        MLP_IN,
+        &contexts,
+        4,
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert!((zero.ce_sae - zero.ce_zero_ablation).abs() < 1e-4, "{zero:?}");
+    assert!(zero.kl_zero_ablation > 1e-4, "{zero:?}");
+    // Writing the MLP's input: the input is taken as the pass goes by, and replaces the output.
+    let identity = skip_only_transcoder(Some(1.0));
+    let through = spliced(&model, &identity, MLP_IN, &contexts, 4, &mut NoProgress).unwrap();
+    let expected = ce_with_mlp_out_replaced_by_its_input(&model, &contexts);
+    assert!(
+        (through.ce_sae - expected).abs() < 1e-4,
+        "{} vs {expected}",
+        through.ce_sae
+    );
+    assert!(
+        (through.ce_sae - through.ce_zero_ablation).abs() > 1e-3,
+        "{through:?}"
+    );
+
+    // Reconstruction is measured against the MLP's output, row by row the same tokens: the
+    // identity transcoder's squared error is Σ‖input − output‖², read from the store directly.
+    let metrics = reconstruction(&identity, &store, MLP_IN, split, usize::MAX, 0.1).unwrap();
+    let (mut squared_error, mut rows) = (0.0f64, 0u64);
+    for shard in 0..store.manifest.shards.len() {
+        let (input, output) = (
+            store.read_shard(shard, MLP_IN).unwrap(),
+            store.read_shard(shard, MLP_OUT).unwrap(),
+        );
+        let (x, y) = (
+            input.activations.to_vec2::<f32>().unwrap(),
+            output.activations.to_vec2::<f32>().unwrap(),
+        );
+        for (r, &doc) in input.fields.doc_ids.iter().enumerate() {
+            if split.contains(doc) {
+                squared_error += x[r]
+                    .iter()
+                    .zip(&y[r])
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum::<f64>();
+                rows += 1;
+            }
+        }
+    }
+    assert_eq!(metrics.tokens, rows);
+    let mse = squared_error / (rows as f64 * D as f64);
+    assert!(
+        (metrics.mse - mse).abs() < 1e-6 * mse.max(1.0),
+        "{} vs {mse}",
+        metrics.mse
+    );
+}
+
+#[test]
+fn a_transcoder_whose_output_hook_the_store_lacks_is_refused() {
+    let (_dir, _model, store) = setup_with(vec![MLP_IN]);
+    let e = check_sae_matches_store(&skip_only_transcoder(None), "tc", &store, MLP_IN)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("blocks.1.hook_mlp_out") && e.contains("capture"),
+        "{e}"
+    );
 }

@@ -5,15 +5,25 @@
 use std::path::Path;
 
 use loupe_model::HookPoint;
-use loupe_sae::testing::{synthetic, write_store, StopAfter};
+use loupe_sae::testing::{synthetic, write_store, write_store_of, StopAfter};
 use loupe_sae::{train, Checkpoint, Error, NoObserver, TrainConfig};
 
 const D: usize = 16;
 const HOOK: HookPoint = HookPoint::ResidPost(2);
+/// A second hook of the same tokens, for transcoders.
+const TARGET: HookPoint = HookPoint::MlpOut(2);
 
 fn store(dir: &Path) {
     let data = synthetic(D, 32, 6000, 3.0, 1);
-    write_store(&dir.join("store"), HOOK, D, &data.rows, 50, "synthetic").unwrap();
+    let target = synthetic(D, 32, 6000, 3.0, 2);
+    write_store_of(
+        &dir.join("store"),
+        &[(HOOK, &data.rows), (TARGET, &target.rows)],
+        D,
+        50,
+        "synthetic",
+    )
+    .unwrap();
 }
 
 fn config(dir: &Path, architecture: &str, extra: &str) -> TrainConfig {
@@ -35,6 +45,10 @@ fn a_stopped_run_resumes_to_the_same_result() {
         ("matryoshka", "k = 3\nmatryoshka_groups = [4, 8, 20]"),
         ("jumprelu", "target_l0 = 3.0"),
         ("relu", "l1_coefficient = 1.0"),
+        (
+            "topk",
+            "k = 3\ntarget_hook = \"blocks.2.hook_mlp_out\"\nskip_connection = true",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         store(dir.path());
@@ -205,6 +219,31 @@ fn bad_input_is_refused_before_training() {
         "{e}"
     );
     assert!(!dir.path().join("sae").join("trainer_state.safetensors").exists());
+
+    // Transcoders: a target hook the store lacks, the input hook as its own target, and a skip
+    // term without a transcoder.
+    let missing_target = parse(
+        "architecture = \"topk\"\nk = 3\ntarget_hook = \"blocks.2.hook_attn_out\"",
+        &[],
+    )
+    .unwrap();
+    let e = train(&missing_target, &mut NoObserver).unwrap_err().to_string();
+    assert!(
+        e.starts_with("target_hook:") && e.contains("blocks.2.hook_attn_out") && e.contains("capture"),
+        "{e}"
+    );
+    assert!(!dir.path().join("sae").join("trainer_state.safetensors").exists());
+    let e = parse(
+        &format!("architecture = \"topk\"\nk = 3\ntarget_hook = \"{HOOK}\""),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("target_hook") && e.contains("itself"), "{e}");
+    let e = parse("architecture = \"topk\"\nk = 3\nskip_connection = true", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("skip_connection") && e.contains("target_hook"), "{e}");
 
     // A checkpoint of another run in the output directory is not resumed.
     let c = config(dir.path(), "topk", "k = 3");
