@@ -211,6 +211,109 @@ fn a_killed_capture_resumes_to_the_same_store() {
     }
 }
 
+/// A skip transcoder of the tiny model's MLP, from capture to export: trained from a store of the
+/// MLP's input and output, evaluated spliced in place of the MLP, exported to sparsify's layout
+/// and evaluated again from there with the same figures.
+#[test]
+fn a_skip_transcoder_from_the_command_line() {
+    let (dir, capture_config) = tiny_capture_setup(200);
+    let d = dir.path().display();
+    let text = std::fs::read_to_string(&capture_config).unwrap().replace(
+        "hooks = [\"blocks.1.hook_resid_post\"]",
+        "hooks = [\"blocks.1.ln2.hook_normalized\", \"blocks.1.hook_mlp_out\"]",
+    );
+    std::fs::write(&capture_config, text).unwrap();
+    let out = loupe(&["capture", "--config", capture_config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = dir.path().join("transcoder.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"{d}/store\"\nhook = \"blocks.1.ln2.hook_normalized\"\ntarget_hook = \"blocks.1.hook_mlp_out\"\n\
+             skip_connection = true\noutput = \"{d}/tc\"\narchitecture = \"topk\"\nexpansion = 2\nk = 4\n\
+             train_tokens = 2560\nbatch_size = 128\neval_every = 5\ncheckpoint_every = 5\nheld_out = 0.2\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    // A target the store lacks is refused, naming the field and the capture to run.
+    let out = loupe(&[
+        "sae",
+        "train",
+        "--config",
+        config,
+        "--set",
+        "target_hook=blocks.1.hook_attn_out",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("target_hook") && stderr(&out).contains("capture"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = loupe(&["sae", "train", "--config", config]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = dir.path().join("tc");
+    assert_run_directory(&run);
+    let model = format!("{d}/model");
+    let eval = |sae: &str, extra: &[&str]| {
+        let mut args = vec!["sae", "eval", "--sae", sae, "--model", &model, "--contexts", "4"];
+        args.extend_from_slice(extra);
+        let out = loupe(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("transcoder blocks.1.ln2.hook_normalized → blocks.1.hook_mlp_out"),
+            "{}",
+            stdout(&out)
+        );
+    };
+    eval(run.to_str().unwrap(), &[]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["hook_out"], "blocks.1.hook_mlp_out");
+    assert!(report["spliced"]["ce_loss_recovered"].is_number(), "{report}");
+
+    let exported = dir.path().join("exported/layers.1.mlp");
+    let out = loupe(&[
+        "sae",
+        "export",
+        "--sae",
+        run.to_str().unwrap(),
+        "--format",
+        "sparsify",
+        "--output",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = dir.path().join("again.json");
+    let store = format!("{d}/store");
+    eval(
+        exported.to_str().unwrap(),
+        &[
+            "--store",
+            &store,
+            "--held-out",
+            "0.2",
+            "--seed",
+            "0",
+            "--output",
+            again.to_str().unwrap(),
+        ],
+    );
+    let again: serde_json::Value = serde_json::from_slice(&std::fs::read(&again).unwrap()).unwrap();
+    for (part, key) in [("reconstruction", "fvu"), ("spliced", "ce_sae")] {
+        let (a, b) = (
+            report[part][key].as_f64().unwrap(),
+            again[part][key].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() < 1e-5 * a.abs().max(1.0),
+            "{part}.{key}: {a} vs {b}"
+        );
+    }
+}
+
 #[test]
 fn sae_train_eval_and_top_on_a_tiny_model() {
     let (dir, capture_config) = tiny_capture_setup(300);

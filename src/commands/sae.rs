@@ -61,10 +61,11 @@ pub struct ExportArgs {
     #[arg(long)]
     sae: PathBuf,
     /// `saelens` (cfg.json + sae_weights.safetensors) or `sparsify` (cfg.json + sae.safetensors;
-    /// TopK SAEs only).
+    /// TopK SAEs and TopK transcoders of an MLP only).
     #[arg(long)]
     format: ExportFormat,
-    /// The directory to write (for sparsify, name it by the module, e.g. layers.15).
+    /// The directory to write (for sparsify, name it by the module: layers.15 for an SAE of
+    /// blocks.15.hook_resid_post, layers.8.mlp for a transcoder of the MLP of layer 8).
     #[arg(long)]
     output: PathBuf,
 }
@@ -357,6 +358,9 @@ pub(super) struct EvalReport {
     sae: String,
     store: String,
     hook: String,
+    /// A transcoder's output hook: what it reconstructs, and is spliced in place of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hook_out: Option<String>,
     model: String,
     held_out: f64,
     seed: u64,
@@ -449,6 +453,7 @@ pub(super) fn eval_one(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         sae: origin,
         store: store_dir.display().to_string(),
         hook: hook.to_string(),
+        hook_out: sae.metadata.hook_name_out.clone(),
         model: model_name,
         held_out,
         seed,
@@ -464,9 +469,13 @@ pub(super) fn eval_one(args: &EvalArgs) -> anyhow::Result<EvalReport> {
 
 fn print_table(r: &EvalReport) {
     let m = &r.reconstruction;
+    let hooks = match &r.hook_out {
+        Some(out) => format!("transcoder {} → {out}", r.hook),
+        None => r.hook.clone(),
+    };
     println!(
-        "{} on {} ({}), held-out split {} seed {}",
-        r.sae, r.store, r.hook, r.held_out, r.seed
+        "{} on {} ({hooks}), held-out split {} seed {}",
+        r.sae, r.store, r.held_out, r.seed
     );
     println!("  {:<28} {:>12}", "metric", "value");
     let rows: Vec<(&str, String)> = vec![

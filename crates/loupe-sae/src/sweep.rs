@@ -143,7 +143,7 @@ pub fn train_sweep(runs: &[SweepRun], observer: &mut dyn TrainObserver) -> Resul
 pub struct SweepReport {
     /// The store every run trained on.
     pub store: String,
-    /// The hook point.
+    /// The hook point (a sweep of transcoders: `input → target`).
     pub hook: String,
     /// Fraction of documents held out, and the seed of that split.
     pub held_out: f64,
@@ -287,7 +287,10 @@ pub fn evaluate(
         .collect();
     Ok(SweepReport {
         store: shared.store.display().to_string(),
-        hook: shared.hook.to_string(),
+        hook: match shared.target_hook {
+            Some(target) => format!("{} → {target}", shared.hook),
+            None => shared.hook.to_string(),
+        },
         held_out: shared.held_out,
         split_seed: shared.split_seed(),
         model: ce_model.map(|m| m.name.clone()),

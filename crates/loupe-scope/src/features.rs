@@ -317,6 +317,18 @@ fn resolve(
         "sae" => {
             let path = need(entry.sae.as_ref(), "sae", "\"checkpoints/smollm2-l15-topk\"")?;
             let sae = loupe_sae::saelens::load(&path).map_err(|e| Error::field(&at("sae"), e))?;
+            if sae.is_transcoder() {
+                return Err(Error::config(
+                    &at("sae"),
+                    format!(
+                        "{} is a transcoder: its latents read {} and write {}, and a feature here is edited at one hook. \
+                         Name an SAE (one that reads and writes the same hook)",
+                        path.display(),
+                        sae.metadata.hook_name,
+                        sae.output_hook_name()
+                    ),
+                ));
+            }
             let hook: HookPoint = sae.metadata.hook_name.parse().map_err(|e| {
                 Error::config(
                     &at("sae"),
