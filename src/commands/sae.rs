@@ -400,7 +400,18 @@ pub(super) fn eval_one(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         .store
         .clone()
         .or_else(|| sae.metadata.dataset_path.as_ref().map(PathBuf::from))
-        .context("the SAE names no store it was trained on: pass --store")?;
+        .context("the SAE names no store it was trained on (a run streamed from the model names none): pass --store")?;
+    if trained
+        .as_ref()
+        .is_some_and(|c| c.source == loupe_sae::SourceKind::Model)
+    {
+        eprintln!(
+            "note: {} was trained on activations streamed from the model, whose held-out documents were the \
+             corpus's first ones; it is evaluated on the held-out split of store {} (pass a store of other text)",
+            args.sae.display(),
+            store_dir.display()
+        );
+    }
     let store = Store::open(&store_dir)?;
     let hook = sae_hook(&sae, &args.sae, args.hook)?;
     let origin = args.sae.display().to_string();

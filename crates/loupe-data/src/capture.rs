@@ -116,7 +116,7 @@ impl CaptureConfig {
         Ok(())
     }
 
-    fn separator_id(&self, model: &Model) -> Result<u32> {
+    pub(crate) fn separator_id(&self, model: &Model) -> Result<u32> {
         let tokenizer = &model.tokenizer;
         match &self.separator {
             Some(text) => tokenizer.token_to_id(text).ok_or_else(|| {

@@ -4,7 +4,9 @@
 //! [`packing`] tokenizes them and packs them into fixed-length contexts with their labels,
 //! [`capture`] runs the hooked model over those contexts and writes the activations into a
 //! [`store`] (sharded safetensors and a manifest), which [`reader`] reads back as shuffled batches.
-//! [`import`] makes a store from activations computed elsewhere.
+//! [`import`] makes a store from activations computed elsewhere. [`stream`] computes the same
+//! activations on the fly as shuffled batches, with no store, for training on corpora larger than
+//! the disk.
 //!
 //! A capture of a small corpus through a tiny random-weight model, read back:
 //!
@@ -39,5 +41,6 @@ pub mod import;
 pub mod packing;
 pub mod reader;
 pub mod store;
+pub mod stream;
 
 pub use error::{Error, Result};

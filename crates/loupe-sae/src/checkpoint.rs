@@ -25,6 +25,10 @@ pub struct CheckpointInfo {
     pub epoch: u64,
     /// Batches of the current pass already used.
     pub batches_in_epoch: u64,
+    /// Where the next batch is in the corpus, for a run that streams from the model
+    /// (`source = "model"`): a resumed run starts there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_position: Option<loupe_data::stream::StreamPosition>,
     /// Activations were multiplied by this during training (a transcoder's inputs).
     pub scale: f32,
     /// A transcoder's targets were multiplied by this during training; `None` for an SAE, whose

@@ -9,15 +9,30 @@ use loupe_util::Problems as _;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::ArchitectureName;
+use crate::source::SourceKind;
 use crate::{Error, Result};
+use loupe_data::stream::StreamConfig;
 
 /// One SAE training run (`loupe sae train --config ...`): data, architecture, optimiser, schedules
 /// and evaluation. Read from TOML with [`TrainConfig::from_toml`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// The activation store to train on.
+    /// Where the activations come from: `store` (the default; the store `store` names) or
+    /// `model` (computed by the model over the corpus of `[stream]` as training goes, with no
+    /// store; for corpora larger than the disk).
+    #[serde(default, skip_serializing_if = "is_store")]
+    pub source: SourceKind,
+    /// The activation store to train on (`source = "store"`).
+    #[serde(default, skip_serializing_if = "is_empty_path")]
     pub store: PathBuf,
+    /// The model and corpus to stream from (`source = "model"`): a capture config's `model`,
+    /// `context_length`, `batch_size` (contexts per forward pass), `max_tokens` (per pass),
+    /// `include_separators`, `separator` and `[[stream.corpus]]`, without a store. With it, the
+    /// held-out documents (when `held_out` > 0) are the corpus's first ones, those of its first
+    /// `eval_tokens` tokens, and a stopped run resumes at its position in the corpus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamConfig>,
     /// The hook point inside the store: what the SAE reads (and, unless `target_hook` is set,
     /// reconstructs).
     pub hook: HookPoint,
@@ -162,6 +177,13 @@ pub struct TrainConfig {
     /// Steps between progress and loss reports.
     #[serde(default = "default_log_every")]
     pub log_every: u64,
+}
+
+fn is_store(source: &SourceKind) -> bool {
+    *source == SourceKind::Store
+}
+fn is_empty_path(path: &std::path::Path) -> bool {
+    path.as_os_str().is_empty()
 }
 
 fn default_expansion() -> usize {
@@ -316,6 +338,7 @@ impl TrainConfig {
                 "is empty: name the run directory to write",
             ));
         }
+        self.check_source_fields()?;
         positive("lr", self.lr)?;
         positive("adam_eps", self.adam_eps)?;
         // β = 1 makes Adam's bias correction divide by zero on the first step.
@@ -427,6 +450,31 @@ impl TrainConfig {
             _ => false, // a field with a default: only the config's text says whether it was set
         })?;
         Ok(())
+    }
+
+    /// Refuses a source without what it reads, or with what the other source reads.
+    fn check_source_fields(&self) -> Result<()> {
+        let has_store = !self.store.as_os_str().is_empty();
+        match (self.source, has_store, self.stream.is_some()) {
+            (SourceKind::Store, false, _) => Err(Error::config(
+                "store",
+                "is missing: name the activation store to train on, or set source = \"model\" with a [stream] table",
+            )),
+            (SourceKind::Store, true, true) => Err(Error::config(
+                "stream",
+                "is read only with source = \"model\": set that (and remove `store`), or remove [stream]",
+            )),
+            (SourceKind::Model, true, _) => Err(Error::config(
+                "store",
+                "is read only with source = \"store\"; a run with source = \"model\" streams from [stream]: remove `store`",
+            )),
+            (SourceKind::Model, false, false) => Err(Error::config(
+                "stream",
+                "source = \"model\" streams activations from a model over a corpus: add a [stream] table \
+                 (model, context_length, batch_size, max_tokens, [[stream.corpus]] path = ...)",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Refuses transcoder settings that cannot work together.

@@ -3,7 +3,8 @@
 //! files ([`saelens`]), a synthetic ground-truth benchmark ([`synth`]), and sweeps of several SAEs
 //! trained in one pass over a store and compared in a Pareto report ([`sweep`]).
 //!
-//! Training works on the activation store of `loupe-data`. The trained SAE is saved as SAELens
+//! Training works on the activation store of `loupe-data`, or on activations streamed from the
+//! model as training goes ([`source`]). The trained SAE is saved as SAELens
 //! saves one, in the model's own activation units, and is used through [`Sae`].
 //!
 //! A TopK SAE trained on a small synthetic store (sparse combinations of 32 directions in 16
@@ -46,6 +47,7 @@ mod params;
 pub mod report;
 mod sae;
 pub mod saelens;
+pub mod source;
 pub mod sparse;
 pub mod sparsify;
 pub mod sweep;
@@ -63,6 +65,7 @@ pub use config::{BDecInit, TrainConfig};
 pub use error::{Error, Result};
 pub use params::Params;
 pub use sae::{Activation, Sae, SaeMetadata};
+pub use source::SourceKind;
 pub use train::{
     evaluate_rows, geometric_median, train, NoObserver, TrainObserver, TrainOutcome, SHARED_FIELDS,
 };

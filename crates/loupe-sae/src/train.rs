@@ -1,5 +1,6 @@
 //! The training loop. [`train`] trains one SAE; a sweep ([`crate::sweep`]) trains several on one
-//! read of the store. Both go through [`train_runs`], which reads top to bottom: open the store,
+//! read of the store. Both go through [`train_runs`], which reads top to bottom: open the store
+//! (or the model, for a run that streams from it: [`crate::source`]),
 //! start or resume each run, then pass over the training split, and for each batch: normalise it
 //! once, then feed it to every run, the runs stepping in parallel ([`Run::step`]: forward and
 //! backward → clip → Adam → decoder constraint → bookkeeping, with evaluations and checkpoints at
@@ -8,7 +9,6 @@
 use std::path::Path;
 
 use candle_core::Tensor;
-use loupe_data::reader::{Split, Store};
 use loupe_util::{DirLock, Problems as _, Progress};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -16,9 +16,9 @@ use rayon::prelude::*;
 
 use crate::arch::{self, Architecture, StepContext};
 use crate::checkpoint::{Checkpoint, CheckpointInfo};
-use crate::eval::store_hook_width;
 use crate::metrics::{Density, ReconstructionMetrics, Tally};
 use crate::params::norm;
+use crate::source::ActivationSource;
 use crate::{saelens, Adam, BDecInit, Error, Params, Result, Sae, SaeMetadata, TrainConfig};
 
 /// Where training reports progress and metrics; the binary draws a progress bar and writes
@@ -51,8 +51,10 @@ pub struct TrainOutcome {
 /// The settings that runs trained together in one pass must share, each with the reason: they
 /// decide what is read from the store and how it is normalised (so the batches every run sees),
 /// when the runs are checkpointed, and how they are measured against each other.
-pub const SHARED_FIELDS: [(&str, &str); 15] = [
+pub const SHARED_FIELDS: [(&str, &str); 17] = [
+    ("source", "every run trains on the one read of the store"),
     ("store", "every run trains on the one read of the store"),
+    ("stream", "every run trains on the one stream from the model"),
     ("hook", "every run trains on the one read of the store"),
     ("target_hook", "every run trains on the one read of the store"),
     (
@@ -113,9 +115,10 @@ pub(crate) fn train_runs(
         check_shared(shared, config)?;
     }
     check_distinct_outputs(configs)?;
-    let store = Store::open(&shared.store)?;
-    let d_in = crate::eval::store_hook_width(&store, shared.hook)?;
-    check_target_hook(&store, shared, d_in)?;
+    let hooks = hooks_read(shared);
+    let source = ActivationSource::open(shared, &hooks)?;
+    let d_in = source.width(shared.hook)?;
+    check_target_hook(&source, shared, d_in)?;
     // Every architecture is built before anything is written: a bad setting of any run stops here.
     let architectures = configs
         .iter()
@@ -128,19 +131,15 @@ pub(crate) fn train_runs(
         runs.push(Run::open(
             config,
             architecture,
-            &store,
+            &source,
             &mut starting_point,
             observer,
         )?);
     }
     let normalisation = shared_normalisation(&runs)?;
-    let eval_rows = held_out_rows(&store, shared, normalisation.norm_cutoff)?;
+    let eval_rows = held_out_rows(&source, shared, normalisation.norm_cutoff)?;
     let total_steps = shared.total_steps();
     let batch = shared.batch_size as u64;
-    let split = Split::Train {
-        held_out: shared.held_out,
-        seed: shared.split_seed(),
-    };
     let first_step = runs.iter().map(|r| r.state.info.step).min().unwrap_or(0);
     observer.start(
         "training",
@@ -153,19 +152,17 @@ pub(crate) fn train_runs(
         if observer.should_stop() {
             break;
         }
-        let mut batches = store.batches_of(
-            &hooks_read(shared),
-            shared.batch_size,
-            shared.shuffle_buffer,
-            split,
-            shared.seed.wrapping_add(epoch),
-        )?;
-        // Batches of this pass that every run has used already (before it was stopped).
-        for _ in 0..used {
-            batches.next().transpose()?;
-        }
+        // A stream starts where the run furthest behind stands in the corpus.
+        let behind = runs
+            .iter()
+            .filter(|r| !r.finished() && r.position() == (epoch, used));
+        let stream_start = behind
+            .filter_map(|r| r.state.info.stream_position)
+            .next()
+            .unwrap_or_default();
+        let mut batches = source.training_batches(shared, &hooks, epoch, used, stream_start)?;
         let mut index = used;
-        for rows in batches {
+        while let Some(rows) = batches.next() {
             let rows = rows?;
             if rows.dim(0)? < shared.batch_size {
                 break; // the last partial batch of a pass is dropped
@@ -177,8 +174,7 @@ pub(crate) fn train_runs(
                 .filter(|&i| !runs[i].finished() && runs[i].position() == (epoch, index))
                 .collect();
             if let Some(&first) = due.first() {
-                let (x, target) =
-                    normalisation.apply(&rows, d_in, runs[first].state.info.step, &shared.store)?;
+                let (x, target) = normalisation.apply(&rows, d_in, runs[first].state.info.step, &source)?;
                 let target = target.as_deref().unwrap_or(&x);
                 // The runs step at once: one run's step leaves cores idle (its serial parts) that
                 // another's fills. Each run's arithmetic is the same as when it steps alone.
@@ -189,6 +185,9 @@ pub(crate) fn train_runs(
                     .map(|(i, run)| (i, run.step(&x, target, &eval_rows)))
                     .collect();
                 let mut failed = Vec::new();
+                for &i in &due {
+                    runs[i].state.info.stream_position = batches.stream_position();
+                }
                 for (i, result) in results {
                     match result {
                         Ok(report) => report.send(i, runs[i].state.info.step, observer),
@@ -205,8 +204,8 @@ pub(crate) fn train_runs(
         if index == 0 {
             return Err(Error::Mismatch {
                 message: format!(
-                    "store {}: its training split has fewer than batch_size = {} rows; lower batch_size or capture more",
-                    shared.store.display(),
+                    "{}: its training split has fewer than batch_size = {} rows; lower batch_size or capture more",
+                    source.describe(),
                     shared.batch_size
                 ),
             });
@@ -215,6 +214,7 @@ pub(crate) fn train_runs(
             if !run.finished() && run.state.info.epoch == epoch {
                 run.state.info.epoch += 1;
                 run.state.info.batches_in_epoch = 0;
+                run.state.info.stream_position = None;
             }
         }
     }
@@ -281,7 +281,7 @@ impl Run {
     fn open(
         config: &TrainConfig,
         mut architecture: Box<dyn Architecture>,
-        store: &Store,
+        source: &ActivationSource,
         starting_point: &mut Option<StartingPoint>,
         observer: &mut dyn TrainObserver,
     ) -> Result<Run> {
@@ -291,7 +291,7 @@ impl Run {
         let lock = DirLock::acquire(out, "loupe sae train/sweep")?;
         let state = match Checkpoint::load(out)? {
             Some(checkpoint) => {
-                check_resumable(&checkpoint.info, config, store, out)?;
+                check_resumable(&checkpoint.info, config, source, out)?;
                 architecture.set_state(&checkpoint.info.architecture_state);
                 observer.note(&format!(
                     "resuming {} from step {} of {}",
@@ -304,14 +304,14 @@ impl Run {
             None => {
                 let point = match starting_point {
                     Some(point) => point,
-                    None => starting_point.insert(StartingPoint::read(store, config)?),
+                    None => starting_point.insert(StartingPoint::read(source, config)?),
                 };
-                start(config, point, store, architecture.as_ref())
+                start(config, point, source, architecture.as_ref())
             }
         };
         let d_sae = state.params.d_sae;
         Ok(Run {
-            metadata: metadata_for(config, store),
+            metadata: metadata_for(config, source),
             resumed_at: (state.info.step > 0).then_some(state.info.step),
             config: config.clone(),
             architecture,
@@ -541,13 +541,13 @@ impl Normalisation {
 
     /// Raw rows (of [`hooks_read`], inputs `d_in` wide first) as training sees them: the inputs
     /// and, for a transcoder, the targets, each scaled, at `step` (for the error) of a run on
-    /// `store`.
+    /// `source`.
     fn apply(
         &self,
         rows: &Tensor,
         d_in: usize,
         step: u64,
-        store: &Path,
+        source: &ActivationSource,
     ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let (x, target) = split_pair(&keep_in_range(rows, d_in, self.norm_cutoff)?, d_in)?;
         let scaled = |t: &Tensor, scale: f32| -> Result<Vec<f32>> {
@@ -558,8 +558,8 @@ impl Normalisation {
                     step,
                     message: format!(
                         "step {step}: an input batch from {} overflows once scaled by {scale} (the normalisation); \
-                         the store holds activations too large for f32 arithmetic: set max_norm_factor to leave them out",
-                        store.display(),
+                         it holds activations too large for f32 arithmetic: set max_norm_factor to leave them out",
+                        source.describe(),
                     ),
                 });
             }
@@ -614,25 +614,9 @@ struct StartingPoint {
 impl StartingPoint {
     /// The activation scale (and a transcoder's target scale) and the norm cutoff from a sample of
     /// the training split.
-    fn read(store: &Store, config: &TrainConfig) -> Result<StartingPoint> {
-        let d_in = crate::eval::store_hook_width(store, config.hook)?;
-        let split = Split::Train {
-            held_out: config.held_out,
-            seed: config.split_seed(),
-        };
-        let sample = store
-            .batches_of(
-                &hooks_read(config),
-                config.init_tokens,
-                config.shuffle_buffer,
-                split,
-                config.seed ^ 0x5eed,
-            )?
-            .next()
-            .transpose()?
-            .ok_or_else(|| Error::Mismatch {
-                message: format!("store {}: its training split is empty", config.store.display()),
-            })?;
+    fn read(source: &ActivationSource, config: &TrainConfig) -> Result<StartingPoint> {
+        let d_in = source.width(config.hook)?;
+        let sample = source.sample(config, &hooks_read(config))?;
         let (inputs, _) = split_pair(&sample, d_in)?;
         let mut norms: Vec<f32> = crate::params::to_vec(&inputs)?.chunks(d_in).map(norm).collect();
         norms.sort_by(f32::total_cmp);
@@ -683,7 +667,7 @@ impl StartingPoint {
 fn start(
     config: &TrainConfig,
     point: &mut StartingPoint,
-    store: &Store,
+    source: &ActivationSource,
     arch: &dyn Architecture,
 ) -> Checkpoint {
     let d_in = point.d_in;
@@ -712,6 +696,7 @@ fn start(
             step: 0,
             epoch: 0,
             batches_in_epoch: 0,
+            stream_position: None,
             scale: point.normalisation.scale,
             target_scale: point.normalisation.target_scale,
             norm_cutoff: point.normalisation.norm_cutoff,
@@ -719,7 +704,7 @@ fn start(
             d_sae,
             adam_t: 0,
             architecture_state: Vec::new(),
-            model_sha256: store.manifest.model.sha256.clone(),
+            model_sha256: source.model_sha256().to_string(),
             config: config.clone(),
         },
         params,
@@ -729,7 +714,12 @@ fn start(
 }
 
 /// Refuses to resume a checkpoint whose run differs in anything but its length and reporting.
-fn check_resumable(info: &CheckpointInfo, config: &TrainConfig, store: &Store, out: &Path) -> Result<()> {
+fn check_resumable(
+    info: &CheckpointInfo,
+    config: &TrainConfig,
+    source: &ActivationSource,
+    out: &Path,
+) -> Result<()> {
     let comparable = |c: &TrainConfig| {
         let mut c = c.clone();
         c.train_tokens = 0;
@@ -759,27 +749,29 @@ fn check_resumable(info: &CheckpointInfo, config: &TrainConfig, store: &Store, o
             ),
         });
     }
-    if info.model_sha256 != store.manifest.model.sha256 {
+    if info.model_sha256 != source.model_sha256() {
         return Err(Error::Mismatch {
             message: format!(
-                "{}: the checkpoint was trained on activations of another model file (sha256 {}, the store's is {})",
+                "{}: the checkpoint was trained on activations of another model file (sha256 {}; {} is of sha256 {})",
                 Checkpoint::path(out).display(),
                 info.model_sha256,
-                store.manifest.model.sha256
+                source.describe(),
+                source.model_sha256()
             ),
         });
     }
     Ok(())
 }
 
-fn metadata_for(config: &TrainConfig, store: &Store) -> SaeMetadata {
+fn metadata_for(config: &TrainConfig, source: &ActivationSource) -> SaeMetadata {
     SaeMetadata {
-        model_name: store.manifest.model.name.clone(),
+        model_name: source.model_name().to_string(),
         hook_name: config.hook.to_string(),
         hook_name_out: config.target_hook.map(|h| h.to_string()),
-        model_sha256: Some(store.manifest.model.sha256.clone()),
-        context_size: Some(store.manifest.context_length),
-        dataset_path: Some(config.store.display().to_string()),
+        model_sha256: Some(source.model_sha256().to_string()),
+        context_size: Some(source.context_length()),
+        // A streamed run has no store to evaluate on by default: `sae eval --store` names one.
+        dataset_path: source.store().map(|_| config.store.display().to_string()),
         trained_architecture: Some(config.architecture.to_string()),
         norm_cutoff: None,
     }
@@ -820,11 +812,11 @@ pub(crate) fn split_pair(rows: &Tensor, d_in: usize) -> Result<(Tensor, Tensor)>
 
 /// Refuses a transcoder whose target hook the store lacks, or holds at another width than the
 /// input (the decoder writes vectors as wide as the encoder reads).
-fn check_target_hook(store: &Store, config: &TrainConfig, d_in: usize) -> Result<()> {
+fn check_target_hook(source: &ActivationSource, config: &TrainConfig, d_in: usize) -> Result<()> {
     let Some(target) = config.target_hook else {
         return Ok(());
     };
-    let width = store_hook_width(store, target).map_err(|e| {
+    let width = source.width(target).map_err(|e| {
         Error::config(
             "target_hook",
             format!(
@@ -840,7 +832,7 @@ fn check_target_hook(store: &Store, config: &TrainConfig, d_in: usize) -> Result
             format!(
                 "{target} is {width} wide in store {}, but the input {} is {d_in} wide; loupe's transcoders map \
                  between hooks of one width (e.g. blocks.L.ln2.hook_normalized → blocks.L.hook_mlp_out)",
-                store.dir.display(),
+                source.describe(),
                 config.hook
             ),
         ));
@@ -867,18 +859,18 @@ fn keep_in_range(rows: &Tensor, d_in: usize, cutoff: Option<f32>) -> Result<Tens
 
 /// Up to `eval_tokens` rows of the held-out split, read once; none when `held_out` is 0 (then
 /// training reports no held-out metrics rather than numbers computed from nothing).
-fn held_out_rows(store: &Store, config: &TrainConfig, cutoff: Option<f32>) -> Result<Vec<Tensor>> {
+fn held_out_rows(
+    source: &ActivationSource,
+    config: &TrainConfig,
+    cutoff: Option<f32>,
+) -> Result<Vec<Tensor>> {
     if config.held_out == 0.0 {
         return Ok(Vec::new());
     }
-    let split = Split::HeldOut {
-        held_out: config.held_out,
-        seed: config.split_seed(),
-    };
     let mut rows = Vec::new();
     let mut n = 0;
-    let d_in = store_hook_width(store, config.hook)?;
-    for batch in store.batches_of(&hooks_read(config), 4096, 4096, split, config.split_seed())? {
+    let d_in = source.width(config.hook)?;
+    for batch in source.held_out_batches(config, &hooks_read(config))? {
         let batch = keep_in_range(&batch?, d_in, cutoff)?;
         n += batch.dim(0)?;
         rows.push(batch);
@@ -887,13 +879,16 @@ fn held_out_rows(store: &Store, config: &TrainConfig, cutoff: Option<f32>) -> Re
         }
     }
     if n == 0 {
+        let what = match source.store() {
+            Some(store) => format!("of its {} contexts", store.manifest.contexts),
+            None => "at the start of the corpus".to_string(),
+        };
         return Err(Error::Mismatch {
             message: format!(
-                "store {}: held_out = {} selects no documents of its {} contexts, so there is nothing to measure the SAE on; \
+                "{}: held_out = {} selects no documents {what}, so there is nothing to measure the SAE on; \
                  raise held_out, capture more documents, or set held_out = 0 to train without held-out metrics",
-                config.store.display(),
+                source.describe(),
                 config.held_out,
-                store.manifest.contexts
             ),
         });
     }

@@ -182,6 +182,15 @@ fn features_that_do_not_fit_are_refused() {
     let e = error("[[feature]]\nname = \"x\"\nkind = \"sae\"\nsae = \"sae\"\nlatent = 3\n");
     assert!(e.contains("feature[0] 'x'.sae") && e.contains("15"), "{e}");
 
+    // A transcoder: its latents read one hook and write another.
+    let transcoder = loupe_sae::testing::fixture_transcoder("relu", true, 1).unwrap();
+    loupe_sae::saelens::save(&transcoder, &tmp.path().join("tc")).unwrap();
+    let e = error("[[feature]]\nname = \"x\"\nkind = \"sae\"\nsae = \"tc\"\nlatent = 3\n");
+    assert!(
+        e.contains("is a transcoder") && e.contains("blocks.3.hook_mlp_out"),
+        "{e}"
+    );
+
     // A vector of the wrong width, an empty prompt, an unknown kind, a name used twice.
     let mut tensors = std::collections::HashMap::new();
     tensors.insert(
