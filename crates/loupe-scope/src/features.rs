@@ -7,7 +7,10 @@
 //!   sets apart (largest mean activation on `positive` minus that on `negative`, at each prompt's
 //!   last token; `select = "input"`, the default), or the latent whose decoder row most raises the
 //!   `concepts` words' tokens through the unembedding (`select = "output"`, [`crate::output_score`]):
-//!   ways to name a latent of an SAE that is trained afresh;
+//!   ways to name a latent of an SAE that is trained afresh. A transcoder's latent is chosen from
+//!   the hook it reads and is the decoder row where it writes (an MLP transcoder's: the MLP's
+//!   output, which `site = "blocks.L.hook_resid_post"` moves to the residual stream it is added
+//!   to);
 //! - `mean_diff`: the difference of the mean activations (at each prompt's last token) of two
 //!   prompt sets;
 //! - `vector`: a safetensors file with a 1-D tensor `direction`.
@@ -45,7 +48,9 @@ pub struct FeatureEntry {
     #[serde(default)]
     pub probe: Option<PathBuf>,
     /// `probe`: the hook to move an MLP-neuron probe to (`hook_mlp_out` or `hook_resid_post` of
-    /// its layer); default the probe's own hook.
+    /// its layer); default the probe's own hook. `sae` whose latents write an MLP's output (a
+    /// transcoder of the MLP, an SAE of `hook_mlp_out`): its layer's `hook_resid_post`, to which
+    /// the MLP's output is added.
     #[serde(default)]
     pub site: Option<HookPoint>,
     /// `sae`: the SAE (a SAELens directory or Gemma Scope `params.npz`).
@@ -138,6 +143,37 @@ pub struct Feature {
 }
 
 impl Feature {
+    /// The SAE latent this feature is (its SAE, index and path), for amplifiers that encode the
+    /// activation with the SAE and edit the latent: an error naming `field` for any other
+    /// feature, and for a transcoder's latent, which is read at another hook than it writes.
+    /// `verb` says what the caller does ("amplify", "steer"), for the advice.
+    pub fn sae_latent(&self, field: &str, verb: &str) -> Result<(&Arc<Sae>, usize, &Path)> {
+        let Source::Sae { sae, latent, path } = &self.source else {
+            return Err(Error::config(
+                field,
+                format!(
+                    "'{}' is not an SAE latent ({}); use kind = \"probe\" to {verb} along a direction",
+                    self.name,
+                    self.describe()
+                ),
+            ));
+        };
+        if sae.is_transcoder() {
+            return Err(Error::config(
+                field,
+                format!(
+                    "'{}' is a transcoder's latent: it reads {} and writes {}, and an sae amplifier edits one hook; \
+                     use kind = \"probe\" to {verb} along its decoder row at {}",
+                    self.name,
+                    sae.metadata.hook_name,
+                    sae.output_hook_name(),
+                    self.hook
+                ),
+            ));
+        }
+        Ok((sae, *latent, path))
+    }
+
     /// For an SAE latent, its largest activation as `loupe sae top` recorded it (in `top/top.json`
     /// beside the SAE); `None` when that has not been run or this is not an SAE latent.
     pub fn recorded_max_activation(&self) -> Result<Option<f32>> {
@@ -317,18 +353,6 @@ fn resolve(
         "sae" => {
             let path = need(entry.sae.as_ref(), "sae", "\"checkpoints/smollm2-l15-topk\"")?;
             let sae = loupe_sae::saelens::load(&path).map_err(|e| Error::field(&at("sae"), e))?;
-            if sae.is_transcoder() {
-                return Err(Error::config(
-                    &at("sae"),
-                    format!(
-                        "{} is a transcoder: its latents read {} and write {}, and a feature here is edited at one hook. \
-                         Name an SAE (one that reads and writes the same hook)",
-                        path.display(),
-                        sae.metadata.hook_name,
-                        sae.output_hook_name()
-                    ),
-                ));
-            }
             let hook: HookPoint = sae.metadata.hook_name.parse().map_err(|e| {
                 Error::config(
                     &at("sae"),
@@ -394,8 +418,26 @@ fn resolve(
                 ));
             }
             let direction = sae.w_dec.get(latent)?.to_vec1::<f32>()?;
+            // A transcoder's latent is chosen from what it reads, and its direction lives where
+            // its decoder writes.
+            let written: HookPoint = sae.output_hook_name().parse().map_err(|e| {
+                Error::config(
+                    &at("sae"),
+                    format!("its cfg.json names output hook '{}': {e}", sae.output_hook_name()),
+                )
+            })?;
+            check_hook(written, "sae")?;
+            let (written, direction) = match entry.site {
+                None => (written, direction),
+                Some(site) if site == written => (site, direction),
+                Some(site) => (
+                    site,
+                    into_residual_stream(model, written, site, direction)
+                        .map_err(|m| Error::config(&at("site"), m))?,
+                ),
+            };
             (
-                hook,
+                written,
                 direction,
                 Source::Sae {
                     path,
@@ -484,6 +526,26 @@ fn resolve(
 
 /// Moves a direction over MLP neurons to the MLP's output (or the residual stream it is added
 /// to) of the same layer: `W_down · v`.
+/// A direction written at an MLP's output (`from`), moved to the residual stream after the block
+/// (`to`): the same vector, where the model adds the MLP's output to the stream as it is.
+fn into_residual_stream(
+    model: &Model,
+    from: HookPoint,
+    to: HookPoint,
+    v: Vec<f32>,
+) -> std::result::Result<Vec<f32>, String> {
+    match (from, to) {
+        (HookPoint::MlpOut(a), HookPoint::ResidPost(b)) if a == b && model.mlp_out_weight(a).is_some() => Ok(v),
+        (HookPoint::MlpOut(a), HookPoint::ResidPost(b)) if a == b => Err(format!(
+            "a {} model normalises the MLP's output before adding it to the residual stream: steer at {from} itself",
+            model.spec().family
+        )),
+        _ => Err(format!(
+            "a latent written at {from} moves only from an MLP's output to its layer's hook_resid_post, not to {to}"
+        )),
+    }
+}
+
 fn lift(model: &Model, from: HookPoint, to: HookPoint, v: &[f32]) -> std::result::Result<Vec<f32>, String> {
     let HookPoint::MlpPost(layer) = from else {
         return Err(format!(

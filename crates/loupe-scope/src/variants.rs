@@ -96,16 +96,7 @@ impl ScopePlan<'_> {
                     ..
                 } => {
                     let feature = self.feature_for(name, spec.kind(), i, &source_hooks)?;
-                    let FeatureSource::Sae { sae, latent, path } = &feature.source else {
-                        return Err(Error::config(
-                            &at("feature"),
-                            format!(
-                                "'{}' is not an SAE latent ({}); use kind = \"probe\" to amplify along a direction",
-                                feature.name,
-                                feature.describe()
-                            ),
-                        ));
-                    };
+                    let (sae, latent, path) = feature.sae_latent(&at("feature"), "amplify")?;
                     for value in spec.values_or(&[4.0, 8.0]) {
                         let sae_mode = match mode {
                             SaeAmplifierMode::Scale => SaeMode::Scale { alpha: value },
@@ -130,7 +121,7 @@ impl ScopePlan<'_> {
                                 }
                             }
                         };
-                        let amplifier = SaeFeature::new(&feature.name, Arc::clone(sae), *latent, sae_mode)?;
+                        let amplifier = SaeFeature::new(&feature.name, Arc::clone(sae), latent, sae_mode)?;
                         variants.push(feature_variant("sae", value, feature, Box::new(amplifier)));
                     }
                 }

@@ -182,15 +182,6 @@ fn features_that_do_not_fit_are_refused() {
     let e = error("[[feature]]\nname = \"x\"\nkind = \"sae\"\nsae = \"sae\"\nlatent = 3\n");
     assert!(e.contains("feature[0] 'x'.sae") && e.contains("15"), "{e}");
 
-    // A transcoder: its latents read one hook and write another.
-    let transcoder = loupe_sae::testing::fixture_transcoder("relu", true, 1).unwrap();
-    loupe_sae::saelens::save(&transcoder, &tmp.path().join("tc")).unwrap();
-    let e = error("[[feature]]\nname = \"x\"\nkind = \"sae\"\nsae = \"tc\"\nlatent = 3\n");
-    assert!(
-        e.contains("is a transcoder") && e.contains("blocks.3.hook_mlp_out"),
-        "{e}"
-    );
-
     // A vector of the wrong width, an empty prompt, an unknown kind, a name used twice.
     let mut tensors = std::collections::HashMap::new();
     tensors.insert(
@@ -332,4 +323,42 @@ fn an_sae_latent_can_be_named_by_its_output_score() {
         e.contains("'vibes'") && e.contains("input") && e.contains("output"),
         "{e}"
     );
+}
+
+/// A transcoder's latent is a direction where its decoder writes (the MLP's output), chosen from
+/// what it reads; amplifiers that encode one hook with the SAE refuse it by name.
+#[test]
+fn a_transcoder_latent_is_its_decoder_row_at_the_output_hook() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("model"));
+    let mut transcoder =
+        loupe_sae::testing::random_relu_sae(32, 64, "blocks.1.ln2.hook_normalized", 3).unwrap();
+    transcoder.metadata.hook_name_out = Some("blocks.1.hook_mlp_out".into());
+    loupe_sae::saelens::save(&transcoder, &tmp.path().join("tc")).unwrap();
+    let text = "[[feature]]\nname = \"x\"\nkind = \"sae\"\nsae = \"tc\"\nlatent = 3\n";
+    let features = load_book(&book(tmp.path(), text), &model).unwrap();
+    let feature = &features[0];
+    assert_eq!(feature.hook, HookPoint::MlpOut(1));
+    assert_eq!(
+        feature.direction,
+        transcoder.w_dec.get(3).unwrap().to_vec1::<f32>().unwrap()
+    );
+    let e = feature.sae_latent("feature", "steer").err().unwrap().to_string();
+    assert!(
+        e.contains("transcoder")
+            && e.contains("blocks.1.ln2.hook_normalized")
+            && e.contains("kind = \"probe\""),
+        "{e}"
+    );
+    // Moved to the residual stream the MLP's output is added to: the same vector.
+    let moved = format!("{text}site = \"blocks.1.hook_resid_post\"\n");
+    let features = load_book(&book(tmp.path(), &moved), &model).unwrap();
+    assert_eq!(features[0].hook, HookPoint::ResidPost(1));
+    assert_eq!(features[0].direction, feature.direction);
+    let elsewhere = format!("{text}site = \"blocks.2.hook_resid_post\"\n");
+    let e = load_book(&book(tmp.path(), &elsewhere), &model)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("site") && e.contains("blocks.1.hook_mlp_out"), "{e}");
 }

@@ -252,16 +252,7 @@ impl<'a> SteerPlan<'a> {
                     max_activation,
                 } => {
                     let feature = find_feature(features, feature, hook, &at("feature"))?;
-                    let FeatureSource::Sae { sae, latent, path } = &feature.source else {
-                        return Err(Error::config(
-                            &at("feature"),
-                            format!(
-                                "'{}' is not an SAE latent ({}); use kind = \"probe\" to steer along a direction",
-                                feature.name,
-                                feature.describe()
-                            ),
-                        ));
-                    };
+                    let (sae, latent, path) = feature.sae_latent(&at("feature"), "steer")?;
                     let max = match (mode, max_activation) {
                         (SaeAmplifierMode::Scale, _) => None,
                         (SaeAmplifierMode::Clamp, Some(given)) => Some(*given),
@@ -288,7 +279,7 @@ impl<'a> SteerPlan<'a> {
                         };
                         let steering = Steering::SaeLatent {
                             sae: Arc::clone(sae),
-                            latent: *latent,
+                            latent,
                             mode: sae_mode,
                         };
                         variants.push(variant("sae", family.clone(), label, Some(value), steering));
