@@ -845,16 +845,15 @@ fn keep_in_range(rows: &Tensor, d_in: usize, cutoff: Option<f32>) -> Result<Tens
     let Some(cutoff) = cutoff else {
         return Ok(rows.clone());
     };
-    let x = rows;
-    let norms = x.narrow(1, 0, d_in)?.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
+    let norms = rows.narrow(1, 0, d_in)?.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
     if norms.iter().all(|&n| n <= cutoff) {
-        return Ok(x.clone());
+        return Ok(rows.clone());
     }
-    let rows: Vec<u32> = (0..norms.len() as u32)
+    let kept: Vec<u32> = (0..norms.len() as u32)
         .filter(|&r| norms[r as usize] <= cutoff)
         .collect();
-    let n = rows.len();
-    Ok(x.index_select(&Tensor::from_vec(rows, n, x.device())?, 0)?)
+    let n = kept.len();
+    Ok(rows.index_select(&Tensor::from_vec(kept, n, rows.device())?, 0)?)
 }
 
 /// Up to `eval_tokens` rows of the held-out split, read once; none when `held_out` is 0 (then
