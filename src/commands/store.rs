@@ -36,6 +36,13 @@ struct ImportArgs {
     /// configs name it.
     #[arg(long)]
     hook: HookPoint,
+    /// A second tensor of the same rows (`file.npy` or `file.safetensors:NAME`), filed under
+    /// --target-hook: what a transcoder trained on the store reconstructs.
+    #[arg(long, requires = "target_hook")]
+    target: Option<TensorSource>,
+    /// The hook point to file --target under, e.g. blocks.6.hook_mlp_out.
+    #[arg(long, requires = "target")]
+    target_hook: Option<HookPoint>,
     /// Per-row token ids (`ids.npy` or `file.safetensors:NAME`).
     #[arg(long)]
     token_ids: Option<TensorSource>,
@@ -77,6 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         labels: args.labels,
         output: args.output,
         hook: args.hook,
+        target: args.target_hook.zip(args.target),
         model: args.model,
         dtype: args.dtype,
         context_length: args.context_length,

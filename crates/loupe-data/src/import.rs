@@ -2,7 +2,8 @@
 //! generator) become an activation store, so that they train and evaluate like captured ones.
 //!
 //! The input is one `[n, d]` float tensor, from a `.npy` file or a `.safetensors` file, with
-//! optional per-row token ids, document ids and integer labels (1-D, `n` long). Rows are cut into
+//! optional per-row token ids, document ids and integer labels (1-D, `n` long), and optionally a
+//! second `[n, d']` tensor of the same rows filed under another hook (a transcoder's target). Rows are cut into
 //! contexts of `context_length` rows (the SAE trainer holds out whole documents, and a row's
 //! document is its context unless document ids are given) and written as shards sealed with
 //! their checksums, then the manifest, as a capture writes them. The manifest records the input
@@ -86,6 +87,9 @@ pub struct ImportSpec {
     pub output: PathBuf,
     /// The hook point the activations are stored under.
     pub hook: HookPoint,
+    /// A second hook's activations of the same rows, `[n, d']`, and the hook to file them under
+    /// (what a transcoder reconstructs, e.g. `blocks.6.hook_mlp_out`).
+    pub target: Option<(HookPoint, TensorSource)>,
     /// The model name recorded in the manifest.
     pub model: String,
     /// The dtype to store activations in.
@@ -122,6 +126,29 @@ pub fn import(spec: &ImportSpec, progress: &mut dyn loupe_util::Progress) -> Res
     let mut inputs = Inputs::default();
     let activations = read_activations(&mut inputs, &spec.activations, spec.hook)?;
     let (n, d) = activations.dims2()?;
+    let target = match &spec.target {
+        None => None,
+        Some((hook, _)) if *hook == spec.hook => {
+            return Err(Error::config(
+                "target-hook",
+                format!("is {hook}, the hook of the activations themselves: name another hook"),
+            ))
+        }
+        Some((hook, source)) => {
+            let tensor = read_activations(&mut inputs, source, *hook)?;
+            if tensor.dim(0)? != n {
+                return Err(Error::file(
+                    &source.path,
+                    format!(
+                        "{source} has {} rows, but {} has {n}: the target must hold the same rows, in the same order",
+                        tensor.dim(0)?,
+                        spec.activations
+                    ),
+                ));
+            }
+            Some((*hook, source, tensor))
+        }
+    };
     let columns = read_columns(&mut inputs, spec, n)?;
     drop(inputs);
 
@@ -134,16 +161,22 @@ pub fn import(spec: &ImportSpec, progress: &mut dyn loupe_util::Progress) -> Res
             sha256: IMPORTED_SHA256.into(),
             d_model: d,
         },
-        vec![HookInfo {
+        std::iter::once(HookInfo {
             name: spec.hook,
             width: d,
-        }],
+        })
+        .chain(target.iter().map(|(hook, _, tensor)| HookInfo {
+            name: *hook,
+            width: tensor.dim(1).expect("a 2-D tensor"),
+        }))
+        .collect(),
         spec.dtype,
         // A captured context's length counts its separator, which is never stored.
         spec.context_length + 1,
     );
     manifest.labels = columns.vocab.clone();
     let mut sources: Vec<&TensorSource> = vec![&spec.activations];
+    sources.extend(spec.target.iter().map(|(_, source)| source));
     sources.extend(&spec.token_ids);
     sources.extend(&spec.doc_ids);
     sources.extend(spec.labels.iter().map(|(_, s)| s));
@@ -166,7 +199,12 @@ pub fn import(spec: &ImportSpec, progress: &mut dyn loupe_util::Progress) -> Res
             ));
         }
         let rows = shard_rows.min(n - first_row);
-        let tensors = shard_tensors(spec, &activations, &columns, first_row, rows)?;
+        let mut tensors = shard_tensors(spec, &activations, &columns, first_row, rows)?;
+        if let Some((hook, source, tensor)) = &target {
+            let block = tensor.narrow(0, first_row, rows)?.to_dtype(DType::F32)?;
+            check_values(&block, source, spec.dtype, first_row)?;
+            tensors.insert(hook.to_string(), block.to_dtype(spec.dtype.dtype())?);
+        }
         let first_context = (first_row / spec.context_length) as u64;
         let contexts = rows.div_ceil(spec.context_length) as u64;
         let shard = write_shard(&spec.output, index, &tensors, first_context, contexts)?;
@@ -188,7 +226,7 @@ fn shard_tensors(
     rows: usize,
 ) -> Result<HashMap<String, Tensor>> {
     let block = activations.narrow(0, first_row, rows)?.to_dtype(DType::F32)?;
-    check_values(&block, spec, first_row)?;
+    check_values(&block, &spec.activations, spec.dtype, first_row)?;
     let mut tensors = HashMap::new();
     tensors.insert(spec.hook.to_string(), block.to_dtype(spec.dtype.dtype())?);
     let range = first_row..first_row + rows;
@@ -228,11 +266,12 @@ fn shard_tensors(
     Ok(tensors)
 }
 
-/// Refuses non-finite activations, and values the store's dtype cannot hold, naming the row.
-fn check_values(block: &Tensor, spec: &ImportSpec, first_row: usize) -> Result<()> {
+/// Refuses non-finite activations of `source`, and values the store's dtype cannot hold, naming
+/// the row.
+fn check_values(block: &Tensor, source: &TensorSource, dtype: StoreDType, first_row: usize) -> Result<()> {
     let d = block.dim(1)?;
     let values = block.flatten_all()?.to_vec1::<f32>()?;
-    let largest = match spec.dtype {
+    let largest = match dtype {
         StoreDType::F16 => 65504.0,
         StoreDType::F32 | StoreDType::Bf16 => f32::MAX,
     };
@@ -245,11 +284,8 @@ fn check_values(block: &Tensor, spec: &ImportSpec, first_row: usize) -> Result<(
             "activations must be finite numbers: fix or drop that row"
         };
         return Err(Error::file(
-            &spec.activations.path,
-            format!(
-                "{}: row {row}, column {column} is {value}; {fix}",
-                spec.activations
-            ),
+            &source.path,
+            format!("{source}: row {row}, column {column} is {value}; {fix}"),
         ));
     }
     Ok(())

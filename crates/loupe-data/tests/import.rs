@@ -22,6 +22,7 @@ fn spec(input: &Path, output: &Path) -> ImportSpec {
         labels: Vec::new(),
         output: output.to_path_buf(),
         hook: HOOK,
+        target: None,
         model: "elsewhere".into(),
         dtype: StoreDType::F32,
         context_length: 4,
@@ -142,6 +143,73 @@ fn npy_files_import_with_their_columns_and_to_a_half_precision_store() {
     assert_eq!(fields.token_ids, [0; 9], "no token ids given");
     assert_eq!(store.manifest.labels.values[0], ["0", "1"]);
     assert_eq!(fields.labels[0], [1, 1, 0, 0, 1, 1, 0, 0, 1]);
+}
+
+/// A transcoder's target, a second tensor of the same rows, is filed under its own hook beside
+/// the activations, row for row; one of another length is refused before anything is written.
+#[test]
+fn a_target_of_the_same_rows_is_filed_under_its_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, d, d_target) = (10, 3, 5);
+    let target_hook = HookPoint::MlpOut(6);
+    let input = rows(n, d);
+    let target: Vec<f32> = rows(n, d_target).iter().map(|v| -v).collect();
+    save(
+        &dir.path().join("pair.safetensors"),
+        vec![
+            (
+                "in",
+                Tensor::from_vec(input.clone(), (n, d), &Device::Cpu).unwrap(),
+            ),
+            (
+                "out",
+                Tensor::from_vec(target.clone(), (n, d_target), &Device::Cpu).unwrap(),
+            ),
+        ],
+    );
+    let file = dir.path().join("pair.safetensors");
+    let mut spec = spec(&file, &dir.path().join("store"));
+    spec.activations = format!("{}:in", file.display()).parse().unwrap();
+    spec.target = Some((target_hook, format!("{}:out", file.display()).parse().unwrap()));
+    import(&spec, &mut NoProgress).unwrap();
+    let (store, values, _) = read_back(&dir.path().join("store"));
+    assert_eq!(values, input);
+    assert_eq!(store.manifest.hook(target_hook).unwrap().width, d_target);
+    let mut stored_target = Vec::new();
+    for index in 0..store.manifest.shards.len() {
+        let shard = store.read_shard(index, target_hook).unwrap();
+        stored_target.extend(shard.activations.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
+    assert_eq!(stored_target, target);
+
+    save(
+        &dir.path().join("short.safetensors"),
+        vec![(
+            "out",
+            Tensor::from_vec(
+                target[..(n - 1) * d_target].to_vec(),
+                (n - 1, d_target),
+                &Device::Cpu,
+            )
+            .unwrap(),
+        )],
+    );
+    spec.output = dir.path().join("store2");
+    spec.target = Some((
+        target_hook,
+        dir.path()
+            .join("short.safetensors")
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    ));
+    let e = import(&spec, &mut NoProgress).unwrap_err().to_string();
+    assert!(
+        e.contains("short.safetensors") && e.contains("9 rows") && e.contains("same rows"),
+        "{e}"
+    );
+    assert!(!dir.path().join("store2").exists());
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! are made from, and a skip transcoder also the linear part of the map.
 
 use loupe_model::HookPoint;
-use loupe_sae::testing::{mean_max_cosine, synthetic, synthetic_pair, write_store, write_store_of};
+use loupe_sae::testing::{mean_max_cosine, synthetic, synthetic_pair, write_store};
 use loupe_sae::{saelens, train, NoObserver, TrainConfig};
 
 const D: usize = 32;
@@ -36,17 +36,37 @@ fn recover(architecture: &str, extra: &str) -> f64 {
 }
 
 /// Trains a TopK transcoder (with `extra` settings) from inputs to targets made from the same
-/// codes through two dictionaries (and a linear map of the input, when `linear`); returns the
-/// mean max cosine of its decoder with the target dictionary and its held-out FVU.
+/// codes through two dictionaries (and a linear map of the input, when `linear`), brought in as
+/// .npy files by `loupe store import`; returns the mean max cosine of its decoder with the
+/// target dictionary and its held-out FVU.
 fn recover_transcoder(extra: &str, linear: bool) -> (f64, f64) {
+    use candle_core::{Device, Tensor};
+    use loupe_data::import::{import, ImportSpec};
     let dir = tempfile::tempdir().unwrap();
     let data = synthetic_pair(D, FEATURES, 32_768, 3.0, linear, 8);
     let (hook, target) = (HookPoint::Ln2Normalized(2), HookPoint::MlpOut(2));
-    let hooks = [
-        (hook, data.input.rows.as_slice()),
-        (target, data.target.as_slice()),
-    ];
-    write_store_of(&dir.path().join("store"), &hooks, D, 64, "synthetic").unwrap();
+    let npy = |name: &str, rows: &[f32]| {
+        let path = dir.path().join(name);
+        Tensor::from_slice(rows, (rows.len() / D, D), &Device::Cpu)
+            .unwrap()
+            .write_npy(&path)
+            .unwrap();
+        path.to_str().unwrap().parse().unwrap()
+    };
+    let spec = ImportSpec {
+        activations: npy("inputs.npy", &data.input.rows),
+        token_ids: None,
+        doc_ids: None,
+        labels: Vec::new(),
+        output: dir.path().join("store"),
+        hook,
+        target: Some((target, npy("targets.npy", &data.target))),
+        model: "synthetic".into(),
+        dtype: loupe_data::store::StoreDType::F32,
+        context_length: 64,
+        shard_contexts: 16,
+    };
+    import(&spec, &mut loupe_util::NoProgress).unwrap();
     let text = format!(
         "store = {:?}\nhook = \"{hook}\"\ntarget_hook = \"{target}\"\noutput = {:?}\narchitecture = \"topk\"\n\
          k = 4\nexpansion = 4\ntrain_tokens = 400_000\nbatch_size = 512\nlr = 3e-3\neval_every = 100\n\
@@ -133,6 +153,7 @@ fn imported_activations_train_like_captured_ones() {
         labels: Vec::new(),
         output: dir.path().join("store"),
         hook,
+        target: None,
         model: "synthetic".into(),
         dtype: loupe_data::store::StoreDType::F32,
         context_length: 64,
