@@ -506,11 +506,6 @@ impl TrainConfig {
         self.target_hook.is_some()
     }
 
-    /// The hook the run reconstructs: `target_hook`, else `hook`.
-    pub fn reconstructed_hook(&self) -> HookPoint {
-        self.target_hook.unwrap_or(self.hook)
-    }
-
     /// Refuses a field that only other architectures use (it would be silently ignored).
     fn check_architecture_fields(&self, is_set: &dyn Fn(&str) -> bool) -> Result<()> {
         use ArchitectureName::*;

@@ -211,7 +211,8 @@ fn rows_in_range(sae: &Sae, input: &Tensor, target: &Tensor) -> Result<(Tensor, 
         return Ok((input.clone(), target.clone()));
     }
     let rows: Vec<u32> = (0..keep.len() as u32).filter(|&r| keep[r as usize]).collect();
-    let rows = Tensor::from_vec(rows.clone(), rows.len(), input.device())?;
+    let n = rows.len();
+    let rows = Tensor::from_vec(rows, n, input.device())?;
     Ok((input.index_select(&rows, 0)?, target.index_select(&rows, 0)?))
 }
 

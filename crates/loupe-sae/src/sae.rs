@@ -310,15 +310,4 @@ impl Sae {
         let mask = Tensor::from_vec(mask, (keep.len(), 1), x.device())?.broadcast_as(x.shape())?;
         Ok(mask.where_cond(&recon, x)?)
     }
-
-    /// The rows of `x` within the norm cutoff.
-    pub fn rows_in_range(&self, x: &Tensor) -> Result<Tensor> {
-        let keep = self.in_range(x)?;
-        if keep.iter().all(|&k| k) {
-            return Ok(x.clone());
-        }
-        let rows: Vec<u32> = (0..keep.len() as u32).filter(|&r| keep[r as usize]).collect();
-        let n = rows.len();
-        Ok(x.index_select(&Tensor::from_vec(rows, n, x.device())?, 0)?)
-    }
 }
