@@ -29,6 +29,13 @@ pub const GEMMA_SCOPE_FILE: &str = "params.npz";
 /// Writes `sae` into `dir` (created if needed): the weights first, then `cfg.json`, each through
 /// a temp file and a rename.
 pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
+    if sae.w_skip.is_some() && !sae.is_transcoder() {
+        // sparsify trains such SAEs (skip_connection without transcode); SAELens has no class.
+        return Err(Error::config(
+            "format",
+            "SAELens has no SAE with a skip term that reads and writes one hook: save it in sparsify's layout",
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
     let mut tensors: Vec<(&str, Tensor)> = vec![
         ("W_enc", sae.w_enc.clone()),
@@ -60,7 +67,7 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
 /// a transcoder, `transcoder` after the activation's prefix (none for ReLU), with `skip_` before
 /// it when there is a skip term.
 fn architecture_name(sae: &Sae) -> String {
-    if !sae.is_transcoder() && sae.w_skip.is_none() {
+    if !sae.is_transcoder() {
         return sae.activation.saelens_name().to_string();
     }
     let prefix = match sae.activation {
@@ -105,7 +112,7 @@ fn cfg_json(sae: &Sae) -> Value {
         cfg["k"] = json!(k);
         cfg["rescale_acts_by_decoder_norm"] = json!(false);
     }
-    if sae.is_transcoder() || sae.w_skip.is_some() {
+    if sae.is_transcoder() {
         cfg["d_out"] = json!(sae.d_in);
         cfg["metadata"]["hook_name_out"] = json!(m.hook_name_out);
     }
@@ -216,7 +223,8 @@ pub fn load(path: &Path) -> Result<Sae> {
                 &cfg_path,
                 format!(
                     "architecture {other:?} is not supported; loupe reads standard, topk and jumprelu SAEs, \
-                     and transcoder, skip_transcoder, jumprelu_transcoder and jumprelu_skip_transcoder transcoders"
+                     and their transcoders (transcoder, jumprelu_transcoder, topk_transcoder, each also with skip_ \
+                     before transcoder)"
                 ),
             ))
         }
