@@ -52,13 +52,13 @@ pub struct CaptureConfig {
     pub corpus: Vec<CorpusSpec>,
 }
 
-fn default_model() -> String {
+pub(crate) fn default_model() -> String {
     "smollm2".into()
 }
-fn default_context_length() -> usize {
+pub(crate) fn default_context_length() -> usize {
     128
 }
-fn default_batch_size() -> usize {
+pub(crate) fn default_batch_size() -> usize {
     8
 }
 fn default_shard_contexts() -> usize {

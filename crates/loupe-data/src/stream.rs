@@ -35,13 +35,13 @@ use crate::{Error, Result};
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     /// The model, named as `--model` names it (`smollm2`, a path, a hub id).
-    #[serde(default = "default_model")]
+    #[serde(default = "crate::capture::default_model")]
     pub model: String,
     /// Tokens per context, the separator that starts it included.
-    #[serde(default = "default_context_length")]
+    #[serde(default = "crate::capture::default_context_length")]
     pub context_length: usize,
     /// Contexts per forward pass.
-    #[serde(default = "default_forward_batch")]
+    #[serde(default = "crate::capture::default_batch_size")]
     pub batch_size: usize,
     /// Tokens per pass over the corpus (whole contexts: a few more); the whole corpus if unset.
     #[serde(default)]
@@ -54,16 +54,6 @@ pub struct StreamConfig {
     pub separator: Option<String>,
     /// The corpora, read in turn one document at a time.
     pub corpus: Vec<CorpusSpec>,
-}
-
-fn default_model() -> String {
-    "smollm2".into()
-}
-fn default_context_length() -> usize {
-    128
-}
-fn default_forward_batch() -> usize {
-    8
 }
 
 impl StreamConfig {

@@ -176,6 +176,11 @@ pub(crate) fn train_runs(
             if let Some(&first) = due.first() {
                 let (x, target) = normalisation.apply(&rows, d_in, runs[first].state.info.step, &source)?;
                 let target = target.as_deref().unwrap_or(&x);
+                // Before the step, whose checkpoint (when one is due) must name the batch after
+                // this one.
+                for &i in &due {
+                    runs[i].state.info.stream_position = batches.stream_position();
+                }
                 // The runs step at once: one run's step leaves cores idle (its serial parts) that
                 // another's fills. Each run's arithmetic is the same as when it steps alone.
                 let results: Vec<(usize, Result<StepReport>)> = runs
@@ -185,9 +190,6 @@ pub(crate) fn train_runs(
                     .map(|(i, run)| (i, run.step(&x, target, &eval_rows)))
                     .collect();
                 let mut failed = Vec::new();
-                for &i in &due {
-                    runs[i].state.info.stream_position = batches.stream_position();
-                }
                 for (i, result) in results {
                     match result {
                         Ok(report) => report.send(i, runs[i].state.info.step, observer),

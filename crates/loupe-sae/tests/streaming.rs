@@ -68,6 +68,39 @@ fn a_streamed_run_resumes_at_its_position_in_the_corpus_to_the_same_result() {
     }
 }
 
+/// A process that dies between checkpoints (here: a panic after step 17; the last periodic
+/// checkpoint is step 14's) resumes from that checkpoint to the uninterrupted run: the position a
+/// periodic checkpoint records is the batch after its step.
+#[test]
+fn a_streamed_run_killed_between_checkpoints_resumes_from_the_last_one() {
+    struct DiesAfter(u64, u64);
+    impl loupe_util::Progress for DiesAfter {
+        fn advance(&mut self, _n: u64) {
+            self.1 += 1;
+            assert!(self.1 < self.0, "the process dies");
+        }
+    }
+    impl loupe_sae::TrainObserver for DiesAfter {}
+
+    let dir = tempfile::tempdir().unwrap();
+    let whole = TrainConfig::from_toml(&setup(dir.path()), "test", &[]).unwrap();
+    train(&whole, &mut NoObserver).unwrap();
+    let uninterrupted = Checkpoint::load(&whole.output).unwrap().unwrap();
+
+    let mut killed = whole.clone();
+    killed.output = dir.path().join("killed");
+    let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train(&killed, &mut DiesAfter(17, 0))
+    }));
+    assert!(died.is_err());
+    let left = Checkpoint::load(&killed.output).unwrap().unwrap();
+    assert_eq!(left.info.step, 14, "the last periodic checkpoint");
+    train(&killed, &mut NoObserver).unwrap();
+    let resumed = Checkpoint::load(&killed.output).unwrap().unwrap();
+    assert_eq!(resumed.params, uninterrupted.params);
+    assert_eq!(resumed.adam, uninterrupted.adam);
+}
+
 #[test]
 fn a_config_that_mixes_up_the_sources_is_refused() {
     let dir = tempfile::tempdir().unwrap();
